@@ -1,0 +1,31 @@
+//! # firmware — the on-device continual learner
+//!
+//! The data path reads top to bottom: samples ([`data`]) → trainable model ([`nn`]) → training loop
+//! ([`train`]) → continual-learning [`method`]s → [`metrics`].
+//!
+//! Everything here runs on the board; nothing host-only (plotting, CLI UI, data downloads) lives in this crate.
+#![warn(missing_docs)]
+
+pub mod data;
+pub mod error;
+pub mod method;
+pub mod metrics;
+pub mod nn;
+pub mod train;
+
+pub use error::{Error, Result};
+
+/// The small set of names most users need.
+pub mod prelude {
+    pub use crate::data::{Samples, TaskData};
+    pub use crate::error::{Error, Result};
+    pub use crate::method::{FineTune, LearnContext, Method, TaskReport};
+    pub use crate::metrics::{AccuracyMatrix, Summary};
+    pub use crate::nn::{Layer, Linear, Mode, Model, Param, Sgd};
+    pub use crate::train::{GradHook, NoHook, Progress, Silent, TrainConfig, evaluate, train};
+}
+
+/// A deterministic random stream from a seed (ChaCha8: identical on every platform).
+pub fn seeded_rng(seed: u64) -> rand_chacha::ChaCha8Rng {
+    <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed)
+}

@@ -1,0 +1,110 @@
+//! Fully connected layer `y = x Wᵀ + b`.
+
+use ndarray::{Array1, Array2, ArrayD, Axis, Ix2};
+use rand::Rng;
+
+use super::param::Param;
+use crate::error::{Result, shape_err};
+
+/// Fully connected layer with weight `(out, in)` (PyTorch layout) and an optional bias.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// Weight, shape `(out_features, in_features)`.
+    pub weight: Param,
+    /// Optional bias, shape `(out_features,)`.
+    pub bias: Option<Param>,
+    input: Option<Array2<f32>>,
+}
+
+impl Linear {
+    /// PyTorch's default initialisation: `U(-1/√in, 1/√in)` for weight and bias.
+    pub fn new(prefix: &str, in_features: usize, out_features: usize, bias: bool, rng: &mut impl Rng) -> Self {
+        let bound = 1.0 / (in_features.max(1) as f32).sqrt();
+        let w = Array2::from_shape_fn((out_features, in_features), |_| rng.random_range(-bound..=bound));
+        let b = bias.then(|| {
+            let b = Array1::from_shape_fn(out_features, |_| rng.random_range(-bound..=bound));
+            Param::new(format!("{prefix}.bias"), b.into_dyn())
+        });
+        Self { weight: Param::new(format!("{prefix}.weight"), w.into_dyn()), bias: b, input: None }
+    }
+
+    /// Build from given weights (e.g. loaded from ONNX); `weight` is `(out, in)`.
+    pub fn from_weights(prefix: &str, weight: Array2<f32>, bias: Option<Array1<f32>>) -> Result<Self> {
+        if let Some(b) = &bias
+            && b.len() != weight.nrows()
+        {
+            return Err(shape_err("Linear::from_weights bias", weight.nrows(), b.len()));
+        }
+        Ok(Self {
+            weight: Param::new(format!("{prefix}.weight"), weight.into_dyn()),
+            bias: bias.map(|b| Param::new(format!("{prefix}.bias"), b.into_dyn())),
+            input: None,
+        })
+    }
+
+    /// Input width.
+    pub fn in_features(&self) -> usize {
+        self.weight.value.shape()[1]
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.weight.value.shape()[0]
+    }
+
+    /// The weight as a 2-D view.
+    pub fn w(&self) -> ndarray::ArrayView2<'_, f32> {
+        self.weight.value.view().into_dimensionality::<Ix2>().expect("Linear weight is 2-D by construction")
+    }
+
+    /// Input of the last forward pass `(batch, in)`, kept for backward and for GPM representations.
+    pub fn cached_input(&self) -> Option<&Array2<f32>> {
+        self.input.as_ref()
+    }
+
+    /// `y = x Wᵀ + b` for `x` of shape `(batch, in)`.
+    pub fn forward(&mut self, x: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let x = x.into_dimensionality::<Ix2>().map_err(|e| shape_err("Linear input", "(batch, in)", e))?;
+        if x.ncols() != self.in_features() {
+            return Err(shape_err("Linear input width", self.in_features(), x.ncols()));
+        }
+        let mut y = crate::nn::ops::matmul_nt(&x.view(), &self.w());
+        if let Some(b) = &self.bias {
+            y += &b.value.view().into_dimensionality::<ndarray::Ix1>().expect("bias is 1-D");
+        }
+        self.input = Some(x);
+        Ok(y.into_dyn())
+    }
+
+    /// Accumulate `dW += δᵀ x`, `db += Σ δ` and return `dx = δ W`.
+    pub fn backward(&mut self, grad: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let g = grad.into_dimensionality::<Ix2>().map_err(|e| shape_err("Linear grad", "(batch, out)", e))?;
+        let x = self.input.as_ref().ok_or_else(|| crate::Error::Config("Linear::backward before forward".into()))?;
+        if g.nrows() != x.nrows() || g.ncols() != self.out_features() {
+            return Err(shape_err("Linear grad", (x.nrows(), self.out_features()), g.dim()));
+        }
+        let dw = crate::nn::ops::matmul_tn(&g.view(), &x.view());
+        let mut wg = self.weight.grad.view_mut().into_dimensionality::<Ix2>().expect("2-D");
+        wg += &dw;
+        if let Some(b) = &mut self.bias {
+            b.grad += &g.sum_axis(Axis(0)).into_dyn();
+        }
+        let dx = g.dot(&self.w());
+        Ok(dx.into_dyn())
+    }
+
+    /// Parameters in order (weight, bias).
+    pub fn params(&self) -> Vec<&Param> {
+        std::iter::once(&self.weight).chain(self.bias.as_ref()).collect()
+    }
+
+    /// Mutable parameters in order (weight, bias).
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        std::iter::once(&mut self.weight).chain(self.bias.as_mut()).collect()
+    }
+
+    /// Drop cached activations.
+    pub fn clear_cache(&mut self) {
+        self.input = None;
+    }
+}

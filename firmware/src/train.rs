@@ -1,0 +1,212 @@
+//! The training loop shared by every method: shuffled mini-batch SGD with GPM's validation-driven
+//! learning-rate schedule (decay on plateau, early stop, optional best-validation restore).
+
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Samples, TaskData};
+use crate::error::{Error, Result};
+use crate::nn::{Mode, Model, Sgd, softmax_cross_entropy};
+
+/// Hyper-parameters of one training stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    /// Maximum number of epochs.
+    pub epochs: usize,
+    /// Mini-batch size (the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+    /// Initial learning rate.
+    pub lr: f32,
+    /// Stop when the decayed learning rate falls below this.
+    pub lr_min: f32,
+    /// Epochs without validation improvement before the learning rate is divided by `lr_factor`.
+    pub lr_patience: usize,
+    /// Divisor applied to the learning rate on a plateau.
+    pub lr_factor: f32,
+    /// SGD momentum (0 in GPM/BECAME).
+    pub momentum: f32,
+    /// Restore the weights of the best validation loss at the end (GPM stage 1: yes; BECAME stage 2: no).
+    pub restore_best: bool,
+}
+
+impl Default for TrainConfig {
+    /// GPM's PMNIST settings: 5 epochs, batch 10, lr 0.01, lr_min 1e-5, patience 6, factor 2, best restore.
+    fn default() -> Self {
+        Self {
+            epochs: 5,
+            batch_size: 10,
+            lr: 0.01,
+            lr_min: 1e-5,
+            lr_patience: 6,
+            lr_factor: 2.0,
+            momentum: 0.0,
+            restore_best: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reject settings that cannot train.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err(Error::Config("epochs and batch_size must be at least 1".into()));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) || !(self.lr_factor > 1.0) {
+            return Err(Error::Config(format!("need lr > 0 and lr_factor > 1, got {} and {}", self.lr, self.lr_factor)));
+        }
+        Ok(())
+    }
+}
+
+/// Called between backward and the optimizer step: GPM projects gradients here, EWC adds its penalty.
+pub trait GradHook {
+    /// Modify the gradients stored in `model` before the update.
+    fn after_backward(&mut self, model: &mut Model, task: &TaskData<'_>) -> Result<()>;
+}
+
+/// The identity hook (plain SGD).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHook;
+
+impl GradHook for NoHook {
+    fn after_backward(&mut self, _: &mut Model, _: &TaskData<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Receives training progress (the host shows progress bars; the device logs).
+pub trait Progress {
+    /// Called once per finished epoch.
+    fn epoch(&mut self, _stage: &str, _epoch: usize, _info: &EpochLog) {}
+    /// Called after each optimizer step with the number of samples in the batch.
+    fn batch(&mut self, _samples: usize) {}
+}
+
+/// A progress sink that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Progress for Silent {}
+
+/// What happened in one epoch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochLog {
+    /// Mean training loss over the epoch's batches (weighted by batch size).
+    pub train_loss: f32,
+    /// Validation loss after the epoch.
+    pub val_loss: f32,
+    /// Validation accuracy after the epoch.
+    pub val_acc: f32,
+    /// Learning rate used during the epoch.
+    pub lr: f32,
+}
+
+/// Per-stage log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrainLog {
+    /// One entry per epoch run.
+    pub epochs: Vec<EpochLog>,
+    /// Index of the epoch whose weights were kept (the last one when `restore_best` is off).
+    pub kept_epoch: usize,
+}
+
+/// Mean loss and accuracy on `samples` through head `head`, in evaluation mode, batches of `batch`.
+pub fn evaluate(model: &mut Model, samples: &Samples, head: usize, batch: usize) -> Result<(f32, f32)> {
+    if samples.is_empty() {
+        return Err(Error::Empty("evaluation set".into()));
+    }
+    samples.check_labels(model.head_outputs(head)?)?;
+    let mut loss = 0.0f64;
+    let mut correct = 0usize;
+    let batch = batch.max(1);
+    for start in (0..samples.len()).step_by(batch) {
+        let end = (start + batch).min(samples.len());
+        let (x, y) = samples.slice(start, end);
+        let logits = model.forward(&x, head, Mode::Eval)?;
+        let (l, _) = softmax_cross_entropy(&logits.view(), y)?;
+        loss += f64::from(l) * (end - start) as f64;
+        let pred = crate::nn::argmax_rows(&logits.view());
+        correct += pred.iter().zip(y).filter(|(p, t)| p == t).count();
+    }
+    model.clear_cache();
+    Ok(((loss / samples.len() as f64) as f32, correct as f32 / samples.len() as f32))
+}
+
+/// Train `model` on `task` with the GPM schedule; `hook` may rewrite gradients before each step.
+///
+/// Per epoch: shuffle, mini-batch SGD, then validate. If the validation loss improves (strictly), remember the
+/// weights and reset patience; otherwise decrement patience, and at zero divide the lr by `lr_factor`, stopping
+/// early once it falls below `lr_min`. With `restore_best`, the remembered weights are put back at the end.
+pub fn train(
+    model: &mut Model,
+    task: &TaskData<'_>,
+    cfg: &TrainConfig,
+    hook: &mut dyn GradHook,
+    rng: &mut ChaCha8Rng,
+    progress: &mut dyn Progress,
+    stage: &str,
+) -> Result<TrainLog> {
+    cfg.validate()?;
+    if task.train.is_empty() {
+        return Err(Error::Empty(format!("training split of task {}", task.task_id)));
+    }
+    let classes = model.head_outputs(task.head)?;
+    task.train.check_labels(classes)?;
+    let mut opt = Sgd::new(cfg.lr, cfg.momentum)?;
+    let mut lr = cfg.lr;
+    let mut best_loss = f32::INFINITY;
+    let mut best = model.flat_params();
+    let mut patience = cfg.lr_patience;
+    let mut log = TrainLog::default();
+    let mut order: Vec<usize> = (0..task.train.len()).collect();
+    for epoch in 0..cfg.epochs {
+        order.shuffle(rng);
+        let mut sum = 0.0f64;
+        for chunk in order.chunks(cfg.batch_size) {
+            let batch = task.train.select(chunk);
+            model.zero_grad();
+            let loss = model.loss_and_grad(&batch.x.view(), &batch.y, task.head)?;
+            hook.after_backward(model, task)?;
+            opt.step(model)?;
+            sum += f64::from(loss) * chunk.len() as f64;
+            progress.batch(chunk.len());
+        }
+        let (val_loss, val_acc) = if task.val.is_empty() {
+            ((sum / task.train.len() as f64) as f32, f32::NAN)
+        } else {
+            evaluate(model, task.val, task.head, 64)?
+        };
+        let entry = EpochLog { train_loss: (sum / task.train.len() as f64) as f32, val_loss, val_acc, lr };
+        progress.epoch(stage, epoch, &entry);
+        tracing::debug!(stage, epoch, train_loss = entry.train_loss, val_loss, val_acc, lr, "epoch");
+        log.epochs.push(entry);
+        if !val_loss.is_finite() {
+            return Err(Error::NonFinite(format!("validation loss at epoch {epoch} (lr {lr} too high?)")));
+        }
+        if val_loss < best_loss {
+            best_loss = val_loss;
+            best = model.flat_params();
+            log.kept_epoch = epoch;
+            patience = cfg.lr_patience;
+        } else {
+            patience = patience.saturating_sub(1);
+            if patience == 0 {
+                lr /= cfg.lr_factor;
+                if lr < cfg.lr_min {
+                    break;
+                }
+                patience = cfg.lr_patience;
+                opt.lr = lr;
+            }
+        }
+    }
+    if cfg.restore_best {
+        model.set_flat_params(&best)?;
+    } else {
+        log.kept_epoch = log.epochs.len().saturating_sub(1);
+    }
+    model.zero_grad();
+    model.clear_cache();
+    Ok(log)
+}

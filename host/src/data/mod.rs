@@ -1,0 +1,1 @@
+//! Real data sets (IDX files) and the task streams built from them.

@@ -1,0 +1,5 @@
+//! `host` command-line tool.
+
+fn main() {
+    println!("host {}", env!("CARGO_PKG_VERSION"));
+}
