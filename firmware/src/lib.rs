@@ -1,13 +1,16 @@
 //! # firmware — the on-device continual learner
 //!
 //! The data path reads top to bottom: samples ([`data`]) → trainable model ([`nn`]) → training loop
-//! ([`train`]) → continual-learning [`method`]s → [`metrics`].
+//! ([`train`]) → [`gpm`] bases / [`fisher`] / [`merge`] → continual-learning [`method`]s → [`metrics`].
 //!
 //! Everything here runs on the board; nothing host-only (plotting, CLI UI, data downloads) lives in this crate.
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod error;
+pub mod fisher;
+pub mod gpm;
+pub mod merge;
 pub mod method;
 pub mod metrics;
 pub mod nn;
@@ -19,7 +22,7 @@ pub use error::{Error, Result};
 pub mod prelude {
     pub use crate::data::{Samples, TaskData};
     pub use crate::error::{Error, Result};
-    pub use crate::method::{FineTune, LearnContext, Method, TaskReport};
+    pub use crate::method::{Became, Ewc, FineTune, GpmMethod, Joint, LearnContext, Method, TaskReport};
     pub use crate::metrics::{AccuracyMatrix, Summary};
     pub use crate::nn::{Layer, Linear, Mode, Model, Param, Sgd};
     pub use crate::train::{GradHook, NoHook, Progress, Silent, TrainConfig, evaluate, train};

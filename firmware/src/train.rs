@@ -52,8 +52,12 @@ impl TrainConfig {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err(Error::Config("epochs and batch_size must be at least 1".into()));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) || !(self.lr_factor > 1.0) {
-            return Err(Error::Config(format!("need lr > 0 and lr_factor > 1, got {} and {}", self.lr, self.lr_factor)));
+        let ok = self.lr.is_finite() && self.lr > 0.0 && self.lr_factor.is_finite() && self.lr_factor > 1.0;
+        if !ok {
+            return Err(Error::Config(format!(
+                "need lr > 0 and lr_factor > 1, got {} and {}",
+                self.lr, self.lr_factor
+            )));
         }
         Ok(())
     }

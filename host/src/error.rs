@@ -37,6 +37,14 @@ pub enum Error {
         /// Bytes actually present.
         found: usize,
     },
+    /// An IDX file whose element type is not unsigned byte (0x08), the only one the loader supports.
+    #[error("{path}: unsupported IDX element type {dtype:#04x} (only 0x08, unsigned byte, is supported)")]
+    UnsupportedDtype {
+        /// The file.
+        path: String,
+        /// The type byte read from the header.
+        dtype: u8,
+    },
     /// Sizes that do not agree (images vs labels, trailing bytes, wrong dimensionality).
     #[error("{0}")]
     SizeMismatch(String),

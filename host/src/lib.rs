@@ -1,10 +1,18 @@
 //! # host — the workstation side of the product
 //!
-//! Real data ([`data`]), task streams, the simulation of the device learner over a stream ([`simulate`]) and
-//! reports ([`report`]). The learner itself is the `firmware` crate; the host only drives it.
+//! Real data ([`data`]), named streams and their settings ([`presets`]), the simulation of the device learner
+//! over a stream ([`simulate`]) and reports ([`report`]). The learner itself is the `firmware` crate; the host
+//! only drives it.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod data;
 pub mod error;
+pub mod model_file;
+pub mod presets;
+pub mod progress;
+pub mod registry;
+pub mod report;
+pub mod simulate;
 
 pub use error::{Error, Result};

@@ -8,9 +8,17 @@ use crate::error::Result;
 use crate::nn::Model;
 use crate::train::{Progress, TrainLog};
 
+mod became;
+mod ewc;
 mod finetune;
+mod gpm;
+mod joint;
 
+pub use became::Became;
+pub use ewc::Ewc;
 pub use finetune::FineTune;
+pub use gpm::GpmMethod;
+pub use joint::Joint;
 
 /// Everything a method may use besides the model and the task.
 pub struct LearnContext<'a> {

@@ -3,8 +3,13 @@
 use ndarray::ArrayD;
 
 use super::activation::Relu;
+use super::conv::Conv2d;
+use super::dropout::Dropout;
+use super::flatten::Flatten;
 use super::linear::Linear;
+use super::norm::BatchNorm;
 use super::param::Param;
+use super::pool::MaxPool2d;
 use crate::error::Result;
 
 /// Whether a forward pass is for training (dropout active, caches kept) or evaluation.
@@ -25,15 +30,29 @@ pub enum Layer {
     Linear(Linear),
     /// Rectified linear unit.
     Relu(Relu),
+    /// 2-D convolution (NCHW).
+    Conv2d(Conv2d),
+    /// 2-D max pooling (NCHW).
+    MaxPool2d(MaxPool2d),
+    /// Batch normalisation with batch statistics (2-D or 4-D input).
+    BatchNorm(BatchNorm),
+    /// Inverted dropout (active in [`Mode::Train`] only).
+    Dropout(Dropout),
+    /// Flatten all non-batch axes.
+    Flatten(Flatten),
 }
 
 impl Layer {
     /// Forward pass on a batch (first axis is the batch).
     pub fn forward(&mut self, x: ArrayD<f32>, mode: Mode) -> Result<ArrayD<f32>> {
-        let _ = mode;
         match self {
             Layer::Linear(l) => l.forward(x),
             Layer::Relu(l) => l.forward(x),
+            Layer::Conv2d(l) => l.forward(x),
+            Layer::MaxPool2d(l) => l.forward(x),
+            Layer::BatchNorm(l) => l.forward(x),
+            Layer::Dropout(l) => l.forward(x, mode),
+            Layer::Flatten(l) => l.forward(x),
         }
     }
 
@@ -42,6 +61,11 @@ impl Layer {
         match self {
             Layer::Linear(l) => l.backward(grad),
             Layer::Relu(l) => l.backward(grad),
+            Layer::Conv2d(l) => l.backward(grad),
+            Layer::MaxPool2d(l) => l.backward(grad),
+            Layer::BatchNorm(l) => l.backward(grad),
+            Layer::Dropout(l) => l.backward(grad),
+            Layer::Flatten(l) => l.backward(grad),
         }
     }
 
@@ -49,7 +73,9 @@ impl Layer {
     pub fn params(&self) -> Vec<&Param> {
         match self {
             Layer::Linear(l) => l.params(),
-            Layer::Relu(_) => vec![],
+            Layer::Conv2d(l) => l.params(),
+            Layer::BatchNorm(l) => l.params(),
+            Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Dropout(_) | Layer::Flatten(_) => vec![],
         }
     }
 
@@ -57,7 +83,9 @@ impl Layer {
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
         match self {
             Layer::Linear(l) => l.params_mut(),
-            Layer::Relu(_) => vec![],
+            Layer::Conv2d(l) => l.params_mut(),
+            Layer::BatchNorm(l) => l.params_mut(),
+            Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Dropout(_) | Layer::Flatten(_) => vec![],
         }
     }
 
@@ -66,6 +94,11 @@ impl Layer {
         match self {
             Layer::Linear(l) => l.clear_cache(),
             Layer::Relu(l) => l.clear_cache(),
+            Layer::Conv2d(l) => l.clear_cache(),
+            Layer::MaxPool2d(l) => l.clear_cache(),
+            Layer::BatchNorm(l) => l.clear_cache(),
+            Layer::Dropout(l) => l.clear_cache(),
+            Layer::Flatten(l) => l.clear_cache(),
         }
     }
 
@@ -74,6 +107,11 @@ impl Layer {
         match self {
             Layer::Linear(_) => "Linear",
             Layer::Relu(_) => "Relu",
+            Layer::Conv2d(_) => "Conv2d",
+            Layer::MaxPool2d(_) => "MaxPool2d",
+            Layer::BatchNorm(_) => "BatchNorm",
+            Layer::Dropout(_) => "Dropout",
+            Layer::Flatten(_) => "Flatten",
         }
     }
 }

@@ -4,6 +4,7 @@ use ndarray::{Array1, Array2, ArrayD, Axis, Ix2};
 use rand::Rng;
 
 use super::param::Param;
+use super::projector::Projector;
 use crate::error::{Result, shape_err};
 
 /// Fully connected layer with weight `(out, in)` (PyTorch layout) and an optional bias.
@@ -14,6 +15,9 @@ pub struct Linear {
     /// Optional bias, shape `(out_features,)`.
     pub bias: Option<Param>,
     input: Option<Array2<f32>>,
+    /// Gradient projection (GPM): when set, the weight gradient loses its component in the projector's
+    /// subspace, `G ← G − G M Mᵀ`.
+    pub projector: Option<std::sync::Arc<Projector>>,
 }
 
 impl Linear {
@@ -25,7 +29,7 @@ impl Linear {
             let b = Array1::from_shape_fn(out_features, |_| rng.random_range(-bound..=bound));
             Param::new(format!("{prefix}.bias"), b.into_dyn())
         });
-        Self { weight: Param::new(format!("{prefix}.weight"), w.into_dyn()), bias: b, input: None }
+        Self { weight: Param::new(format!("{prefix}.weight"), w.into_dyn()), bias: b, input: None, projector: None }
     }
 
     /// Build from given weights (e.g. loaded from ONNX); `weight` is `(out, in)`.
@@ -39,6 +43,7 @@ impl Linear {
             weight: Param::new(format!("{prefix}.weight"), weight.into_dyn()),
             bias: bias.map(|b| Param::new(format!("{prefix}.bias"), b.into_dyn())),
             input: None,
+            projector: None,
         })
     }
 
@@ -77,13 +82,23 @@ impl Linear {
     }
 
     /// Accumulate `dW += δᵀ x`, `db += Σ δ` and return `dx = δ W`.
+    ///
+    /// With a projector, `dW += (δᵀ x)(I − M Mᵀ)`. Since `δᵀ x (I − M Mᵀ) = δᵀ (x − x M Mᵀ)`, the cheaper side is
+    /// projected: the inputs when the batch is smaller than the output width (GPM's batch 10 vs 100 units),
+    /// otherwise the gradient rows. Both are exact.
     pub fn backward(&mut self, grad: ArrayD<f32>) -> Result<ArrayD<f32>> {
         let g = grad.into_dimensionality::<Ix2>().map_err(|e| shape_err("Linear grad", "(batch, out)", e))?;
         let x = self.input.as_ref().ok_or_else(|| crate::Error::Config("Linear::backward before forward".into()))?;
         if g.nrows() != x.nrows() || g.ncols() != self.out_features() {
             return Err(shape_err("Linear grad", (x.nrows(), self.out_features()), g.dim()));
         }
-        let dw = crate::nn::ops::matmul_tn(&g.view(), &x.view());
+        let dw = match &self.projector {
+            None => crate::nn::ops::matmul_tn(&g.view(), &x.view()),
+            Some(p) if x.nrows() < g.ncols() => {
+                crate::nn::ops::matmul_tn(&g.view(), &p.project_rows(&x.view())?.view())
+            }
+            Some(p) => p.project_rows(&crate::nn::ops::matmul_tn(&g.view(), &x.view()).view())?,
+        };
         let mut wg = self.weight.grad.view_mut().into_dimensionality::<Ix2>().expect("2-D");
         wg += &dw;
         if let Some(b) = &mut self.bias {

@@ -1,19 +1,33 @@
 //! Trainable layers, the model container, loss and optimizer.
 
 mod activation;
+mod conv;
+mod dropout;
+mod flatten;
+#[cfg(test)]
+mod gradcheck;
 mod layer;
 mod linear;
 mod loss;
 mod model;
+mod norm;
 pub mod ops;
 mod optim;
 mod param;
+mod pool;
+mod projector;
 pub mod zoo;
 
 pub use activation::Relu;
+pub use conv::Conv2d;
+pub use dropout::Dropout;
+pub use flatten::Flatten;
 pub use layer::{Layer, Mode};
 pub use linear::Linear;
 pub use loss::{argmax_rows, softmax_cross_entropy};
 pub use model::{Model, batch_tensor};
+pub use norm::{BATCH_NORM_EPS, BatchNorm};
 pub use optim::Sgd;
 pub use param::{Param, ParamInfo};
+pub use pool::MaxPool2d;
+pub use projector::{Projector, orthonormal_complement};

@@ -1,0 +1,432 @@
+//! Gradient Projection Memory (Saha et al., ICLR 2021): per-layer bases of the input space old tasks use, built
+//! from representation matrices by SVD, and the projected SGD that keeps new learning out of them.
+//!
+//! Follows the authors' code exactly: the first task keeps the `k` leading left singular vectors with
+//! `cumsum(σ²)/Σσ² < ε` (strict); later tasks add leading singular vectors of the residual `R̂ = R − MMᵀR` while
+//! the captured energy is `< ε`; a basis never exceeds `d_in` columns; a layer with nothing to add is skipped.
+
+use std::sync::Arc;
+
+use ndarray::{Array2, ArrayView2, s};
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Samples, TaskData};
+use crate::error::{Error, Result};
+use crate::nn::{Layer, Mode, Model, Projector};
+use crate::train::GradHook;
+
+/// A layer with a weight that GPM can project: a trunk position or a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerRef {
+    /// `model.trunk[i]` (a Linear or Conv2d).
+    Trunk(usize),
+    /// `model.heads[h]`.
+    Head(usize),
+}
+
+/// GPM settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpmConfig {
+    /// Energy threshold ε per projected layer for the first task (one value = the same for all layers).
+    pub thresholds: Vec<f64>,
+    /// Added to every threshold per task index (conv nets: 0.003; MLPs: 0).
+    pub threshold_increment: f64,
+    /// Number of random training samples in a representation matrix (300 for the MLPs, 125 for conv nets).
+    pub samples: usize,
+    /// Project the head(s) too (single-head runs); multi-head runs leave heads free.
+    pub project_heads: bool,
+}
+
+impl GpmConfig {
+    /// ε for projected layer `layer` when learning task `task` (0-based): `ε_l + increment · task`.
+    pub fn threshold(&self, layer: usize, task: usize) -> f64 {
+        let base = match self.thresholds.len() {
+            0 => 0.97,
+            1 => self.thresholds[0],
+            _ => self.thresholds[layer.min(self.thresholds.len() - 1)],
+        };
+        base + self.threshold_increment * task as f64
+    }
+}
+
+/// What one basis update did to one layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BasisUpdate {
+    /// Basis size before.
+    pub before: usize,
+    /// Basis size after.
+    pub after: usize,
+    /// Energy share of the representation captured by the basis after the update.
+    pub captured: f64,
+}
+
+/// The per-layer bases of the input spaces of all tasks learned so far.
+#[derive(Debug, Clone)]
+pub struct Gpm {
+    /// Settings.
+    pub cfg: GpmConfig,
+    /// Projected layers in model order.
+    pub layers: Vec<LayerRef>,
+    /// One orthonormal basis `d_in × k` per projected layer.
+    pub bases: Vec<Array2<f32>>,
+}
+
+/// Number of leading singular values to keep on the first task: how many `j` have
+/// `Σ_{i≤j} σᵢ² / Σ σ² < ε` (strictly below, as `np.sum(np.cumsum(ratio) < ε)`).
+pub fn energy_rank(sval_sq: &[f64], eps: f64) -> usize {
+    let total: f64 = sval_sq.iter().sum();
+    if total <= 0.0 {
+        return 0;
+    }
+    let mut acc = 0.0;
+    sval_sq
+        .iter()
+        .filter(|&&s2| {
+            acc += s2 / total;
+            acc < eps
+        })
+        .count()
+}
+
+/// Thin SVD in f64: left singular vectors (`d × min(d, n)`) and squared singular values, descending.
+pub fn left_singular(r: &ArrayView2<'_, f32>) -> Result<(Array2<f64>, Vec<f64>)> {
+    let (d, n) = r.dim();
+    let mat = faer::Mat::<f64>::from_fn(d, n, |i, j| f64::from(r[[i, j]]));
+    let svd = mat.thin_svd().map_err(|e| Error::Numerical(format!("SVD of a {d}×{n} representation: {e:?}")))?;
+    let u = svd.U();
+    let sv = svd.S().column_vector();
+    let k = d.min(n);
+    Ok((Array2::from_shape_fn((d, k), |(i, j)| u[(i, j)]), (0..k).map(|i| sv[i] * sv[i]).collect()))
+}
+
+/// First-task basis: `M = U[:, :k]` with `k` = [`energy_rank`] of `R`'s spectrum at threshold `eps`.
+///
+/// Returns the basis and the captured energy share.
+pub fn first_basis(r: &ArrayView2<'_, f32>, eps: f64) -> Result<(Array2<f32>, f64)> {
+    let (u, s2) = left_singular(r)?;
+    let k = energy_rank(&s2, eps);
+    let total: f64 = s2.iter().sum();
+    let captured = if total > 0.0 { s2[..k].iter().sum::<f64>() / total } else { 0.0 };
+    Ok((u.slice(s![.., ..k]).mapv(|v| v as f32), captured))
+}
+
+/// Later-task update: `R̂ = R − M Mᵀ R`; captured = (‖R‖² − ‖R̂‖²)/‖R‖²; append leading left singular vectors of
+/// `R̂` one at a time while captured `< eps` (each adds `σ̂ᵢ²/‖R‖²`); cap at `d_in` columns.
+///
+/// Returns the new basis (unchanged when nothing is added) and the captured share.
+pub fn extend_basis(m: &Array2<f32>, r: &ArrayView2<'_, f32>, eps: f64) -> Result<(Array2<f32>, f64)> {
+    let d = r.nrows();
+    if m.nrows() != d {
+        return Err(crate::error::shape_err("GPM basis rows", d, m.nrows()));
+    }
+    let total: f64 = r.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    if total <= 0.0 {
+        return Ok((m.clone(), 0.0));
+    }
+    let residual = if m.ncols() == 0 { r.to_owned() } else { r.to_owned() - m.dot(&m.t().dot(r)) };
+    let (u, s2) = left_singular(&residual.view())?;
+    let hat: f64 = s2.iter().sum();
+    let mut captured = (total - hat) / total;
+    let mut add = 0;
+    for v in &s2 {
+        if captured < eps {
+            captured += v / total;
+            add += 1;
+        } else {
+            break;
+        }
+    }
+    if add == 0 {
+        return Ok((m.clone(), captured));
+    }
+    let keep_new = add.min(d - m.ncols().min(d));
+    let mut out = Array2::<f32>::zeros((d, m.ncols() + keep_new));
+    out.slice_mut(s![.., ..m.ncols()]).assign(m);
+    out.slice_mut(s![.., m.ncols()..]).assign(&u.slice(s![.., ..keep_new]).mapv(|v| v as f32));
+    Ok((out, captured))
+}
+
+impl Gpm {
+    /// GPM over every Linear/Conv2d of the trunk, plus the heads when `cfg.project_heads`.
+    pub fn for_model(model: &Model, cfg: GpmConfig) -> Result<Self> {
+        let mut layers: Vec<LayerRef> = model
+            .trunk
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| matches!(l, Layer::Linear(_) | Layer::Conv2d(_)))
+            .map(|(i, _)| LayerRef::Trunk(i))
+            .collect();
+        if cfg.project_heads {
+            if model.heads.len() != 1 {
+                return Err(Error::Config("projecting heads needs a single-head model".into()));
+            }
+            layers.push(LayerRef::Head(0));
+        }
+        let bases = layers.iter().map(|&l| Ok(Array2::zeros((input_dim(model, l)?, 0)))).collect::<Result<_>>()?;
+        Ok(Self { cfg, layers, bases })
+    }
+
+    /// Basis size per projected layer.
+    pub fn basis_sizes(&self) -> Vec<usize> {
+        self.bases.iter().map(Array2::ncols).collect()
+    }
+
+    /// Bytes of all bases stored as f32.
+    pub fn bytes(&self) -> usize {
+        self.bases.iter().map(|b| b.len() * 4).sum()
+    }
+
+    /// Representation matrices (`d_in × columns`) of every projected layer from `cfg.samples` random training
+    /// samples of the task: a Linear's inputs as columns, a Conv2d's im2col patches as columns.
+    pub fn representations(
+        &self,
+        model: &mut Model,
+        task: &TaskData<'_>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<Array2<f32>>> {
+        let n = self.cfg.samples.min(task.train.len());
+        if n == 0 {
+            return Err(Error::Empty("GPM representation: no training samples".into()));
+        }
+        let idx = sample(rng, task.train.len(), n).into_vec();
+        let batch: Samples = task.train.select(&idx);
+        model.forward(&batch.x.view(), task.head, Mode::Eval)?;
+        let reps = self
+            .layers
+            .iter()
+            .map(|&l| {
+                let rows = layer_input(model, l)?;
+                Ok(rows.t().to_owned())
+            })
+            .collect::<Result<Vec<_>>>();
+        model.clear_cache();
+        reps
+    }
+
+    /// Update every basis from the representations of task `task` (0-based).
+    pub fn update(&mut self, reps: &[Array2<f32>], task: usize) -> Result<Vec<BasisUpdate>> {
+        if reps.len() != self.bases.len() {
+            return Err(crate::error::shape_err("GPM representations", self.bases.len(), reps.len()));
+        }
+        let mut out = Vec::with_capacity(reps.len());
+        for (l, r) in reps.iter().enumerate() {
+            let eps = self.cfg.threshold(l, task);
+            let before = self.bases[l].ncols();
+            let (basis, captured) =
+                if task == 0 { first_basis(&r.view(), eps)? } else { extend_basis(&self.bases[l], &r.view(), eps)? };
+            self.bases[l] = basis;
+            out.push(BasisUpdate { before, after: self.bases[l].ncols(), captured });
+        }
+        Ok(out)
+    }
+
+    /// Install projectors on the projected layers so their weight gradients lose their component in the bases.
+    pub fn attach(&self, model: &mut Model) -> Result<()> {
+        for (&l, basis) in self.layers.iter().zip(&self.bases) {
+            let p = (basis.ncols() > 0).then(|| Projector::new(basis.clone()).map(Arc::new)).transpose()?;
+            set_projector(model, l, p)?;
+        }
+        Ok(())
+    }
+
+    /// Remove all projectors (training is unconstrained again).
+    pub fn detach(&self, model: &mut Model) -> Result<()> {
+        for &l in &self.layers {
+            set_projector(model, l, None)?;
+        }
+        Ok(())
+    }
+}
+
+fn input_dim(model: &Model, l: LayerRef) -> Result<usize> {
+    match l {
+        LayerRef::Trunk(i) => match model.trunk.get(i) {
+            Some(Layer::Linear(x)) => Ok(x.in_features()),
+            Some(Layer::Conv2d(c)) => Ok(c.patch_len()),
+            _ => Err(Error::Config(format!("trunk layer {i} has no projectable weight"))),
+        },
+        LayerRef::Head(h) => {
+            model.heads.get(h).map(|x| x.in_features()).ok_or(Error::UnknownHead { head: h, heads: model.heads.len() })
+        }
+    }
+}
+
+fn layer_input(model: &Model, l: LayerRef) -> Result<ArrayView2<'_, f32>> {
+    let missing = || Error::Config("GPM: layer input not cached (forward first)".into());
+    match l {
+        LayerRef::Trunk(i) => match model.trunk.get(i) {
+            Some(Layer::Linear(x)) => x.cached_input().map(|a| a.view()).ok_or_else(missing),
+            Some(Layer::Conv2d(c)) => c.cached_patches().map(|a| a.view()).ok_or_else(missing),
+            _ => Err(Error::Config(format!("trunk layer {i} has no projectable weight"))),
+        },
+        LayerRef::Head(h) => model.heads.get(h).and_then(|x| x.cached_input()).map(|a| a.view()).ok_or_else(missing),
+    }
+}
+
+fn set_projector(model: &mut Model, l: LayerRef, p: Option<Arc<Projector>>) -> Result<()> {
+    match l {
+        LayerRef::Trunk(i) => match model.trunk.get_mut(i) {
+            Some(Layer::Linear(x)) => x.projector = p,
+            Some(Layer::Conv2d(c)) => c.projector = p,
+            _ => return Err(Error::Config(format!("trunk layer {i} has no projectable weight"))),
+        },
+        LayerRef::Head(h) => {
+            let heads = model.heads.len();
+            model.heads.get_mut(h).ok_or(Error::UnknownHead { head: h, heads })?.projector = p;
+        }
+    }
+    Ok(())
+}
+
+/// GPM's treatment of 1-D parameters for tasks after the first: their gradients are zeroed (biases and
+/// normalisation affine parameters of the trunk, and of the head when heads are projected), exactly as the
+/// reference code's `params.grad.data.fill_(0)`.
+#[derive(Debug, Clone, Copy)]
+pub struct FreezeVectors {
+    /// Also freeze the heads' biases (single-head runs).
+    pub heads: bool,
+}
+
+impl GradHook for FreezeVectors {
+    fn after_backward(&mut self, model: &mut Model, _: &TaskData<'_>) -> Result<()> {
+        for layer in &mut model.trunk {
+            for p in layer.params_mut() {
+                if p.value.ndim() == 1 {
+                    p.zero_grad();
+                }
+            }
+        }
+        if self.heads {
+            for p in model.heads.iter_mut().flat_map(|h| h.params_mut()) {
+                if p.value.ndim() == 1 {
+                    p.zero_grad();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Captured energy share of `r` by the basis `m`: `‖MᵀR‖² / ‖R‖²` (diagnostics and tests).
+pub fn captured_energy(m: &Array2<f32>, r: &ArrayView2<'_, f32>) -> f64 {
+    let total: f64 = r.iter().map(|&v| f64::from(v).powi(2)).sum();
+    if total == 0.0 || m.ncols() == 0 {
+        return 0.0;
+    }
+    let proj = m.t().dot(r);
+    proj.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use rand::Rng;
+
+    fn random(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+        let mut rng = crate::seeded_rng(seed);
+        Array2::from_shape_fn((rows, cols), |_| rng.random_range(-1.0..1.0))
+    }
+
+    fn gram_is_identity(m: &Array2<f32>) -> bool {
+        let g = m.t().dot(m);
+        g.indexed_iter().all(|((i, j), &v)| (v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-4)
+    }
+
+    #[test]
+    fn energy_threshold_is_strict() {
+        // Ratios 0.5, 0.25, 0.25 → cumsum 0.5, 0.75, 1.0. At ε = 0.75 a `≤` would keep 2; GPM keeps 1.
+        assert_eq!(energy_rank(&[2.0, 1.0, 1.0], 0.75), 1);
+        assert_eq!(energy_rank(&[2.0, 1.0, 1.0], 0.7500001), 2);
+        assert_eq!(energy_rank(&[2.0, 1.0, 1.0], 1.0), 2);
+        assert_eq!(energy_rank(&[0.0, 0.0], 0.9), 0);
+    }
+
+    #[test]
+    fn first_basis_is_orthonormal_and_captures_below_threshold() {
+        let r = random(12, 40, 1);
+        let (m, captured) = first_basis(&r.view(), 0.9).unwrap();
+        assert!(m.ncols() > 0 && m.ncols() < 12);
+        assert!(gram_is_identity(&m));
+        assert!(captured < 0.9);
+        assert!((captured_energy(&m, &r.view()) - captured).abs() < 1e-4);
+    }
+
+    #[test]
+    fn extension_adds_orthogonal_directions_and_never_exceeds_d_in() {
+        let r1 = random(8, 30, 2);
+        let (m, _) = first_basis(&r1.view(), 0.5).unwrap();
+        let r2 = random(8, 30, 3);
+        let (m2, captured) = extend_basis(&m, &r2.view(), 0.95).unwrap();
+        assert!(m2.ncols() > m.ncols());
+        assert!(gram_is_identity(&m2), "extended basis must stay orthonormal");
+        assert!(captured >= 0.95 || m2.ncols() == 8);
+        // Asking for everything, many times, never goes past d_in.
+        let mut b = m2;
+        for seed in 10..15 {
+            b = extend_basis(&b, &random(8, 30, seed).view(), 0.999_999).unwrap().0;
+            assert!(b.ncols() <= 8);
+        }
+        assert_eq!(b.ncols(), 8);
+    }
+
+    #[test]
+    fn layer_already_covered_is_skipped() {
+        let r = random(6, 20, 4);
+        let (m, _) = first_basis(&r.view(), 0.999_999).unwrap();
+        // The same representation again is (almost) fully captured: nothing is added.
+        let (m2, captured) = extend_basis(&m, &r.view(), 0.9).unwrap();
+        assert_eq!(m2.ncols(), m.ncols());
+        assert!(captured >= 0.9);
+    }
+
+    #[test]
+    fn thresholds_rise_per_task() {
+        let cfg = GpmConfig { thresholds: vec![0.97], threshold_increment: 0.003, samples: 125, project_heads: false };
+        assert!((cfg.threshold(0, 0) - 0.97).abs() < 1e-12);
+        assert!((cfg.threshold(3, 2) - 0.976).abs() < 1e-12);
+        let cfg = GpmConfig {
+            thresholds: vec![0.95, 0.99, 0.99],
+            threshold_increment: 0.0,
+            samples: 300,
+            project_heads: true,
+        };
+        assert_eq!(cfg.threshold(0, 5), 0.95);
+        assert_eq!(cfg.threshold(2, 5), 0.99);
+    }
+
+    #[test]
+    fn projected_linear_gradient_is_orthogonal_to_basis_on_both_paths() {
+        use crate::nn::Linear;
+        let mut rng = crate::seeded_rng(5);
+        let (m, _) = first_basis(&random(16, 40, 6).view(), 0.8).unwrap();
+        for (batch, out) in [(3usize, 10usize), (20, 4)] {
+            // batch < out projects the inputs; batch ≥ out projects the gradient rows.
+            let mut lin = Linear::new("l", 16, out, false, &mut rng);
+            lin.projector = Some(Arc::new(Projector::new(m.clone()).unwrap()));
+            let x = random(batch, 16, 7);
+            lin.forward(x.clone().into_dyn()).unwrap();
+            let delta = random(batch, out, 8);
+            lin.backward(delta.clone().into_dyn()).unwrap();
+            let g = lin.weight.grad.clone().into_dimensionality::<ndarray::Ix2>().unwrap();
+            let gm = g.dot(&m);
+            assert!(gm.iter().all(|v| v.abs() < 1e-4), "projected gradient has a component in the basis");
+            let full = delta.t().dot(&x);
+            let expect = &full - &full.dot(&m).dot(&m.t());
+            assert!((&g - &expect).iter().all(|v| v.abs() < 1e-4), "G − G M Mᵀ mismatch");
+        }
+    }
+
+    #[test]
+    fn complement_form_equals_direct_form() {
+        let (m, _) = first_basis(&random(10, 40, 9).view(), 0.99).unwrap();
+        assert!(m.ncols() > 5, "need a basis over half of d for the complement path");
+        let p = Projector::new(m.clone()).unwrap();
+        let x = random(7, 10, 10);
+        let direct = &x - &x.dot(&m).dot(&m.t());
+        let got = p.project_rows(&x.view()).unwrap();
+        assert!((&got - &direct).iter().all(|v| v.abs() < 1e-4));
+    }
+}

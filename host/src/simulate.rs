@@ -1,0 +1,88 @@
+//! Host-side simulation: run the device learner over a task stream and measure the accuracy matrix.
+
+use std::time::Instant;
+
+use firmware::method::{LearnContext, Method, TaskReport};
+use firmware::metrics::{AccuracyMatrix, Summary};
+use firmware::nn::Model;
+use firmware::train::{Progress, evaluate};
+use serde::{Deserialize, Serialize};
+
+use crate::data::stream::Stream;
+use crate::error::Result;
+
+/// Everything measured in one run of one method over one stream with one seed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Stream name.
+    pub stream: String,
+    /// Method name.
+    pub method: String,
+    /// Seed of the run (model init, shuffling, permutations, validation slices).
+    pub seed: u64,
+    /// Task names in stream order.
+    pub tasks: Vec<String>,
+    /// `A[i][j]` and the random-init accuracies.
+    pub matrix: AccuracyMatrix,
+    /// ACC, BWT, FWT, forgetting.
+    pub summary: Summary,
+    /// What the method reported per task (α, basis sizes, timings, ...).
+    pub reports: Vec<TaskReport>,
+    /// Trainable parameters of the model.
+    pub num_params: usize,
+    /// Wall-clock seconds for the whole run (learning and evaluation).
+    pub seconds: f64,
+}
+
+/// Batch size used for test-set evaluation.
+pub const EVAL_BATCH: usize = 256;
+
+/// Accuracy of `model` on every task's test split (each through its own head).
+pub fn evaluate_all(model: &mut Model, stream: &Stream) -> Result<Vec<f64>> {
+    stream.tasks.iter().map(|t| Ok(f64::from(evaluate(model, &t.test, t.head, EVAL_BATCH)?.1))).collect()
+}
+
+/// Learn the stream's tasks in order with `method`, evaluating on all tasks' test sets after each one.
+/// The untrained model is evaluated first to give FWT its random-init reference.
+pub fn run(
+    stream: &Stream,
+    mut model: Model,
+    method: &mut dyn Method,
+    seed: u64,
+    progress: &mut dyn Progress,
+) -> Result<(RunResult, Model)> {
+    let t0 = Instant::now();
+    let mut rng = firmware::seeded_rng(seed.wrapping_add(0x5EED));
+    let mut matrix = AccuracyMatrix::new(stream.tasks.len());
+    matrix.random_init = evaluate_all(&mut model, stream)?;
+    let mut reports = Vec::with_capacity(stream.tasks.len());
+    for task in &stream.tasks {
+        let data = firmware::data::TaskData { task_id: task.id, head: task.head, train: &task.train, val: &task.val };
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut *progress };
+        let report = method.learn_task(&mut model, &data, &mut ctx)?;
+        let row = evaluate_all(&mut model, stream)?;
+        tracing::info!(
+            method = %method.name(),
+            task = task.id,
+            acc_on_task = row[task.id],
+            mean_so_far = row[..=task.id].iter().sum::<f64>() / (task.id + 1) as f64,
+            alpha = ?report.alpha,
+            "task learned"
+        );
+        matrix.push_row(row)?;
+        reports.push(report);
+    }
+    let summary = matrix.summary()?;
+    let result = RunResult {
+        stream: stream.name.clone(),
+        method: method.name(),
+        seed,
+        tasks: stream.tasks.iter().map(|t| t.name.clone()).collect(),
+        matrix,
+        summary,
+        reports,
+        num_params: model.num_params(),
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    Ok((result, model))
+}

@@ -1,0 +1,91 @@
+//! The real data sets load, look like MNIST / Fashion-MNIST, and the benchmark streams build from them.
+//!
+//! These tests need the files installed by `scripts/fetch-data.sh`; without them they FAIL (never skip), with a
+//! message saying so.
+
+use host::data::stream::{default_pairs, permuted, split};
+use host::data::{Dataset, data_dir, describe, load_fashion_mnist, load_mnist};
+
+fn must_load(set: &str, load: fn(&std::path::Path) -> host::Result<Dataset>) -> Dataset {
+    let dir = data_dir().join(set);
+    match load(&dir) {
+        Ok(ds) => ds,
+        Err(e) => panic!(
+            "cannot load {set} from {}: {e}\n\
+             The real data sets are not installed: run `scripts/fetch-data.sh` (or set EDGELEARN_DATA to the folder \
+             it filled).",
+            dir.display()
+        ),
+    }
+}
+
+fn check_shape(ds: &Dataset) {
+    assert_eq!(ds.train_y.len(), 60_000, "{}", describe(ds));
+    assert_eq!(ds.test_y.len(), 10_000);
+    assert_eq!(ds.train_x.dim(), (60_000, 784));
+    assert_eq!(ds.test_x.dim(), (10_000, 784));
+    assert_eq!((ds.channels, ds.rows, ds.cols), (1, 28, 28));
+    assert_eq!(ds.num_classes, 10);
+    let counts = ds.train_class_counts();
+    assert_eq!(counts.iter().sum::<usize>(), 60_000);
+    assert!(counts.iter().all(|&c| (5_000..=7_000).contains(&c)), "{counts:?}");
+    assert!(ds.test_class_counts().iter().all(|&c| c > 0));
+    // Normalised with the data set's own statistics: mean ≈ 0 and std ≈ 1 on the training images.
+    let n = ds.train_x.len() as f64;
+    let mean = ds.train_x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = ds.train_x.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    assert!(mean.abs() < 1e-3, "{}: train mean {mean}", ds.name);
+    assert!((var.sqrt() - 1.0).abs() < 0.01, "{}: train std {}", ds.name, var.sqrt());
+}
+
+#[test]
+fn mnist_loads_and_streams_build() {
+    let ds = must_load("mnist", load_mnist);
+    check_shape(&ds);
+    assert_eq!(ds.train_y[..5], [5, 0, 4, 1, 9], "first MNIST training labels");
+
+    let s = split(&ds, "split-mnist", &default_pairs(10), true, 0, 0.05).unwrap();
+    assert_eq!(s.tasks.len(), 5);
+    assert_eq!(s.head_sizes, vec![2; 5]);
+    for t in &s.tasks {
+        let total = t.train.len() + t.val.len();
+        assert!((11_000..=13_500).contains(&total), "task {}: {total} training samples", t.id);
+        let want_val = (0.05 * total as f64).round() as usize;
+        assert_eq!(t.val.len(), want_val);
+        assert!((1_800..=2_200).contains(&t.test.len()), "task {}: {} test samples", t.id, t.test.len());
+        assert!(t.train.y.iter().chain(&t.val.y).chain(&t.test.y).all(|&y| y < 2));
+    }
+    assert_eq!(s.tasks.iter().map(|t| t.train.len() + t.val.len()).sum::<usize>(), 60_000);
+    assert_eq!(s.tasks.iter().map(|t| t.test.len()).sum::<usize>(), 10_000);
+
+    let ci = split(&ds, "split-mnist-ci", &default_pairs(10), false, 0, 0.05).unwrap();
+    assert_eq!(ci.head_sizes, vec![10]);
+    assert!(ci.tasks[4].train.y.iter().all(|&y| y == 8 || y == 9));
+
+    let p = permuted(&ds, 10, 0, 0.1).unwrap();
+    assert_eq!(p.tasks.len(), 10);
+    assert_eq!(p.head_sizes, vec![10]);
+    for t in &p.tasks {
+        assert_eq!(t.train.len(), 54_000);
+        assert_eq!(t.val.len(), 6_000);
+        assert_eq!(t.test.len(), 10_000);
+        assert_eq!(t.train.features(), 784);
+    }
+    assert_ne!(p.tasks[0].test.x.row(0), p.tasks[1].test.x.row(0));
+}
+
+#[test]
+fn fashion_mnist_loads_and_splits() {
+    let ds = must_load("fashion-mnist", load_fashion_mnist);
+    check_shape(&ds);
+    // Fashion-MNIST is balanced: 6000 training and 1000 test images per class.
+    assert_eq!(ds.train_class_counts(), vec![6_000; 10]);
+    assert_eq!(ds.test_class_counts(), vec![1_000; 10]);
+    let s = split(&ds, "split-fmnist", &default_pairs(10), true, 0, 0.05).unwrap();
+    assert_eq!(s.tasks.len(), 5);
+    for t in &s.tasks {
+        assert_eq!(t.val.len(), 600);
+        assert_eq!(t.train.len(), 11_400);
+        assert_eq!(t.test.len(), 2_000);
+    }
+}

