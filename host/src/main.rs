@@ -109,13 +109,13 @@ struct StreamArgs {
     #[arg(long)]
     epochs: Option<usize>,
     /// Override the learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// Override the batch size.
     #[arg(long)]
     batch_size: Option<usize>,
     /// Override the EWC penalty strength λ.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     ewc_lambda: Option<f32>,
 }
 
@@ -165,8 +165,25 @@ struct TrainArgs {
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(LogWriter).with_target(false).init();
-    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(LogWriter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, like every other error of the tool; `--help` shows the usage.
+            let text = e.to_string();
+            eprintln!("{} (see --help)", text.lines().next().unwrap_or("invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
