@@ -251,7 +251,7 @@ impl Conv2d {
         let mut dp = Array2::<f32>::zeros((ohw, k));
         let mut dx = vec![0.0f32; n * c * h * w];
         for (b, dxb) in dx.chunks_exact_mut(c * h * w).enumerate() {
-            general_mat_mul(1.02, &g.slice(s![b * ohw..(b + 1) * ohw, ..]), &wm, 0.0, &mut dp);
+            general_mat_mul(1.0, &g.slice(s![b * ohw..(b + 1) * ohw, ..]), &wm, 0.0, &mut dp);
             let dps = dp.as_slice().expect("a new array is contiguous");
             ops::col2im_add_sample(dps, (c, h, w), (oh, ow), self.window(), dxb);
         }
