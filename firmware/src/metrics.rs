@@ -1,4 +1,4 @@
-//! Continual-learning metrics over the accuracy matrix `A[i][j]` = accuracy on task `j` after learning task `i`.
+//! Continual-learning metrics over the accuracy matrix `A[i, j]` = accuracy on task `j` after learning task `i`.
 
 use serde::{Deserialize, Serialize};
 
@@ -67,13 +67,13 @@ impl AccuracyMatrix {
         Ok(t)
     }
 
-    /// ACC = (1/T) Σⱼ A[T][j] over the tasks learned so far.
+    /// ACC = (1/T) Σⱼ A[T, j] over the tasks learned so far.
     pub fn acc(&self) -> Result<f64> {
         let t = self.check_square()?;
         Ok(self.rows[t - 1][..t].iter().sum::<f64>() / t as f64)
     }
 
-    /// BWT = (1/(T−1)) Σ_{j<T} (A[T][j] − A[j][j]); 0 for a single task.
+    /// BWT = (1/(T−1)) Σ_{j<T} (A[T, j] − A[j, j]); 0 for a single task.
     pub fn bwt(&self) -> Result<f64> {
         let t = self.check_square()?;
         if t < 2 {
@@ -83,7 +83,7 @@ impl AccuracyMatrix {
         Ok((0..t - 1).map(|j| last[j] - self.rows[j][j]).sum::<f64>() / (t - 1) as f64)
     }
 
-    /// FWT = (1/(T−1)) Σ_{j≥1} (A[j−1][j] − b̄ⱼ), with b̄ the random-init accuracies.
+    /// FWT = (1/(T−1)) Σ_{j≥1} (A[j−1, j] − b̄ⱼ), with b̄ the random-init accuracies.
     pub fn fwt(&self) -> Result<Option<f64>> {
         let t = self.check_square()?;
         if t < 2 || self.random_init.len() < t {
@@ -92,7 +92,7 @@ impl AccuracyMatrix {
         Ok(Some((1..t).map(|j| self.rows[j - 1][j] - self.random_init[j]).sum::<f64>() / (t - 1) as f64))
     }
 
-    /// Forgetting = (1/(T−1)) Σ_{j<T} (max_{i<T} A[i][j] − A[T][j]); 0 for a single task.
+    /// Forgetting = (1/(T−1)) Σ_{j<T} (max_{i<T} A[i, j] − A[T, j]); 0 for a single task.
     pub fn forgetting(&self) -> Result<f64> {
         let t = self.check_square()?;
         if t < 2 {

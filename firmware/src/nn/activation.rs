@@ -14,7 +14,8 @@ impl Relu {
     /// `max(x, 0)`.
     pub fn forward(&mut self, mut x: ArrayD<f32>) -> Result<ArrayD<f32>> {
         self.mask = Some(x.mapv(|v| v > 0.0));
-        x.mapv_inplace(|v| if v > 0.0 { v } else { 0.0 });
+        // NaN stays NaN (it must not be hidden as 0); everything else is max(x, 0).
+        x.mapv_inplace(|v| if v < 0.0 { 0.0 } else { v });
         Ok(x)
     }
 
@@ -24,16 +25,29 @@ impl Relu {
         if mask.shape() != grad.shape() {
             return Err(shape_err("Relu grad", mask.shape(), grad.shape()));
         }
-        ndarray::Zip::from(&mut grad).and(mask).for_each(|g, &m| {
-            if !m {
-                *g = 0.0
-            }
-        });
+        // Branch-free: random masks make an `if` mispredict about half the time.
+        ndarray::Zip::from(&mut grad).and(mask).for_each(|g, &m| *g *= f32::from(u8::from(m)));
         Ok(grad)
     }
 
     /// Drop cached activations.
     pub fn clear_cache(&mut self) {
         self.mask = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_is_not_hidden_and_backward_masks() {
+        let mut r = Relu::default();
+        let y = r.forward(ndarray::arr1(&[-1.0f32, 0.5, f32::NAN]).into_dyn()).unwrap();
+        assert_eq!(y[0], 0.0);
+        assert_eq!(y[1], 0.5);
+        assert!(y[2].is_nan());
+        let g = r.backward(ndarray::arr1(&[3.0f32, 3.0, 3.0]).into_dyn()).unwrap();
+        assert_eq!(g.as_slice().unwrap(), &[0.0, 3.0, 0.0]);
     }
 }
