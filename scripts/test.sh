@@ -4,3 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-data.sh
 cargo test --workspace "$@"
+# The frozen third-party backbone (ResNet-50 in tract, ~1.5 min on two cores) is #[ignore]d in the plain
+# `cargo test`; the project's test command runs it too (--workspace keeps the build shared with the run above).
+cargo test --workspace --test onnx_backbone "$@" -- --ignored
+# A real external client checks the files the ONNX round-trip test exported (onnx.checker, onnxruntime outputs
+# against ours on real test images; installs onnx/onnxruntime/numpy from PyPI into .venv-onnx when missing).
+python3 scripts/check-onnx.py out/onnx-roundtrip/exported.onnx out/onnx-roundtrip/exported-ref.json \
+  out/onnx-roundtrip/reexported.onnx out/onnx-roundtrip/reexported-ref.json

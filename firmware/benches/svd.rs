@@ -123,6 +123,31 @@ fn faer_svd(r: &ArrayView2<'_, f32>) -> (Array2<f64>, Vec<f64>) {
     firmware::gpm::left_singular(r).expect("faer SVD")
 }
 
+/// (a') faer thin SVD through `faer::linalg::svd::svd` asking for U only (no V), same parallelism and parameters as
+/// `thin_svd`. A candidate for `gpm::left_singular`, which never uses V.
+fn faer_svd_u_only(r: &ArrayView2<'_, f32>) -> (Array2<f64>, Vec<f64>) {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::svd::{ComputeSvdVectors, svd, svd_scratch};
+    let (d, n) = r.dim();
+    let k = d.min(n);
+    let mat = faer::Mat::<f64>::from_fn(d, n, |i, j| f64::from(r[[i, j]]));
+    let mut u = faer::Mat::<f64>::zeros(d, k);
+    let mut s = faer::diag::Diag::<f64>::zeros(k);
+    let par = faer::get_global_parallelism();
+    let mut mem = MemBuffer::new(svd_scratch::<f64>(
+        d,
+        n,
+        ComputeSvdVectors::Thin,
+        ComputeSvdVectors::No,
+        par,
+        Default::default(),
+    ));
+    svd(mat.as_ref(), s.as_mut(), Some(u.as_mut()), None, par, MemStack::new(&mut mem), Default::default())
+        .expect("faer SVD (U only)");
+    let sv = s.column_vector();
+    (Array2::from_shape_fn((d, k), |(i, j)| u[(i, j)]), (0..k).map(|i| sv[i] * sv[i]).collect())
+}
+
 /// (b) linfa-linalg SVD (ndarray 0.16): U and σ only (no Vᵀ), sorted descending, σ squared like `left_singular`.
 /// linfa's bidiagonalisation handles wide matrices (lower bidiagonal) directly, so no transpose.
 fn linfa_svd(r: &ArrayView2<'_, f32>) -> (ndarray016::Array2<f64>, Vec<f64>) {
@@ -179,26 +204,30 @@ fn svd_benches(c: &mut Criterion<CpuTime>) {
         let ((uf, sf), t_faer, w_faer) = timed(|| faer_svd(&rv));
         let ((ul, sl), t_linfa, w_linfa) = timed(|| linfa_svd(&rv));
         let ((ue, se), t_eigen, w_eigen) = timed(|| faer_eigen(&rv));
+        let ((uo, so), t_uonly, w_uonly) = timed(|| faer_svd_u_only(&rv));
 
         let (rel_l, abs_l) = sigma_errors(&sf, &sl);
         let (rel_e, abs_e) = sigma_errors(&sf, &se);
+        let (rel_o, _) = sigma_errors(&sf, &so);
         let total: f64 = sf.iter().sum();
         let k97 = firmware::gpm::energy_rank(&sf, 0.97);
         let top = k97.clamp(1, 10);
         let al = min_alignment(top, |i, j| uf[[i, j]], |i, j| ul[[i, j]], d);
         let ae = min_alignment(top, |i, j| uf[[i, j]], |i, j| ue[[i, j]], d);
+        let ao = min_alignment(top, |i, j| uf[[i, j]], |i, j| uo[[i, j]], d);
         println!(
             "check {label}: σ₁²/Σσ² = {:.3}, rank@0.97 = {k97}; linfa vs faer σ: rel {rel_l:.1e}, abs/σ₁ {abs_l:.1e}, \
              top-{top} |⟨u,u'⟩| ≥ {al:.9}; eigen vs faer σ: rel {rel_e:.1e}, abs/σ₁ {abs_e:.1e}, \
-             top-{top} |⟨u,u'⟩| ≥ {ae:.9}; first runs CPU (wall): faer {t_faer:.3} ({w_faer:.3}) s, linfa {t_linfa:.3} ({w_linfa:.3}) s, \
-             eigen {t_eigen:.3} ({w_eigen:.3}) s",
+             top-{top} |⟨u,u'⟩| ≥ {ae:.9}; U-only vs faer σ: rel {rel_o:.1e}, top-{top} |⟨u,u'⟩| ≥ {ao:.9}; first runs CPU (wall): faer {t_faer:.3} ({w_faer:.3}) s, linfa {t_linfa:.3} ({w_linfa:.3}) s, \
+             eigen {t_eigen:.3} ({w_eigen:.3}) s, U-only {t_uonly:.3} ({w_uonly:.3}) s",
             sf[0] / total,
         );
         assert!(rel_l < 1e-8, "{label}: linfa σ differ from faer's by {rel_l:e} (relative)");
+        assert!(rel_o < 1e-8, "{label}: U-only σ differ from faer's by {rel_o:e} (relative)");
         assert!(abs_e < 1e-8, "{label}: eigen-route σ differ from faer's by {abs_e:e} (of σ₁)");
 
         type Method = fn(&ArrayView2<'_, f32>);
-        let methods: [(&str, f64, Method); 3] = [
+        let methods: [(&str, f64, Method); 4] = [
             ("faer", t_faer, |r| {
                 black_box(faer_svd(r));
             }),
@@ -207,6 +236,9 @@ fn svd_benches(c: &mut Criterion<CpuTime>) {
             }),
             ("faer-eigen", t_eigen, |r| {
                 black_box(faer_eigen(r));
+            }),
+            ("faer-u-only", t_uonly, |r| {
+                black_box(faer_svd_u_only(r));
             }),
         ];
         for (name, first, f) in methods {

@@ -46,6 +46,128 @@ pub enum Error {
     /// A numerical routine (SVD, ...) failed.
     #[error("numerical failure: {0}")]
     Numerical(String),
+    /// A data file whose contents do not fit its format: sizes that do not agree, trailing bytes, zero or
+    /// overflowing dimensions (IDX files, see [`crate::data::idx`]).
+    #[error("{0}")]
+    Format(String),
+    /// An IDX file whose magic number is wrong.
+    #[error("{path}: not an IDX file (magic {magic:#010x})")]
+    BadMagic {
+        /// The file.
+        path: String,
+        /// The four magic bytes read.
+        magic: u32,
+    },
+    /// An IDX file that ends before its header says it should.
+    #[error("{path}: truncated IDX file (expected {expected} bytes of data, found {found})")]
+    Truncated {
+        /// The file.
+        path: String,
+        /// Bytes the header promises.
+        expected: usize,
+        /// Bytes actually present.
+        found: usize,
+    },
+    /// An IDX file whose element type is not unsigned byte (0x08), the only one the reader supports.
+    #[error("{path}: unsupported IDX element type {dtype:#04x} (only 0x08, unsigned byte, is supported)")]
+    UnsupportedDtype {
+        /// The file.
+        path: String,
+        /// The type byte read from the header.
+        dtype: u8,
+    },
+    /// A state file (or state bytes) that is not a valid learner state: bad magic, truncated, CRC mismatch,
+    /// undecodable or inconsistent payload. See `docs/state-format.md`.
+    #[error("corrupt state: {0}")]
+    CorruptState(#[from] crate::store::Corruption),
+    /// A state file written in a format version this build cannot read (a newer firmware wrote it). Nothing is
+    /// loaded and nothing is written.
+    #[error("state format version {found} is not supported (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// Version in the file header.
+        found: u16,
+        /// The version this build reads and writes.
+        supported: u16,
+    },
+    /// No state slot could be used although state files exist (every slot is corrupt).
+    #[error("no usable state slot: {0}")]
+    NoValidState(String),
+    /// An I/O operation on the state store failed.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bytes that are not a usable ONNX model: not protobuf, truncated, no graph, a tensor whose data does not
+    /// match its shape, a name that nothing defines. Nothing is loaded.
+    #[error("invalid ONNX model: {0}")]
+    OnnxInvalid(String),
+    /// A valid ONNX construct this build cannot use: an operator that cannot become a trainable layer, an
+    /// attribute value the native layer does not implement, a data type other than f32, external data, ...
+    #[error("unsupported ONNX operator {op} (node '{node}'): {reason}")]
+    OnnxUnsupported {
+        /// The ONNX operator type (e.g. `Softmax`), or the construct (e.g. `graph input`).
+        op: String,
+        /// The node's name (or the tensor's) in the file.
+        node: String,
+        /// Why it cannot be used and what would work instead.
+        reason: String,
+    },
+    /// The requested cut point does not exist or does not split the graph into a frozen prefix and a chain of
+    /// trainable layers.
+    #[error("cannot cut the ONNX graph: {0}")]
+    OnnxCut(String),
+    /// tract could not load, type or run the frozen prefix.
+    #[error("tract: {0}")]
+    Tract(String),
+    /// A board profile (`boards/*.toml`) that cannot be used: unreadable, not TOML, a missing or unknown key, a
+    /// value out of range. See [`crate::budget::ProfileError`].
+    #[error("board profile: {0}")]
+    Profile(#[from] crate::budget::ProfileError),
+    /// A request that would not fit one of the board's byte budgets ([`crate::budget::Budgets`]). It was refused
+    /// before any state changed.
+    #[error(
+        "over the {budget} budget: needs {needed} bytes, the board allows {limit} ({over} bytes over)",
+        over = .needed.saturating_sub(*.limit)
+    )]
+    OverBudget {
+        /// Which budget: `params`, `bases`, `fisher`, `workspace` or `state_file`.
+        budget: &'static str,
+        /// Bytes the request needs.
+        needed: u64,
+        /// Bytes the board profile allows.
+        limit: u64,
+    },
+    /// A new class would take the output layer past the board profile's `max_classes`.
+    #[error("cannot add class {name:?}: the board allows at most {max} classes")]
+    TooManyClasses {
+        /// The class that was refused.
+        name: String,
+        /// The profile's `max_classes`.
+        max: usize,
+    },
+    /// A fixed-capacity buffer of incoming data is full; nothing was dropped (the new item was refused).
+    #[error("{what} buffer full: capacity {capacity}")]
+    BufferFull {
+        /// Which buffer (e.g. `sample`).
+        what: &'static str,
+        /// Its capacity in items.
+        capacity: usize,
+    },
+    /// A class id or name that the registry does not hold.
+    #[error("unknown class {0}")]
+    UnknownClass(String),
+    /// A task id that the registry does not hold.
+    #[error("unknown task {id}: {known} task(s) learned")]
+    UnknownTask {
+        /// Requested task id.
+        id: u32,
+        /// Number of tasks in the registry.
+        known: usize,
+    },
 }
 
 /// `Result` with the firmware [`enum@Error`].

@@ -60,6 +60,13 @@ pub struct BasisUpdate {
     pub after: usize,
     /// Energy share of the representation captured by the basis after the update.
     pub captured: f64,
+    /// Directions GPM's threshold asked for that the bases budget dropped ([`Gpm::max_bytes`]).
+    #[serde(default)]
+    pub dropped: usize,
+    /// Energy share of the representation those dropped directions held (`captured` is that much lower than
+    /// the threshold rule would have made it).
+    #[serde(default)]
+    pub energy_lost: f64,
 }
 
 /// The per-layer bases of the input spaces of all tasks learned so far.
@@ -71,6 +78,11 @@ pub struct Gpm {
     pub layers: Vec<LayerRef>,
     /// One orthonormal basis `d_in × k` per projected layer.
     pub bases: Vec<Array2<f32>>,
+    /// Budget of all bases together, in bytes of f32 (`None`: unlimited). An update whose new directions would
+    /// not fit keeps, across all layers, the directions of highest energy share that fit (each layer's kept
+    /// directions stay a leading prefix of its singular vectors) and reports the energy share it dropped per
+    /// layer ([`BasisUpdate::energy_lost`], and a `tracing` warning). Existing directions are never removed.
+    pub max_bytes: Option<u64>,
 }
 
 /// Number of leading singular values to keep on the first task: how many `j` have
@@ -105,11 +117,48 @@ pub fn left_singular(r: &ArrayView2<'_, f32>) -> Result<(Array2<f64>, Vec<f64>)>
 ///
 /// Returns the basis and the captured energy share.
 pub fn first_basis(r: &ArrayView2<'_, f32>, eps: f64) -> Result<(Array2<f32>, f64)> {
+    let c = first_candidates(r, eps)?;
+    Ok((c.assemble(c.shares.len()), c.captured_full))
+}
+
+/// One layer's basis update before the bases budget is applied: the basis it starts from, the directions the
+/// threshold rule would add (in the order of decreasing energy) with the energy share of each, and the captured
+/// share if all of them are kept.
+#[derive(Debug, Clone)]
+struct Candidates {
+    base: Array2<f32>,
+    dirs: Array2<f64>,
+    shares: Vec<f64>,
+    captured_full: f64,
+}
+
+impl Candidates {
+    /// The basis with the first `keep` candidate directions appended.
+    fn assemble(&self, keep: usize) -> Array2<f32> {
+        if keep == 0 {
+            return self.base.clone();
+        }
+        let (d, k0) = self.base.dim();
+        let mut out = Array2::<f32>::zeros((d, k0 + keep));
+        out.slice_mut(s![.., ..k0]).assign(&self.base);
+        out.slice_mut(s![.., k0..]).assign(&self.dirs.slice(s![.., ..keep]).mapv(|v| v as f32));
+        out
+    }
+
+    /// Energy share held by the candidates from `keep` on (what keeping only `keep` loses).
+    fn lost_after(&self, keep: usize) -> f64 {
+        self.shares[keep..].iter().sum()
+    }
+}
+
+fn first_candidates(r: &ArrayView2<'_, f32>, eps: f64) -> Result<Candidates> {
     let (u, s2) = left_singular(r)?;
     let k = energy_rank(&s2, eps);
     let total: f64 = s2.iter().sum();
-    let captured = if total > 0.0 { s2[..k].iter().sum::<f64>() / total } else { 0.0 };
-    Ok((u.slice(s![.., ..k]).mapv(|v| v as f32), captured))
+    let shares: Vec<f64> = if total > 0.0 { s2[..k].iter().map(|v| v / total).collect() } else { Vec::new() };
+    let captured_full = if total > 0.0 { s2[..k].iter().sum::<f64>() / total } else { 0.0 };
+    let k = shares.len();
+    Ok(Candidates { base: Array2::zeros((r.nrows(), 0)), dirs: u.slice(s![.., ..k]).to_owned(), shares, captured_full })
 }
 
 /// Later-task update: `R̂ = R − M Mᵀ R`; captured = (‖R‖² − ‖R̂‖²)/‖R‖²; append leading left singular vectors of
@@ -117,13 +166,20 @@ pub fn first_basis(r: &ArrayView2<'_, f32>, eps: f64) -> Result<(Array2<f32>, f6
 ///
 /// Returns the new basis (unchanged when nothing is added) and the captured share.
 pub fn extend_basis(m: &Array2<f32>, r: &ArrayView2<'_, f32>, eps: f64) -> Result<(Array2<f32>, f64)> {
+    let c = extend_candidates(m, r, eps)?;
+    Ok((c.assemble(c.shares.len()), c.captured_full))
+}
+
+fn extend_candidates(m: &Array2<f32>, r: &ArrayView2<'_, f32>, eps: f64) -> Result<Candidates> {
     let d = r.nrows();
     if m.nrows() != d {
         return Err(crate::error::shape_err("GPM basis rows", d, m.nrows()));
     }
+    let none =
+        |captured_full| Candidates { base: m.clone(), dirs: Array2::zeros((d, 0)), shares: Vec::new(), captured_full };
     let total: f64 = r.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
     if total <= 0.0 {
-        return Ok((m.clone(), 0.0));
+        return Ok(none(0.0));
     }
     let residual = if m.ncols() == 0 { r.to_owned() } else { r.to_owned() - m.dot(&m.t().dot(r)) };
     let (u, s2) = left_singular(&residual.view())?;
@@ -139,13 +195,11 @@ pub fn extend_basis(m: &Array2<f32>, r: &ArrayView2<'_, f32>, eps: f64) -> Resul
         }
     }
     if add == 0 {
-        return Ok((m.clone(), captured));
+        return Ok(none(captured));
     }
     let keep_new = add.min(d - m.ncols().min(d));
-    let mut out = Array2::<f32>::zeros((d, m.ncols() + keep_new));
-    out.slice_mut(s![.., ..m.ncols()]).assign(m);
-    out.slice_mut(s![.., m.ncols()..]).assign(&u.slice(s![.., ..keep_new]).mapv(|v| v as f32));
-    Ok((out, captured))
+    let shares = s2[..keep_new].iter().map(|v| v / total).collect();
+    Ok(Candidates { base: m.clone(), dirs: u.slice(s![.., ..keep_new]).to_owned(), shares, captured_full: captured })
 }
 
 impl Gpm {
@@ -165,7 +219,7 @@ impl Gpm {
             layers.push(LayerRef::Head(0));
         }
         let bases = layers.iter().map(|&l| Ok(Array2::zeros((input_dim(model, l)?, 0)))).collect::<Result<_>>()?;
-        Ok(Self { cfg, layers, bases })
+        Ok(Self { cfg, layers, bases, max_bytes: None })
     }
 
     /// Basis size per projected layer.
@@ -205,21 +259,84 @@ impl Gpm {
         reps
     }
 
-    /// Update every basis from the representations of task `task` (0-based).
+    /// Update every basis from the representations of task `task` (0-based), within [`Gpm::max_bytes`].
+    ///
+    /// Without a budget (or when everything fits) this is exactly GPM's rule ([`first_basis`] / [`extend_basis`]).
+    /// Otherwise see [`Gpm::max_bytes`]. Nothing changes when an error is returned.
     pub fn update(&mut self, reps: &[Array2<f32>], task: usize) -> Result<Vec<BasisUpdate>> {
         if reps.len() != self.bases.len() {
             return Err(crate::error::shape_err("GPM representations", self.bases.len(), reps.len()));
         }
+        let cands = reps
+            .iter()
+            .enumerate()
+            .map(|(l, r)| {
+                let eps = self.cfg.threshold(l, task);
+                if task == 0 {
+                    first_candidates(&r.view(), eps)
+                } else {
+                    extend_candidates(&self.bases[l], &r.view(), eps)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let keep = self.allocate(&cands);
         let mut out = Vec::with_capacity(reps.len());
-        for (l, r) in reps.iter().enumerate() {
-            let eps = self.cfg.threshold(l, task);
+        for (l, (c, &k)) in cands.iter().zip(&keep).enumerate() {
             let before = self.bases[l].ncols();
-            let (basis, captured) =
-                if task == 0 { first_basis(&r.view(), eps)? } else { extend_basis(&self.bases[l], &r.view(), eps)? };
-            self.bases[l] = basis;
-            out.push(BasisUpdate { before, after: self.bases[l].ncols(), captured });
+            let lost = c.lost_after(k);
+            self.bases[l] = c.assemble(k);
+            let update = BasisUpdate {
+                before,
+                after: self.bases[l].ncols(),
+                captured: c.captured_full - lost,
+                dropped: c.shares.len() - k,
+                energy_lost: lost,
+            };
+            if update.dropped > 0 {
+                tracing::warn!(
+                    layer = l,
+                    task,
+                    dropped = update.dropped,
+                    energy_lost = lost,
+                    kept = update.after,
+                    budget = self.max_bytes,
+                    "GPM basis trimmed to the bases budget: highest-energy directions kept"
+                );
+            }
+            out.push(update);
         }
         Ok(out)
+    }
+
+    /// How many candidate directions of each layer to keep within [`Gpm::max_bytes`]: greedily, the direction
+    /// with the highest energy share among every layer's next one, while it fits; a layer whose next direction
+    /// does not fit is closed (its kept directions stay a prefix).
+    fn allocate(&self, cands: &[Candidates]) -> Vec<usize> {
+        let full: Vec<usize> = cands.iter().map(|c| c.shares.len()).collect();
+        let Some(cap) = self.max_bytes else { return full };
+        let cost = |c: &Candidates| 4 * c.base.nrows() as u64;
+        let base: u64 = cands.iter().map(|c| 4 * c.base.len() as u64).sum();
+        let all: u64 = cands.iter().map(|c| cost(c) * c.shares.len() as u64).sum();
+        if base.saturating_add(all) <= cap {
+            return full;
+        }
+        let mut left = cap.saturating_sub(base);
+        let mut keep = vec![0usize; cands.len()];
+        let mut open: Vec<bool> = full.iter().map(|&n| n > 0).collect();
+        loop {
+            let next = (0..cands.len())
+                .filter(|&l| open[l])
+                .max_by(|&a, &b| cands[a].shares[keep[a]].total_cmp(&cands[b].shares[keep[b]]).then(b.cmp(&a)));
+            let Some(l) = next else { break };
+            if cost(&cands[l]) <= left {
+                left -= cost(&cands[l]);
+                keep[l] += 1;
+                open[l] = keep[l] < full[l];
+            } else {
+                open[l] = false;
+            }
+        }
+        keep
     }
 
     /// Install projectors on the projected layers so their weight gradients lose their component in the bases.

@@ -1,19 +1,28 @@
 //! # firmware — the on-device continual learner
 //!
 //! The data path reads top to bottom: samples ([`data`]) → trainable model ([`nn`]) → training loop
-//! ([`train`]) → [`gpm`] bases / [`fisher`] / [`merge`] → continual-learning [`method`]s → [`metrics`].
+//! ([`train`]) → [`gpm`] bases / [`fisher`] / [`merge`] → continual-learning [`method`]s → [`metrics`]; all learner
+//! state persists through the crash-safe [`store`]. Board profiles and memory budgets are in [`budget`]; the
+//! [`learner`] ties a model, a method, the class registry and the store together for class-incremental learning in
+//! the field. Models come in and go out as ONNX ([`onnx`]): a frozen prefix
+//! runs in tract, the layers after the cut train natively.
 //!
 //! Everything here runs on the board; nothing host-only (plotting, CLI UI, data downloads) lives in this crate.
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod data;
 pub mod error;
 pub mod fisher;
 pub mod gpm;
+pub mod learner;
 pub mod merge;
 pub mod method;
 pub mod metrics;
 pub mod nn;
+pub mod onnx;
+pub mod selftest;
+pub mod store;
 pub mod train;
 
 pub use error::{Error, Result};

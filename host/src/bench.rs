@@ -47,6 +47,9 @@ pub struct UpdateTiming {
     pub phases: BTreeMap<String, f64>,
     /// Sum of the phases, seconds.
     pub total: f64,
+    /// Runs from scratch behind the figures; each phase is its fastest run (and `total` the sum of those).
+    #[serde(default)]
+    pub repeats: Option<usize>,
     /// Training throughput of stages 1 and 2: samples stepped through (all epochs of both stages) per second of
     /// stage-1 plus stage-2 time (validation passes included in the time).
     #[serde(default)]
@@ -90,31 +93,58 @@ pub fn phase_seconds(report: &TaskReport) -> BTreeMap<String, f64> {
     out
 }
 
-/// Run GPM + BECAME over the first `tasks` tasks of the preset's stream and time the last one.
+/// Per-phase minimum over runs (a phase missing from a run keeps the minimum of the others).
+pub fn min_phases(runs: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for run in runs {
+        for (name, &secs) in run {
+            out.entry(name.clone()).and_modify(|v| *v = v.min(secs)).or_insert(secs);
+        }
+    }
+    out
+}
+
+/// Run GPM + BECAME over the first `tasks` tasks of the preset's stream and time the last one; `repeat` times
+/// from scratch (same seed, same work), keeping each phase's fastest run (the machine may be shared).
 ///
 /// `preset.train` decides epochs, batch size and learning rate of both stages; `stream` is only the label that
-/// goes into the result. Errors when `tasks < 2` (task 1 has no stage 2 and no merge) or the stream is shorter.
-pub fn update(preset: &Preset, stream: &str, tasks: usize, data_dir: &Path, seed: u64) -> Result<UpdateTiming> {
+/// goes into the result. Errors when `tasks < 2` (task 1 has no stage 2 and no merge), `repeat` is 0, or the
+/// stream is shorter than `tasks`.
+pub fn update(
+    preset: &Preset,
+    stream: &str,
+    tasks: usize,
+    repeat: usize,
+    data_dir: &Path,
+    seed: u64,
+) -> Result<UpdateTiming> {
     if tasks < 2 {
         return Err(Error::Invalid(format!("the update benchmark needs at least 2 tasks, got {tasks}")));
+    }
+    if repeat == 0 {
+        return Err(Error::Invalid("--repeat must be at least 1".into()));
     }
     let data = preset.load(data_dir, seed)?;
     if data.tasks.len() < tasks {
         return Err(Error::Invalid(format!("stream {stream} has {} tasks, asked for {tasks}", data.tasks.len())));
     }
-    let mut model = preset.model.build(&data, seed)?;
-    let mut method = registry::build(UPDATE_METHOD, preset)?;
-    let mut rng = firmware::seeded_rng(seed.wrapping_add(0x5EED));
-    let mut last = None;
-    for task in &data.tasks[..tasks] {
-        let td = firmware::data::TaskData { task_id: task.id, head: task.head, train: &task.train, val: &task.val };
-        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent };
-        let report = method.learn_task(&mut model, &td, &mut ctx)?;
+    let task = &data.tasks[tasks - 1];
+    let mut runs = Vec::with_capacity(repeat);
+    let mut report = TaskReport::default();
+    for r in 0..repeat {
+        let mut model = preset.model.build(&data, seed)?;
+        let mut method = registry::build(UPDATE_METHOD, preset)?;
+        let mut rng = firmware::seeded_rng(seed.wrapping_add(0x5EED));
+        for t in &data.tasks[..tasks] {
+            let td = firmware::data::TaskData { task_id: t.id, head: t.head, train: &t.train, val: &t.val };
+            let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent };
+            report = method.learn_task(&mut model, &td, &mut ctx)?;
+        }
         let phases = phase_seconds(&report);
-        tracing::info!(task = task.id, total = phases.values().sum::<f64>(), "task learned");
-        last = Some((task, report, phases));
+        tracing::info!(run = r + 1, of = repeat, total = phases.values().sum::<f64>(), "timed task learned");
+        runs.push(phases);
     }
-    let (task, report, phases) = last.ok_or_else(|| Error::Invalid("no task was learned".into()))?;
+    let phases = min_phases(&runs);
     let epochs_run: usize = report.stages.iter().map(|(_, log)| log.epochs.len()).sum();
     let train_time = phases.get("stage1").copied().unwrap_or(0.0) + phases.get("stage2").copied().unwrap_or(0.0);
     let samples_per_s = (train_time > 0.0).then(|| (epochs_run * task.train.len()) as f64 / train_time);
@@ -126,6 +156,7 @@ pub fn update(preset: &Preset, stream: &str, tasks: usize, data_dir: &Path, seed
         total: phases.values().sum(),
         phases,
         samples_per_s,
+        repeats: Some(repeat),
         task: Some(task.id),
         train_samples: Some(task.train.len()),
         val_samples: Some(task.val.len()),
@@ -139,11 +170,13 @@ pub fn update(preset: &Preset, stream: &str, tasks: usize, data_dir: &Path, seed
 /// A plain-text listing of one result (what `host bench update` prints).
 pub fn describe(t: &UpdateTiming) -> String {
     let mut s = format!(
-        "{} on {} ({} epoch(s), {} thread(s)), task {}: {} train / {} val samples, batch {}\n",
+        "{} on {} ({} epoch(s), {} thread(s), fastest of {} run(s) per phase), task {}: {} train / {} val samples, \
+         batch {}\n",
         t.implementation,
         t.stream,
         t.epochs,
         t.threads,
+        opt(t.repeats),
         t.task.map_or("?".into(), |v| (v + 1).to_string()),
         opt(t.train_samples),
         opt(t.val_samples),
@@ -181,15 +214,17 @@ fn ordered_phases(results: &[UpdateTiming]) -> Vec<String> {
 }
 
 fn column_label(t: &UpdateTiming) -> String {
+    let threads = format!("{} thread{}", t.threads, if t.threads == 1 { "" } else { "s" });
+    let best = match t.repeats {
+        Some(n) if n > 1 => format!(", best of {n}"),
+        _ => String::new(),
+    };
     match t.implementation.as_str() {
-        "rust" => format!("Rust, {} thread{}", t.threads, if t.threads == 1 { "" } else { "s" }),
-        "pytorch" => format!(
-            "PyTorch{}, {} thread{}",
-            t.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default(),
-            t.threads,
-            if t.threads == 1 { "" } else { "s" }
-        ),
-        other => format!("{other}, {} threads", t.threads),
+        "rust" => format!("Rust, {threads}{best}"),
+        "pytorch" => {
+            format!("PyTorch{}, {threads}{best}", t.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default())
+        }
+        other => format!("{other}, {threads}{best}"),
     }
 }
 
@@ -285,8 +320,14 @@ pub fn read_results(files: &[PathBuf]) -> Result<Vec<UpdateTiming>> {
         .collect()
 }
 
-/// Write `preamble` and `tables` as the body of the [`UPDATE_SECTION`] of the Markdown file `doc` (created with a
-/// `# Benchmarks` title when missing); the rest of the file is kept as it is.
+/// Marker lines that delimit the generated part of the [`UPDATE_SECTION`]; text after the end marker (analysis
+/// written by hand) survives a re-run.
+pub const GENERATED_BEGIN: &str = "<!-- bench-update: generated, do not edit -->";
+/// See [`GENERATED_BEGIN`].
+pub const GENERATED_END: &str = "<!-- bench-update: end of generated part -->";
+
+/// Write `preamble` and `tables` into the [`UPDATE_SECTION`] of the Markdown file `doc` (created with a
+/// `# Benchmarks` title when missing), between [`GENERATED_BEGIN`] and [`GENERATED_END`]; see [`update_generated`].
 pub fn write_section(doc: &Path, preamble: &str, tables: &str) -> Result<()> {
     let old = match std::fs::read_to_string(doc) {
         Ok(s) => s,
@@ -295,27 +336,56 @@ pub fn write_section(doc: &Path, preamble: &str, tables: &str) -> Result<()> {
     };
     let body =
         if preamble.trim().is_empty() { tables.to_string() } else { format!("{}\n\n{tables}", preamble.trim_end()) };
-    crate::report::write_text(doc, &replace_section(&old, UPDATE_SECTION, &body))
+    crate::report::write_text(doc, &update_generated(&old, UPDATE_SECTION, &body))
 }
 
-/// Replace the body of the section headed exactly `heading` (a `## ` line) in `doc` with `body`, up to the next
-/// heading of the same or a higher level; append the section when it is missing. Other sections are untouched.
-pub fn replace_section(doc: &str, heading: &str, body: &str) -> String {
+/// Put `generated` between the [`GENERATED_BEGIN`] and [`GENERATED_END`] lines of the section `heading` of `doc`,
+/// keeping the rest of the section; when the section lacks the markers (or is missing), its whole body becomes
+/// the marked block ([`replace_section`]).
+pub fn update_generated(doc: &str, heading: &str, generated: &str) -> String {
+    let block = format!("{GENERATED_BEGIN}\n\n{}\n\n{GENERATED_END}", generated.trim_matches('\n'));
+    let lines: Vec<&str> = doc.lines().collect();
+    if let Some((start, end)) = section_range(&lines, heading) {
+        let body = &lines[start + 1..end];
+        let begin = body.iter().position(|l| l.trim_end() == GENERATED_BEGIN);
+        let finish = body.iter().position(|l| l.trim_end() == GENERATED_END);
+        if let (Some(b), Some(e)) = (begin, finish)
+            && b < e
+        {
+            let mut out: Vec<String> = lines[..start + 1 + b].iter().map(|l| l.to_string()).collect();
+            out.push(block);
+            out.extend(lines[start + 2 + e..].iter().map(|l| l.to_string()));
+            return out.join("\n") + "\n";
+        }
+    }
+    replace_section(doc, heading, &block)
+}
+
+/// Line range `(heading line, end)` of the section headed exactly `heading`: up to the next heading of the same or a
+/// higher level, or the end of the document.
+fn section_range(lines: &[&str], heading: &str) -> Option<(usize, usize)> {
     let level = heading.chars().take_while(|&c| c == '#').count().max(1);
     let is_boundary = |line: &str| {
         let hashes = line.chars().take_while(|&c| c == '#').count();
         hashes >= 1 && hashes <= level && line[hashes..].starts_with(' ')
     };
+    let start = lines.iter().position(|l| l.trim_end() == heading)?;
+    let end = lines[start + 1..].iter().position(|l| is_boundary(l)).map_or(lines.len(), |i| start + 1 + i);
+    Some((start, end))
+}
+
+/// Replace the body of the section headed exactly `heading` (a `## ` line) in `doc` with `body`, up to the next
+/// heading of the same or a higher level; append the section when it is missing. Other sections are untouched.
+pub fn replace_section(doc: &str, heading: &str, body: &str) -> String {
     let body = body.trim_end_matches('\n');
     let lines: Vec<&str> = doc.lines().collect();
-    let Some(start) = lines.iter().position(|l| l.trim_end() == heading) else {
+    let Some((start, end)) = section_range(&lines, heading) else {
         let mut out = doc.trim_end_matches('\n').to_string();
         if !out.is_empty() {
             out += "\n\n";
         }
         return format!("{out}{heading}\n\n{body}\n");
     };
-    let end = lines[start + 1..].iter().position(|l| is_boundary(l)).map_or(lines.len(), |i| start + 1 + i);
     let mut out = String::new();
     for l in &lines[..start] {
         out += l;
@@ -346,6 +416,7 @@ mod tests {
             total: scale * PHASES.len() as f64,
             phases,
             samples_per_s: Some(1000.0 / scale),
+            repeats: Some(3),
             task: Some(1),
             train_samples: Some(54000),
             val_samples: Some(6000),
@@ -383,6 +454,15 @@ mod tests {
     }
 
     #[test]
+    fn min_phases_takes_each_phase_fastest_run() {
+        let a: BTreeMap<String, f64> = [("stage1".to_string(), 2.0), ("fisher".to_string(), 1.0)].into();
+        let b: BTreeMap<String, f64> = [("stage1".to_string(), 1.5), ("fisher".to_string(), 3.0)].into();
+        let m = min_phases(&[a, b]);
+        assert_eq!(m["stage1"], 1.5);
+        assert_eq!(m["fisher"], 1.0);
+    }
+
+    #[test]
     fn table_rejects_missing_rust_and_epoch_mismatch() {
         assert!(table(&[timing("pytorch", 2, 1.0)]).is_err());
         let mut other = timing("pytorch", 2, 1.0);
@@ -403,5 +483,18 @@ mod tests {
         assert_eq!(appended, "# Benchmarks\n\n## Per-task update: Rust vs PyTorch\n\nx\n");
         let last = replace_section("# B\n\n## Per-task update: Rust vs PyTorch\n\nold\n", UPDATE_SECTION, "y");
         assert_eq!(last, "# B\n\n## Per-task update: Rust vs PyTorch\n\ny\n");
+    }
+
+    #[test]
+    fn generated_block_keeps_hand_written_analysis() {
+        let first = update_generated("# Benchmarks\n\n## Other\n\nkeep\n", UPDATE_SECTION, "tables v1\n");
+        assert!(first.contains(&format!("{GENERATED_BEGIN}\n\ntables v1\n\n{GENERATED_END}\n")), "{first}");
+        assert!(first.starts_with("# Benchmarks\n\n## Other\n\nkeep\n\n## Per-task"));
+        let edited = first.replace(GENERATED_END, &format!("{GENERATED_END}\n\n### Findings\n\nhand text"));
+        let second = update_generated(&(edited + "\n## Later\n\nlater\n"), UPDATE_SECTION, "tables v2");
+        assert!(second.contains("tables v2") && !second.contains("tables v1"));
+        assert!(second.contains("### Findings\n\nhand text\n"));
+        assert!(second.ends_with("## Later\n\nlater\n"));
+        assert_eq!(update_generated(&second, UPDATE_SECTION, "tables v2"), second, "idempotent");
     }
 }

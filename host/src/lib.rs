@@ -8,7 +8,9 @@
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod fisher_alpha;
 pub mod model_file;
+pub mod onnx_cli;
 pub mod presets;
 pub mod progress;
 pub mod registry;

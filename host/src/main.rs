@@ -37,6 +37,68 @@ enum Command {
     /// Benchmarks (timings, not tests).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Train a base model on a group of classes (single head) and export it as ONNX (checked by reloading).
+    Pretrain(host::onnx_cli::PretrainArgs),
+    /// Export a saved parameter file (from `train`/`pretrain`) as ONNX.
+    Export(host::onnx_cli::ExportArgs),
+    /// Write our outputs on real test images for an ONNX file (input + outputs, JSON) for scripts/check-onnx.py.
+    OnnxReference(host::onnx_cli::ReferenceArgs),
+    /// The device path: load an ONNX model (frozen prefix in tract + native trainable layers), learn a stream of
+    /// new tasks, re-export.
+    DeviceLearn(host::onnx_cli::DeviceLearnArgs),
+    /// Time a frozen ONNX prefix in tract; optionally write it as a standalone file for onnxruntime.
+    PrefixBench(host::onnx_cli::PrefixBenchArgs),
+    /// Compact Fisher: |Δα| of each stored F_old format against f32, along one f32 GPM+BECAME run per seed.
+    FisherAlpha(FisherAlphaArgs),
+    /// A board profile's budgets against what a method needs to learn the first task of a stream (the check the
+    /// device runs before every step).
+    Footprint(FootprintArgs),
+}
+
+#[derive(Debug, Args)]
+struct FootprintArgs {
+    /// Board profile (boards/*.toml).
+    #[arg(long, default_value = "boards/host-sim.toml")]
+    board: PathBuf,
+    #[command(flatten)]
+    stream: StreamArgs,
+    /// Methods, comma separated; gpm+became stores F_old in the profile's fisher_format.
+    #[arg(long, default_value = "gpm+became")]
+    method: String,
+}
+
+#[derive(Debug, Args)]
+struct FisherAlphaArgs {
+    /// Stream: pmnist, split-mnist, split-fmnist.
+    #[arg(long, default_value = "split-mnist")]
+    stream: String,
+    /// Seeds, comma separated; one f32 run each.
+    #[arg(long, default_value = "0")]
+    seeds: String,
+    /// Override epochs per stage.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Number of tasks (pmnist only).
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Formats whose α is measured, comma separated.
+    #[arg(long, default_value = "f32,bf16,f16,log8,q4")]
+    formats: String,
+    /// Also run GPM+BECAME with F_old stored in this format for real, per seed, and compare ACC with f32.
+    #[arg(long)]
+    end_to_end: Option<String>,
+    /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Folder for the JSON and Markdown reports.
+    #[arg(long, default_value = "out/fisher-alpha")]
+    out: PathBuf,
+    /// Record each seed's trajectory (θ_GP, θ̂, F_cur, α, added Fisher) into this folder.
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    /// Re-evaluate the formats on the recordings in this folder instead of training.
+    #[arg(long, conflicts_with = "dump")]
+    replay: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +120,9 @@ struct BenchUpdateArgs {
     /// Epochs per stage (the preset's 5 would take minutes; both implementations use the same value).
     #[arg(long, default_value_t = 1)]
     epochs: usize,
+    /// Runs from scratch; each phase reports its fastest run (for shared, noisy machines).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Seed (model init, shuffling, permutations, validation slices).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -84,7 +149,7 @@ struct BenchTableArgs {
 
 #[derive(Debug, Args)]
 struct StreamArgs {
-    /// Stream: pmnist, split-mnist, split-fmnist or custom.
+    /// Stream: pmnist, split-mnist, split-mnist-ci (class-incremental, growing head), split-fmnist or custom.
     #[arg(long, default_value = "split-mnist")]
     stream: String,
     /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
@@ -99,6 +164,10 @@ struct StreamArgs {
     /// One shared head (class-incremental) instead of one head per task (split streams).
     #[arg(long)]
     single_head: bool,
+    /// Class-incremental in the field: one shared head that starts with the first task's classes and grows as new
+    /// classes arrive (implies --single-head; stream name gets "-ci").
+    #[arg(long)]
+    grow_head: bool,
     /// Class groups for custom streams, e.g. "0,1;2,3;4,5".
     #[arg(long)]
     groups: Option<String>,
@@ -132,6 +201,10 @@ struct SimArgs {
     /// Folder for the JSON and Markdown reports.
     #[arg(long, default_value = "out/simulate")]
     out: PathBuf,
+    /// Run every method under this board profile's budgets (refused steps fail the run; GPM bases are trimmed
+    /// to the bases budget) and store BECAME's F_old in its fisher_format.
+    #[arg(long)]
+    board: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +283,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train(a),
         Command::Simulate(a) => simulate_cmd(a),
         Command::Bench(b) => bench_cmd(b),
+        Command::Pretrain(a) => Ok(host::onnx_cli::pretrain(&a)?),
+        Command::Export(a) => Ok(host::onnx_cli::export(&a)?),
+        Command::OnnxReference(a) => Ok(host::onnx_cli::reference(&a)?),
+        Command::DeviceLearn(a) => Ok(host::onnx_cli::device_learn(&a)?),
+        Command::PrefixBench(a) => Ok(host::onnx_cli::prefix_bench(&a)?),
+        Command::FisherAlpha(a) => fisher_alpha_cmd(a),
+        Command::Footprint(a) => footprint_cmd(a),
     }
 }
 
@@ -238,8 +318,11 @@ fn preset_from(a: &StreamArgs) -> anyhow::Result<Preset> {
     } else {
         Preset::named(&a.stream, a.tasks)?
     };
-    if a.single_head {
+    if a.single_head || a.grow_head {
         p.multi_head = false;
+    }
+    if a.grow_head {
+        p.grow_head = true;
     }
     if let Some(m) = &a.model {
         p.model = ModelSpec::parse(m)?;
@@ -281,6 +364,7 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
     for m in &methods {
         registry::build(m, &preset)?; // reject unknown names before any data is loaded
     }
+    let board = a.board.as_ref().map(firmware::budget::BoardProfile::load).transpose()?;
     let dir = a.stream.data_dir.clone().unwrap_or_else(data::data_dir);
     let command: String = std::env::args().collect::<Vec<_>>().join(" ");
     let mut aggs = Vec::new();
@@ -288,8 +372,14 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for &seed in &seeds {
             let stream = preset.load(&dir, seed)?;
-            let model = preset.model.build(&stream, seed)?;
+            let model = preset.build_model(&stream, seed)?;
             let mut method = registry::build(method_name, &preset)?;
+            if let Some(profile) = &board {
+                if matches!(method_name.as_str(), "gpm+became" | "became") {
+                    method = Box::new(registry::became(&preset, profile.fisher_format));
+                }
+                method = Box::new(firmware::budget::Budgeted::new(method, profile.budget));
+            }
             let total: usize = stream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * preset.train.epochs;
             let mut bar = Bar::new(&format!("{method_name} seed {seed}"), total as u64);
             let (result, _) = simulate::run(&stream, model, method.as_mut(), seed, &mut bar)?;
@@ -312,6 +402,63 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn footprint_cmd(a: FootprintArgs) -> anyhow::Result<()> {
+    use firmware::method::Method;
+    let profile = firmware::budget::BoardProfile::load(&a.board)?;
+    let preset = preset_from(&a.stream)?;
+    let dir = a.stream.data_dir.clone().unwrap_or_else(data::data_dir);
+    let stream = preset.load(&dir, 0)?;
+    let model = preset.build_model(&stream, 0)?;
+    println!(
+        "board {} ({}), stream {}, {} parameters, Fisher stored as {}",
+        profile.name,
+        profile.description,
+        stream.name,
+        model.num_params(),
+        profile.fisher_format
+    );
+    println!("\n| method | budget | needs (bytes) | allows (bytes) | fits |\n|---|---|---|---|---|");
+    for name in a.method.split(',').map(str::trim) {
+        let mut method: Box<dyn Method> = match name {
+            "gpm+became" | "became" => Box::new(registry::became(&preset, profile.fisher_format)),
+            other => registry::build(other, &preset)?,
+        };
+        method.set_bases_budget(Some(profile.budget.bases));
+        let fp = method.footprint(&model)?;
+        for ((budget, needed), (_, limit)) in fp.entries().into_iter().zip(profile.budget.entries()) {
+            let fits = if needed <= limit { "yes".to_string() } else { format!("**no** ({} over)", needed - limit) };
+            println!("| {} | {budget} | {needed} | {limit} | {fits} |", method.name());
+        }
+    }
+    Ok(())
+}
+
+fn fisher_alpha_cmd(a: FisherAlphaArgs) -> anyhow::Result<()> {
+    let mut preset = Preset::named(&a.stream, a.tasks)?;
+    if let Some(e) = a.epochs {
+        preset.train.epochs = e;
+    }
+    preset.train.validate()?;
+    let opts = host::fisher_alpha::Options {
+        stream: a.stream.clone(),
+        preset,
+        seeds: parse_list(&a.seeds, "seed")?,
+        formats: parse_list(&a.formats, "Fisher format")?,
+        end_to_end: a.end_to_end.as_deref().map(str::parse).transpose()?,
+        data_dir: a.data_dir.unwrap_or_else(data::data_dir),
+        dump: a.dump,
+        replay: a.replay,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let result = host::fisher_alpha::run(&opts)?;
+    let md = host::fisher_alpha::markdown(&result);
+    report::write_json(&a.out.join(format!("{}.json", a.stream)), &result)?;
+    report::write_text(&a.out.join(format!("{}.md", a.stream)), &md)?;
+    println!("{md}");
+    println!("reports written to {}", a.out.display());
+    Ok(())
+}
+
 fn bench_cmd(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Update(a) => {
@@ -319,7 +466,7 @@ fn bench_cmd(cmd: BenchCmd) -> anyhow::Result<()> {
             preset.train.epochs = a.epochs;
             preset.train.validate()?;
             let dir = a.data_dir.unwrap_or_else(data::data_dir);
-            let t = host::bench::update(&preset, &a.stream, a.tasks, &dir, a.seed)?;
+            let t = host::bench::update(&preset, &a.stream, a.tasks, a.repeat, &dir, a.seed)?;
             print!("{}", host::bench::describe(&t));
             if let Some(out) = &a.out {
                 report::write_json(out, &t)?;

@@ -23,6 +23,9 @@ pub enum ModelSpec {
     },
     /// The LeNet-style CNN of `firmware::nn::zoo::lenet`.
     Lenet,
+    /// LeNet without batch norm, with biases (`firmware::nn::zoo::cnn`): the pre-trained base whose
+    /// convolutional trunk the device freezes.
+    Cnn,
 }
 
 impl ModelSpec {
@@ -31,6 +34,7 @@ impl ModelSpec {
         let mut parts = s.split(':');
         match parts.next() {
             Some("lenet") if parts.next().is_none() => Ok(ModelSpec::Lenet),
+            Some("cnn") if parts.next().is_none() => Ok(ModelSpec::Cnn),
             Some("mlp") => {
                 let hidden = parts
                     .next()
@@ -47,19 +51,23 @@ impl ModelSpec {
                 };
                 Ok(ModelSpec::Mlp { hidden, bias })
             }
-            _ => Err(Error::Invalid(format!("unknown model '{s}' (use mlp:W1,W2[:bias] or lenet)"))),
+            _ => Err(Error::Invalid(format!("unknown model '{s}' (use mlp:W1,W2[:bias], lenet or cnn)"))),
         }
     }
 
     /// Build the network for `stream`'s input size and heads.
     pub fn build(&self, stream: &Stream, seed: u64) -> Result<Model> {
+        self.build_for([stream.channels, stream.rows, stream.cols], &stream.head_sizes, seed)
+    }
+
+    /// Build the network for images of `[channels, rows, cols]` and heads of the given sizes.
+    pub fn build_for(&self, image: [usize; 3], head_sizes: &[usize], seed: u64) -> Result<Model> {
         let mut rng = firmware::seeded_rng(seed);
-        let input = stream.channels * stream.rows * stream.cols;
+        let input = image.iter().product();
         Ok(match self {
-            ModelSpec::Mlp { hidden, bias } => zoo::mlp(input, hidden, &stream.head_sizes, *bias, &mut rng)?,
-            ModelSpec::Lenet => {
-                zoo::lenet([stream.channels, stream.rows, stream.cols], 100, &stream.head_sizes, &mut rng)?
-            }
+            ModelSpec::Mlp { hidden, bias } => zoo::mlp(input, hidden, head_sizes, *bias, &mut rng)?,
+            ModelSpec::Lenet => zoo::lenet(image, 100, head_sizes, &mut rng)?,
+            ModelSpec::Cnn => zoo::cnn(image, 100, head_sizes, &mut rng)?,
         })
     }
 }
@@ -95,6 +103,9 @@ pub struct Preset {
     pub stream: StreamSpec,
     /// Task-incremental (one head per task) rather than a single shared head.
     pub multi_head: bool,
+    /// Class-incremental in the field: the single head starts with the first task's classes and grows as new
+    /// classes arrive ([`firmware::nn::Model::grow_head`], see [`crate::simulate::run`]).
+    pub grow_head: bool,
     /// Network.
     pub model: ModelSpec,
     /// Training settings for every stage.
@@ -113,6 +124,8 @@ impl Preset {
     /// * `pmnist`: MLP 784-100-100-10 without bias, single head, lr 0.01, batch 10, 5 epochs, 10 % validation.
     /// * `split-mnist`: MLP 784-256-256 without bias, 2-way heads, lr 0.01, batch 64, 5 epochs, 5 % validation.
     /// * `split-fmnist`: LeNet-style CNN, 2-way heads, lr 0.01, batch 64, 5 epochs, 5 % validation.
+    /// * `split-mnist-ci`: `split-mnist` class-incremental: one shared head that starts with 2 outputs and grows by
+    ///   2 per task (stream name `split-mnist-ci`; GPM projects the head, as in every single-head run).
     ///
     /// GPM: PMNIST ε = [0.95, 0.99, 0.99] on all three layers (head included), 300 samples; Split-MNIST ε = 0.97
     /// on both trunk layers, 300 samples; Split-Fashion-MNIST ε = 0.97 + 0.003·task on every conv/linear trunk
@@ -126,6 +139,7 @@ impl Preset {
                 Preset {
                     stream: StreamSpec::PermutedMnist { tasks },
                     multi_head: false,
+                    grow_head: false,
                     model: ModelSpec::Mlp { hidden: vec![100, 100], bias: false },
                     train: base,
                     val_frac: 0.1,
@@ -141,6 +155,7 @@ impl Preset {
             "split-mnist" => Preset {
                 stream: StreamSpec::SplitMnist,
                 multi_head: true,
+                grow_head: false,
                 model: ModelSpec::Mlp { hidden: vec![256, 256], bias: false },
                 train: split_cfg,
                 val_frac: 0.05,
@@ -150,6 +165,7 @@ impl Preset {
             "split-fmnist" => Preset {
                 stream: StreamSpec::SplitFashion,
                 multi_head: true,
+                grow_head: false,
                 model: ModelSpec::Lenet,
                 train: split_cfg,
                 val_frac: 0.05,
@@ -161,12 +177,45 @@ impl Preset {
                 },
                 ewc_lambda: EWC_LAMBDA,
             },
+            "split-mnist-ci" => {
+                let mut p = Self::named("split-mnist", tasks)?;
+                p.multi_head = false;
+                p.grow_head = true;
+                p
+            }
             other => return Err(Error::UnknownStream(other.to_string())),
         })
     }
 
-    /// Load the data and cut the stream. `seed` fixes permutations and validation slices.
+    /// The network for `stream`: as [`ModelSpec::build`], except that with [`Preset::grow_head`] the single head
+    /// starts with only the first task's classes.
+    pub fn build_model(&self, stream: &Stream, seed: u64) -> Result<Model> {
+        if !self.grow_head {
+            return self.model.build(stream, seed);
+        }
+        if stream.multi_head || stream.head_sizes.len() != 1 {
+            return Err(Error::Invalid("a growing head needs a single-head stream".into()));
+        }
+        let first = stream.tasks.first().map_or(1, |t| t.classes.len());
+        self.model.build_for([stream.channels, stream.rows, stream.cols], &[first], seed)
+    }
+
+    /// Load the data and cut the stream. `seed` fixes permutations and validation slices. With
+    /// [`Preset::grow_head`] the stream's name gets a `-ci` suffix.
     pub fn load(&self, data_dir: &std::path::Path, seed: u64) -> Result<Stream> {
+        let mut s = self.load_stream(data_dir, seed)?;
+        if self.grow_head {
+            if s.multi_head {
+                return Err(Error::Invalid("a growing head needs a single-head stream (--single-head)".into()));
+            }
+            if !s.name.ends_with("-ci") {
+                s.name.push_str("-ci");
+            }
+        }
+        Ok(s)
+    }
+
+    fn load_stream(&self, data_dir: &std::path::Path, seed: u64) -> Result<Stream> {
         let check_tasks = |n: usize| {
             if n == 0 { Err(Error::Invalid("a stream needs at least one task".into())) } else { Ok(()) }
         };

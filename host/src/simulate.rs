@@ -37,13 +37,34 @@ pub struct RunResult {
 /// Batch size used for test-set evaluation.
 pub const EVAL_BATCH: usize = 256;
 
-/// Accuracy of `model` on every task's test split (each through its own head).
+/// Accuracy of `model` on every task's test split (each through its own head). A task whose classes the head does
+/// not have yet (a growing head, before the task arrives) scores 0: the model cannot name them.
 pub fn evaluate_all(model: &mut Model, stream: &Stream) -> Result<Vec<f64>> {
-    stream.tasks.iter().map(|t| Ok(f64::from(evaluate(model, &t.test, t.head, EVAL_BATCH)?.1))).collect()
+    stream
+        .tasks
+        .iter()
+        .map(|t| {
+            if t.test.check_labels(model.head_outputs(t.head)?).is_err() {
+                return Ok(0.0);
+            }
+            Ok(f64::from(evaluate(model, &t.test, t.head, EVAL_BATCH)?.1))
+        })
+        .collect()
+}
+
+/// Outputs a single-head model needs to learn task `i` of a single-head stream: every class of tasks `0..=i`
+/// (labels are global, in order of first appearance). `None` for multi-head streams.
+pub fn outputs_needed(stream: &Stream, i: usize) -> Option<usize> {
+    (!stream.multi_head).then(|| stream.tasks[..=i].iter().map(|t| t.classes.len()).sum())
 }
 
 /// Learn the stream's tasks in order with `method`, evaluating on all tasks' test sets after each one.
 /// The untrained model is evaluated first to give FWT its random-init reference.
+///
+/// Class-incremental in the field: when the model's single head has fewer outputs than the classes seen up to the
+/// next task ([`outputs_needed`]; a model built by [`crate::presets::Preset::build_model`] with `grow_head`), the
+/// head grows first ([`Model::grow_head`], new rows at zero) and the method resizes what it keeps per parameter
+/// ([`Method::params_grown`]). With a full-width head (every other run) nothing grows.
 pub fn run(
     stream: &Stream,
     mut model: Model,
@@ -56,7 +77,15 @@ pub fn run(
     let mut matrix = AccuracyMatrix::new(stream.tasks.len());
     matrix.random_init = evaluate_all(&mut model, stream)?;
     let mut reports = Vec::with_capacity(stream.tasks.len());
-    for task in &stream.tasks {
+    for (i, task) in stream.tasks.iter().enumerate() {
+        if let Some(needed) = outputs_needed(stream, i)
+            && model.heads.len() == 1
+            && model.head_outputs(0)? < needed
+        {
+            let growth = model.grow_head(0, needed)?;
+            method.params_grown(&growth)?;
+            tracing::info!(task = task.id, outputs = needed, "head grown");
+        }
         let data = firmware::data::TaskData { task_id: task.id, head: task.head, train: &task.train, val: &task.val };
         let mut ctx = LearnContext { rng: &mut rng, progress: &mut *progress };
         let report = method.learn_task(&mut model, &data, &mut ctx)?;

@@ -3,14 +3,16 @@
 
 use std::time::Instant;
 
-use super::gpm::{projected_stage, update_bases};
-use super::{LearnContext, Method, TaskReport};
+use super::gpm::{gpm_layers, projected_stage, restore_gpm, update_bases};
+use super::{LearnContext, Method, MethodState, TaskReport, sgd_plan};
+use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
-use crate::error::Result;
-use crate::fisher::diagonal_fisher;
+use crate::error::{Error, Result};
+use crate::fisher::{CompactFisher, FisherFormat, compact, diagonal_fisher};
 use crate::gpm::{Gpm, GpmConfig};
 use crate::merge::{add_assign, became_alpha, interpolate};
-use crate::nn::Model;
+use crate::nn::{Model, ParamGrowth};
+use crate::store::{BasisState, FisherBlob};
 use crate::train::{NoHook, TrainConfig, train};
 
 /// GPM + BECAME.
@@ -21,7 +23,10 @@ use crate::train::{NoHook, TrainConfig, train};
 /// `F_cur = Fisher(θ̂)`; α = [`became_alpha`]; `θ* = (1 − α) θ_GP + α θ̂`; `F_old ← F_old + Fisher(θ*)`;
 /// bases from θ*.
 ///
-/// Between tasks it keeps only the bases and one accumulated Fisher vector.
+/// Between tasks it keeps only the bases and one accumulated Fisher vector, stored in [`Became::fisher_format`]:
+/// after every addition `F_old` is encoded ([`compact::encode`]) and from then on only its decoded form is used,
+/// exactly as a device that keeps it compactly would (decode → add the new Fisher in f32 → re-encode). `F_cur`
+/// and the Fisher of θ* are transient and always f32.
 #[derive(Debug, Clone)]
 pub struct Became {
     /// Stage-1 training settings (best-validation restore on).
@@ -32,16 +37,70 @@ pub struct Became {
     pub gpm_cfg: GpmConfig,
     /// Bases, created on the first task.
     pub gpm: Option<Gpm>,
-    /// Accumulated Fisher of the merged models, flat.
+    /// How the accumulated Fisher is stored between tasks (default f32: lossless).
+    pub fisher_format: FisherFormat,
+    /// Bytes the bases may take ([`Gpm::max_bytes`]; `None`: unlimited).
+    pub bases_budget: Option<u64>,
+    /// Accumulated Fisher of the merged models, flat: the decoded form of [`Self::f_old_stored`], the only
+    /// version the method uses.
     pub f_old: Vec<f32>,
+    f_old_stored: Option<CompactFisher>,
     tasks_seen: usize,
+}
+
+/// What one task of [`Became`] computed, handed to the observer of [`Became::learn_task_observed`] (for
+/// measurements such as the α each compact Fisher format would have given; the method does not depend on it).
+#[derive(Debug, Clone, Copy)]
+pub struct BecameTrace<'a> {
+    /// Task index in the stream.
+    pub task_id: usize,
+    /// The merge of a task ≥ 2; `None` on the first task.
+    pub merge: Option<MergeTrace<'a>>,
+    /// The f32 Fisher added to `F_old` after this task: `Fisher(θ₁)` on the first task, `Fisher(θ*)` later.
+    pub fisher_added: &'a [f32],
+}
+
+/// The inputs and result of one BECAME merge (task ≥ 2).
+#[derive(Debug, Clone, Copy)]
+pub struct MergeTrace<'a> {
+    /// Stage-1 (GPM-projected) parameters θ_GP.
+    pub theta_gp: &'a [f32],
+    /// Stage-2 (unconstrained) parameters θ̂.
+    pub theta_hat: &'a [f32],
+    /// `F_cur = Fisher(θ̂)`, f32.
+    pub f_cur: &'a [f32],
+    /// The accumulated Fisher the merge used (decoded from its stored format).
+    pub f_old: &'a [f32],
+    /// The merge coefficient α.
+    pub alpha: f64,
 }
 
 impl Became {
     /// BECAME with stage 2 using the same schedule as stage 1 (without the best-validation restore).
     pub fn new(stage1: TrainConfig, gpm_cfg: GpmConfig) -> Self {
         let stage2 = TrainConfig { restore_best: false, ..stage1.clone() };
-        Self { stage1, stage2, gpm_cfg, gpm: None, f_old: Vec::new(), tasks_seen: 0 }
+        Self {
+            stage1,
+            stage2,
+            gpm_cfg,
+            gpm: None,
+            fisher_format: FisherFormat::F32,
+            bases_budget: None,
+            f_old: Vec::new(),
+            f_old_stored: None,
+            tasks_seen: 0,
+        }
+    }
+
+    /// The same, storing `F_old` in `format` between tasks.
+    pub fn with_fisher_format(mut self, format: FisherFormat) -> Self {
+        self.fisher_format = format;
+        self
+    }
+
+    /// The accumulated Fisher as stored between tasks (`None` before the first task).
+    pub fn f_old_stored(&self) -> Option<&CompactFisher> {
+        self.f_old_stored.as_ref()
     }
 
     /// Number of tasks learned so far.
@@ -50,12 +109,114 @@ impl Became {
     }
 }
 
+/// `F_old` as the device keeps it: encoded in `format`, and the decoded form the method uses from then on.
+fn store(f: &[f32], format: FisherFormat) -> Result<(Vec<f32>, Option<CompactFisher>)> {
+    let stored = compact::encode(f, format)?;
+    Ok((stored.decode(), Some(stored)))
+}
+
 impl Method for Became {
+    /// `gpm+became`, with `:<format>` appended when `F_old` is stored in anything but f32 (e.g. `gpm+became:q4`).
     fn name(&self) -> String {
-        "gpm+became".into()
+        match self.fisher_format {
+            FisherFormat::F32 => "gpm+became".into(),
+            f => format!("gpm+became:{f}"),
+        }
     }
 
     fn learn_task(&mut self, model: &mut Model, task: &TaskData<'_>, ctx: &mut LearnContext<'_>) -> Result<TaskReport> {
+        self.learn_task_observed(model, task, ctx, &mut |_| {})
+    }
+
+    fn bytes_kept(&self) -> usize {
+        self.gpm.as_ref().map_or(0, Gpm::bytes) + self.f_old_stored.as_ref().map_or(0, CompactFisher::bytes)
+    }
+
+    /// GPM's footprint, plus: `F_old` in [`Became::fisher_format`] (the `fisher` budget), the Fisher estimator
+    /// (batches of 64, f64 accumulator) and nine transient full-length f32 vectors: the best-validation copy of a
+    /// training stage, θ_GP, θ̂, `F_cur`, θ*, `Fisher(θ*)`, `F_old + Fisher(θ*)` before encoding, its decoded form,
+    /// and the decoded `F_old` the method works with.
+    fn footprint(&self, model: &Model) -> Result<Footprint> {
+        let stored = self.fisher_format.storage_bytes(model.num_params()) as u64;
+        let plan = StepPlan {
+            flat_copies: 9,
+            fisher_pass: true,
+            gpm_layers: gpm_layers(self.gpm.as_ref(), model, &self.gpm_cfg)?,
+            gpm_samples: self.gpm_cfg.samples,
+            bases_cap: self.bases_budget,
+            kept_bytes: stored,
+            stored_fisher_bytes: stored,
+            ..sgd_plan(&self.stage1)
+        };
+        Footprint::estimate(model, &plan)
+    }
+
+    fn set_bases_budget(&mut self, bytes: Option<u64>) {
+        self.bases_budget = bytes;
+    }
+
+    /// `F_old` gets exact zeros for the new parameters (nothing old depends on them) and is re-encoded in its
+    /// format; zeros stay zeros and the old entries' codes do not move (every format re-encodes a decoded vector to
+    /// itself, and new zeros change no per-tensor or per-block scale).
+    fn params_grown(&mut self, growth: &ParamGrowth) -> Result<()> {
+        if self.f_old_stored.is_none() || growth.is_identity() {
+            return Ok(());
+        }
+        let grown = growth.resize(&self.f_old, 0.0)?;
+        (self.f_old, self.f_old_stored) = store(&grown, self.fisher_format)?;
+        Ok(())
+    }
+
+    fn export_state(&self) -> Result<MethodState> {
+        Ok(MethodState {
+            tasks_seen: self.tasks_seen,
+            bases: self.gpm.as_ref().map(BasisState::from_gpm).transpose()?.unwrap_or_default(),
+            fisher: self.f_old_stored.as_ref().map(FisherBlob::from_compact).transpose()?,
+        })
+    }
+
+    /// Restores the bases and `F_old`; a Fisher stored in another format than [`Became::fisher_format`] (the
+    /// board profile changed) is decoded and re-encoded in this one.
+    fn import_state(&mut self, model: &Model, state: MethodState) -> Result<()> {
+        let n = model.num_params();
+        let (f_old, stored) = match &state.fisher {
+            None if state.tasks_seen > 0 => {
+                return Err(Error::Config("stored BECAME state has tasks but no Fisher".into()));
+            }
+            None => (Vec::new(), None),
+            Some(blob) => {
+                let c = blob.to_compact()?;
+                if c.len() != n {
+                    return Err(crate::error::shape_err("stored Fisher", n, c.len()));
+                }
+                if c.format() == self.fisher_format {
+                    (c.decode(), Some(c))
+                } else {
+                    store(&c.decode(), self.fisher_format)?
+                }
+            }
+        };
+        if state.tasks_seen > 0 && state.bases.is_empty() {
+            return Err(Error::Config("stored BECAME state has tasks but no bases".into()));
+        }
+        let gpm = restore_gpm(model, &self.gpm_cfg, &state.bases)?;
+        self.gpm = gpm;
+        (self.f_old, self.f_old_stored) = (f_old, stored);
+        self.tasks_seen = state.tasks_seen;
+        Ok(())
+    }
+}
+
+impl Became {
+    /// [`Method::learn_task`], calling `observe` once with what the task computed (after `F_old` was updated,
+    /// before the bases are).
+    pub fn learn_task_observed(
+        &mut self,
+        model: &mut Model,
+        task: &TaskData<'_>,
+        ctx: &mut LearnContext<'_>,
+        observe: &mut dyn FnMut(&BecameTrace<'_>),
+    ) -> Result<TaskReport> {
         let gpm = match &mut self.gpm {
             Some(g) => g,
             None => self.gpm.insert(Gpm::for_model(model, self.gpm_cfg.clone())?),
@@ -67,8 +228,10 @@ impl Method for Became {
         report.timings.push(("stage1".into(), t1));
         if first {
             let t0 = Instant::now();
-            self.f_old = diagonal_fisher(model, task)?;
+            let f1 = diagonal_fisher(model, task)?;
+            (self.f_old, self.f_old_stored) = store(&f1, self.fisher_format)?;
             report.timings.push(("fisher".into(), t0.elapsed().as_secs_f64()));
+            observe(&BecameTrace { task_id: task.task_id, merge: None, fisher_added: &f1 });
         } else {
             let theta_gp = model.flat_params();
             let t0 = Instant::now();
@@ -90,21 +253,25 @@ impl Method for Became {
 
             let t0 = Instant::now();
             let f_merged = diagonal_fisher(model, task)?;
-            add_assign(&mut self.f_old, &f_merged)?;
+            let mut f_new = self.f_old.clone();
+            add_assign(&mut f_new, &f_merged)?;
+            let (decoded, stored) = store(&f_new, self.fisher_format)?;
+            let f_old_used = std::mem::replace(&mut self.f_old, decoded);
+            self.f_old_stored = stored;
             report.timings.push(("fisher".into(), t_fisher_cur + t0.elapsed().as_secs_f64()));
             tracing::info!(task = task.task_id, alpha, "BECAME merge");
             report.alpha = Some(alpha);
+            let merge =
+                MergeTrace { theta_gp: &theta_gp, theta_hat: &theta_hat, f_cur: &f_cur, f_old: &f_old_used, alpha };
+            observe(&BecameTrace { task_id: task.task_id, merge: Some(merge), fisher_added: &f_merged });
         }
-        let t_basis = update_bases(gpm, model, task, self.tasks_seen, ctx)?;
+        let (t_basis, updates) = update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?;
         report.timings.push(("basis".into(), t_basis));
         report.basis_sizes = gpm.basis_sizes();
+        report.basis_energy_lost = updates.iter().map(|u| u.energy_lost).collect();
         self.tasks_seen += 1;
         report.bytes_kept = self.bytes_kept();
         Ok(report)
-    }
-
-    fn bytes_kept(&self) -> usize {
-        self.gpm.as_ref().map_or(0, Gpm::bytes) + self.f_old.len() * 4
     }
 }
 
@@ -178,5 +345,45 @@ mod tests {
         }
         assert_eq!(r2.basis_sizes, got.basis_sizes());
         assert_eq!(method.bytes_kept(), got.bytes() + method.f_old.len() * 4);
+    }
+
+    #[test]
+    fn compact_f_old_is_what_the_method_uses_and_counts() {
+        let cfg = TrainConfig { epochs: 2, batch_size: 8, lr: 0.1, ..TrainConfig::default() };
+        let gcfg = GpmConfig { thresholds: vec![0.9], threshold_increment: 0.0, samples: 1000, project_heads: false };
+        let (tr1, va1) = tiny_task(1, 0);
+        let (tr2, va2) = tiny_task(2, 3);
+        let t1 = TaskData { task_id: 0, head: 0, train: &tr1, val: &va1 };
+        let t2 = TaskData { task_id: 1, head: 1, train: &tr2, val: &va2 };
+        for format in FisherFormat::ALL {
+            let mut model = zoo::mlp(6, &[8], &[2, 2], false, &mut crate::seeded_rng(0)).unwrap();
+            let mut method = Became::new(cfg.clone(), gcfg.clone()).with_fisher_format(format);
+            let mut run_rng = crate::seeded_rng(7);
+            let mut ctx = LearnContext { rng: &mut run_rng, progress: &mut Silent };
+            let mut traces = Vec::new();
+            for t in [&t1, &t2] {
+                method
+                    .learn_task_observed(&mut model, t, &mut ctx, &mut |tr| {
+                        traces.push((tr.merge.map(|m| (m.f_old.to_vec(), m.alpha)), tr.fisher_added.to_vec()));
+                    })
+                    .unwrap();
+            }
+            let stored = method.f_old_stored().unwrap();
+            assert_eq!(stored.format(), format);
+            assert_eq!(method.f_old, stored.decode(), "{format}: F_old is the decoded stored vector");
+            let n = model.num_params();
+            assert_eq!(method.bytes_kept(), method.gpm.as_ref().unwrap().bytes() + format.storage_bytes(n));
+            // Task 2's α used F_old = decode(encode(Fisher(θ₁))); after it, F_old = Q(that + Fisher(θ*)).
+            let (f1, f_star) = (&traces[0].1, &traces[1].1);
+            let (used, _) = traces[1].0.clone().unwrap();
+            assert_eq!(used, compact::encode(f1, format).unwrap().decode(), "{format}");
+            let mut sum = used.clone();
+            add_assign(&mut sum, f_star).unwrap();
+            assert_eq!(method.f_old, compact::encode(&sum, format).unwrap().decode(), "{format}");
+            assert_eq!(
+                method.name(),
+                if format == FisherFormat::F32 { "gpm+became".into() } else { format!("gpm+became:{format}") }
+            );
+        }
     }
 }

@@ -2,12 +2,14 @@
 
 use std::time::Instant;
 
-use super::{LearnContext, Method, TaskReport};
+use super::{LearnContext, Method, MethodState, TaskReport, sgd_plan};
+use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fisher::diagonal_fisher;
 use crate::merge::add_assign;
-use crate::nn::Model;
+use crate::nn::{Model, ParamGrowth};
+use crate::store::FisherBlob;
 use crate::train::{GradHook, TrainConfig, train};
 
 /// EWC with the penalty `(λ/2) Σₚ Fₚ (θₚ − θ_old,p)²`, whose gradient `λ F ⊙ (θ − θ_old)` is added before each step.
@@ -90,5 +92,53 @@ impl Method for Ewc {
 
     fn bytes_kept(&self) -> usize {
         (self.fisher.len() + self.theta_old.len()) * 4
+    }
+
+    /// SGD's workspace plus the Fisher pass (its result and f64 accumulator); F and θ_old (f32) are the `fisher`
+    /// budget line.
+    fn footprint(&self, model: &Model) -> Result<Footprint> {
+        let n = model.num_params() as u64;
+        let plan = StepPlan {
+            flat_copies: 2,
+            fisher_pass: true,
+            kept_bytes: 8 * n,
+            stored_fisher_bytes: 4 * n,
+            ..sgd_plan(&self.train)
+        };
+        Footprint::estimate(model, &plan)
+    }
+
+    /// New parameters get Fisher 0 (no penalty) and an anchor at their current value.
+    fn params_grown(&mut self, growth: &ParamGrowth) -> Result<()> {
+        if self.fisher.is_empty() || growth.is_identity() {
+            return Ok(());
+        }
+        let fisher = growth.resize(&self.fisher, 0.0)?;
+        let theta_old = growth.resize(&self.theta_old, 0.0)?;
+        (self.fisher, self.theta_old) = (fisher, theta_old);
+        Ok(())
+    }
+
+    /// The Fisher, as an f32 blob. θ_old is not stored: it equals the parameters committed right after a task
+    /// (and [`Method::import_state`] takes it from the restored model).
+    fn export_state(&self) -> Result<MethodState> {
+        Ok(MethodState {
+            tasks_seen: usize::from(!self.fisher.is_empty()),
+            bases: Vec::new(),
+            fisher: (!self.fisher.is_empty()).then(|| FisherBlob::from_f32(&self.fisher)),
+        })
+    }
+
+    fn import_state(&mut self, model: &Model, state: MethodState) -> Result<()> {
+        if !state.bases.is_empty() {
+            return Err(Error::Config("EWC keeps no bases; the stored state has some".into()));
+        }
+        let fisher = state.fisher.as_ref().map(FisherBlob::to_f32).transpose()?.unwrap_or_default();
+        if !fisher.is_empty() && fisher.len() != model.num_params() {
+            return Err(crate::error::shape_err("stored EWC Fisher", model.num_params(), fisher.len()));
+        }
+        self.theta_old = if fisher.is_empty() { Vec::new() } else { model.flat_params() };
+        self.fisher = fisher;
+        Ok(())
     }
 }

@@ -2,7 +2,8 @@
 
 use std::time::Instant;
 
-use super::{LearnContext, Method, TaskReport};
+use super::{LearnContext, Method, TaskReport, sgd_plan};
+use crate::budget::Footprint;
 use crate::data::TaskData;
 use crate::error::Result;
 use crate::nn::Model;
@@ -36,5 +37,9 @@ impl Method for FineTune {
             timings: vec![("train".into(), t0.elapsed().as_secs_f64())],
             ..TaskReport::default()
         })
+    }
+
+    fn footprint(&self, model: &Model) -> Result<Footprint> {
+        Footprint::estimate(model, &sgd_plan(&self.cfg))
     }
 }

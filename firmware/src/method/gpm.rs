@@ -2,11 +2,13 @@
 
 use std::time::Instant;
 
-use super::{LearnContext, Method, TaskReport};
+use super::{LearnContext, Method, MethodState, TaskReport, sgd_plan};
+use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
-use crate::error::Result;
-use crate::gpm::{FreezeVectors, Gpm, GpmConfig};
+use crate::error::{Error, Result};
+use crate::gpm::{BasisUpdate, FreezeVectors, Gpm, GpmConfig};
 use crate::nn::Model;
+use crate::store::BasisState;
 use crate::train::{GradHook, NoHook, TrainConfig, train};
 
 /// Gradient Projection Memory (Saha et al., 2021).
@@ -18,13 +20,15 @@ pub struct GpmMethod {
     pub gpm_cfg: GpmConfig,
     /// Bases, created on the first task.
     pub gpm: Option<Gpm>,
+    /// Bytes the bases may take ([`Gpm::max_bytes`]; `None`: unlimited).
+    pub bases_budget: Option<u64>,
     tasks_seen: usize,
 }
 
 impl GpmMethod {
     /// GPM with the given settings.
     pub fn new(train: TrainConfig, gpm_cfg: GpmConfig) -> Self {
-        Self { train, gpm_cfg, gpm: None, tasks_seen: 0 }
+        Self { train, gpm_cfg, gpm: None, bases_budget: None, tasks_seen: 0 }
     }
 
     /// Number of tasks learned so far.
@@ -57,21 +61,52 @@ pub(crate) fn projected_stage(
     Ok((log, t0.elapsed().as_secs_f64()))
 }
 
-/// Update the bases from the model as it is now (GPM: θ after training; BECAME: the merged θ*).
+/// Update the bases from the model as it is now (GPM: θ after training; BECAME: the merged θ*), within
+/// `budget` bytes; returns the elapsed seconds and the per-layer updates.
 pub(crate) fn update_bases(
     gpm: &mut Gpm,
+    budget: Option<u64>,
     model: &mut Model,
     task: &TaskData<'_>,
     task_index: usize,
     ctx: &mut LearnContext<'_>,
-) -> Result<f64> {
+) -> Result<(f64, Vec<BasisUpdate>)> {
     let t0 = Instant::now();
+    gpm.max_bytes = budget;
     let reps = gpm.representations(model, task, ctx.rng)?;
     let updates = gpm.update(&reps, task_index)?;
     for (l, u) in updates.iter().enumerate() {
         tracing::debug!(layer = l, before = u.before, after = u.after, captured = u.captured, "GPM basis");
     }
-    Ok(t0.elapsed().as_secs_f64())
+    Ok((t0.elapsed().as_secs_f64(), updates))
+}
+
+/// `(d_in, k)` of each layer GPM projects on `model`: from the bases when they exist, else the layers GPM would
+/// create (all with k = 0).
+pub(crate) fn gpm_layers(gpm: Option<&Gpm>, model: &Model, cfg: &GpmConfig) -> Result<Vec<(usize, usize)>> {
+    Ok(match gpm {
+        Some(g) => g.bases.iter().map(|b| b.dim()).collect(),
+        None => Gpm::for_model(model, cfg.clone())?.bases.iter().map(|b| b.dim()).collect(),
+    })
+}
+
+/// Bases restored from the store for `model` (an error when they do not fit its projected layers).
+pub(crate) fn restore_gpm(model: &Model, cfg: &GpmConfig, bases: &[BasisState]) -> Result<Option<Gpm>> {
+    if bases.is_empty() {
+        return Ok(None);
+    }
+    let mut gpm = Gpm::for_model(model, cfg.clone())?;
+    BasisState::restore_into(bases, &mut gpm)?;
+    for (l, b) in gpm.bases.iter().enumerate() {
+        if b.ncols() > b.nrows() {
+            return Err(Error::Config(format!(
+                "stored GPM basis {l} has {} columns for d_in {}",
+                b.ncols(),
+                b.nrows()
+            )));
+        }
+    }
+    Ok(Some(gpm))
 }
 
 impl Method for GpmMethod {
@@ -85,7 +120,7 @@ impl Method for GpmMethod {
             None => self.gpm.insert(Gpm::for_model(model, self.gpm_cfg.clone())?),
         };
         let (log, t_train) = projected_stage(gpm, self.tasks_seen == 0, model, task, &self.train, ctx, "stage1")?;
-        let t_basis = update_bases(gpm, model, task, self.tasks_seen, ctx)?;
+        let (t_basis, updates) = update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?;
         self.tasks_seen += 1;
         Ok(TaskReport {
             task_id: task.task_id,
@@ -94,10 +129,44 @@ impl Method for GpmMethod {
             basis_sizes: gpm.basis_sizes(),
             timings: vec![("stage1".into(), t_train), ("basis".into(), t_basis)],
             bytes_kept: gpm.bytes(),
+            basis_energy_lost: updates.iter().map(|u| u.energy_lost).collect(),
         })
     }
 
     fn bytes_kept(&self) -> usize {
         self.gpm.as_ref().map_or(0, Gpm::bytes)
+    }
+
+    /// Plain SGD's workspace (best-validation copy) plus GPM's projectors, representations and SVD.
+    fn footprint(&self, model: &Model) -> Result<Footprint> {
+        let plan = StepPlan {
+            gpm_layers: gpm_layers(self.gpm.as_ref(), model, &self.gpm_cfg)?,
+            gpm_samples: self.gpm_cfg.samples,
+            bases_cap: self.bases_budget,
+            ..sgd_plan(&self.train)
+        };
+        Footprint::estimate(model, &plan)
+    }
+
+    fn set_bases_budget(&mut self, bytes: Option<u64>) {
+        self.bases_budget = bytes;
+    }
+
+    fn export_state(&self) -> Result<MethodState> {
+        let bases = self.gpm.as_ref().map(BasisState::from_gpm).transpose()?.unwrap_or_default();
+        Ok(MethodState { tasks_seen: self.tasks_seen, bases, fisher: None })
+    }
+
+    fn import_state(&mut self, model: &Model, state: MethodState) -> Result<()> {
+        if state.fisher.is_some() {
+            return Err(Error::Config("GPM keeps no Fisher; the stored state has one".into()));
+        }
+        if state.tasks_seen > 0 && state.bases.is_empty() {
+            return Err(Error::Config("stored GPM state has tasks but no bases".into()));
+        }
+        let gpm = restore_gpm(model, &self.gpm_cfg, &state.bases)?;
+        self.gpm = gpm;
+        self.tasks_seen = state.tasks_seen;
+        Ok(())
     }
 }

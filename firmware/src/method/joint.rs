@@ -4,7 +4,8 @@ use std::time::Instant;
 
 use rand::seq::SliceRandom;
 
-use super::{LearnContext, Method, TaskReport};
+use super::{LearnContext, Method, TaskReport, sgd_plan};
+use crate::budget::Footprint;
 use crate::data::{Samples, TaskData};
 use crate::error::{Error, Result};
 use crate::nn::{Mode, Model, Sgd, softmax_cross_entropy};
@@ -99,5 +100,11 @@ impl Method for Joint {
 
     fn bytes_kept(&self) -> usize {
         self.seen.iter().map(|(_, t, v)| t.bytes() + v.bytes()).sum()
+    }
+
+    /// Plain SGD's footprint; the samples it keeps (it is the reference upper bound, not a device method) are not
+    /// counted.
+    fn footprint(&self, model: &Model) -> Result<Footprint> {
+        Footprint::estimate(model, &sgd_plan(&self.train))
     }
 }

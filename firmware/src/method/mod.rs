@@ -3,10 +3,12 @@
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
-use crate::error::Result;
-use crate::nn::Model;
-use crate::train::{Progress, TrainLog};
+use crate::error::{Error, Result};
+use crate::nn::{Model, ParamGrowth};
+use crate::store::{BasisState, FisherBlob};
+use crate::train::{Progress, TrainConfig, TrainLog};
 
 mod became;
 mod ewc;
@@ -14,7 +16,7 @@ mod finetune;
 mod gpm;
 mod joint;
 
-pub use became::Became;
+pub use became::{Became, BecameTrace, MergeTrace};
 pub use ewc::Ewc;
 pub use finetune::FineTune;
 pub use gpm::GpmMethod;
@@ -43,6 +45,26 @@ pub struct TaskReport {
     pub timings: Vec<(String, f64)>,
     /// Bytes the method keeps between tasks after this task.
     pub bytes_kept: usize,
+    /// Per projected layer: the share of this task's representation energy that the bases budget made the basis
+    /// drop (0 everywhere when the bases fit; empty for methods without bases). See [`crate::gpm::Gpm::max_bytes`].
+    #[serde(default)]
+    pub basis_energy_lost: Vec<f64>,
+}
+
+/// What a method keeps between tasks, in the state store's schema (for [`crate::store::LearnerState`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MethodState {
+    /// Tasks learned so far.
+    pub tasks_seen: usize,
+    /// GPM bases, one per projected layer (empty without GPM or before the first task).
+    pub bases: Vec<BasisState>,
+    /// The accumulated Fisher, in the method's storage format.
+    pub fisher: Option<FisherBlob>,
+}
+
+/// The [`StepPlan`] of plain SGD training with `cfg` (the best-validation copy is the one transient vector).
+pub fn sgd_plan(cfg: &TrainConfig) -> StepPlan {
+    StepPlan { batch_size: cfg.batch_size, momentum: cfg.momentum != 0.0, flat_copies: 1, ..StepPlan::default() }
 }
 
 /// A continual-learning method (fine-tune, EWC, GPM, BECAME, merges, ...).
@@ -56,5 +78,74 @@ pub trait Method {
     /// Bytes of state the method keeps between tasks (not counting the model itself).
     fn bytes_kept(&self) -> usize {
         0
+    }
+
+    /// What learning one more task on `model` needs in each budget, from the method's current state, computed
+    /// without allocating it ([`crate::budget`]). The default is plain SGD with batches of 64 and nothing kept;
+    /// every method of this crate overrides it.
+    fn footprint(&self, model: &Model) -> Result<Footprint> {
+        Footprint::estimate(model, &StepPlan { batch_size: 64, flat_copies: 1, ..StepPlan::default() })
+    }
+
+    /// Limit the bytes of the GPM bases (all layers together): a basis that would outgrow it keeps its
+    /// highest-energy directions ([`crate::gpm::Gpm::max_bytes`]). `None` lifts the limit. Methods without bases
+    /// ignore it.
+    fn set_bases_budget(&mut self, _bytes: Option<u64>) {}
+
+    /// The model's flat parameter vector grew ([`Model::grow_head`], class-incremental learning): resize every
+    /// flat per-parameter vector the method keeps (new entries: zero Fisher, anchors at the new parameters'
+    /// values). Bases are over layer inputs and do not change. The default keeps nothing and does nothing.
+    fn params_grown(&mut self, _growth: &ParamGrowth) -> Result<()> {
+        Ok(())
+    }
+
+    /// What the method keeps between tasks, for the state store. The default keeps nothing.
+    fn export_state(&self) -> Result<MethodState> {
+        Ok(MethodState::default())
+    }
+
+    /// Restore what [`Method::export_state`] saved, for `model` (already holding the stored parameters). On error
+    /// the method is unchanged. The default accepts only an empty state.
+    fn import_state(&mut self, _model: &Model, state: MethodState) -> Result<()> {
+        if state.bases.is_empty() && state.fisher.is_none() {
+            Ok(())
+        } else {
+            Err(Error::Config(format!("method {} keeps no bases or Fisher; the stored state has some", self.name())))
+        }
+    }
+}
+
+/// A boxed method is a method (so that [`crate::budget::Budgeted`] can wrap methods chosen at run time).
+impl<M: Method + ?Sized> Method for Box<M> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+
+    fn learn_task(&mut self, model: &mut Model, task: &TaskData<'_>, ctx: &mut LearnContext<'_>) -> Result<TaskReport> {
+        (**self).learn_task(model, task, ctx)
+    }
+
+    fn bytes_kept(&self) -> usize {
+        (**self).bytes_kept()
+    }
+
+    fn footprint(&self, model: &Model) -> Result<Footprint> {
+        (**self).footprint(model)
+    }
+
+    fn set_bases_budget(&mut self, bytes: Option<u64>) {
+        (**self).set_bases_budget(bytes);
+    }
+
+    fn params_grown(&mut self, growth: &ParamGrowth) -> Result<()> {
+        (**self).params_grown(growth)
+    }
+
+    fn export_state(&self) -> Result<MethodState> {
+        (**self).export_state()
+    }
+
+    fn import_state(&mut self, model: &Model, state: MethodState) -> Result<()> {
+        (**self).import_state(model, state)
     }
 }

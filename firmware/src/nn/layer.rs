@@ -69,6 +69,21 @@ impl Layer {
         }
     }
 
+    /// Backward pass when nothing needs the input gradient (the model's first layer with parameters): only the
+    /// parameter gradients are accumulated. Linear and Conv2d skip computing `δ·W` / col2im altogether.
+    pub fn backward_params_only(&mut self, grad: ArrayD<f32>) -> Result<()> {
+        match self {
+            Layer::Linear(l) => l.backward_params_only(grad),
+            Layer::Conv2d(l) => {
+                let skip = std::mem::replace(&mut l.skip_input_grad, true);
+                let r = l.backward(grad).map(drop);
+                l.skip_input_grad = skip;
+                r
+            }
+            other => other.backward(grad).map(drop),
+        }
+    }
+
     /// Trainable parameters of this layer.
     pub fn params(&self) -> Vec<&Param> {
         match self {

@@ -1,5 +1,6 @@
 //! Fully connected layer `y = x Wᵀ + b`.
 
+use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayD, Axis, Ix2};
 use rand::Rng;
 
@@ -87,25 +88,34 @@ impl Linear {
     /// projected: the inputs when the batch is smaller than the output width (GPM's batch 10 vs 100 units),
     /// otherwise the gradient rows. Both are exact.
     pub fn backward(&mut self, grad: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let g = self.accumulate_param_grads(grad)?;
+        Ok(g.dot(&self.w()).into_dyn())
+    }
+
+    /// [`Linear::backward`] without the input gradient `δ W` (for the first layer of a model, whose input
+    /// gradient nothing reads).
+    pub fn backward_params_only(&mut self, grad: ArrayD<f32>) -> Result<()> {
+        self.accumulate_param_grads(grad).map(drop)
+    }
+
+    /// `dW += δᵀ x` (projected as in [`Linear::backward`]) and `db += Σ δ`, written straight into the gradient
+    /// buffers (no temporary `(out, in)` matrix unless the gradient side is projected); returns `δ` as 2-D.
+    fn accumulate_param_grads(&mut self, grad: ArrayD<f32>) -> Result<Array2<f32>> {
         let g = grad.into_dimensionality::<Ix2>().map_err(|e| shape_err("Linear grad", "(batch, out)", e))?;
         let x = self.input.as_ref().ok_or_else(|| crate::Error::Config("Linear::backward before forward".into()))?;
         if g.nrows() != x.nrows() || g.ncols() != self.out_features() {
             return Err(shape_err("Linear grad", (x.nrows(), self.out_features()), g.dim()));
         }
-        let dw = match &self.projector {
-            None => crate::nn::ops::matmul_tn(&g.view(), &x.view()),
-            Some(p) if x.nrows() < g.ncols() => {
-                crate::nn::ops::matmul_tn(&g.view(), &p.project_rows(&x.view())?.view())
-            }
-            Some(p) => p.project_rows(&crate::nn::ops::matmul_tn(&g.view(), &x.view()).view())?,
-        };
         let mut wg = self.weight.grad.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-        wg += &dw;
+        match &self.projector {
+            None => general_mat_mul(1.0, &g.t(), x, 1.0, &mut wg),
+            Some(p) if x.nrows() < g.ncols() => general_mat_mul(1.0, &g.t(), &p.project_rows(&x.view())?, 1.0, &mut wg),
+            Some(p) => wg += &p.project_rows(&crate::nn::ops::matmul_tn(&g.view(), &x.view()).view())?,
+        }
         if let Some(b) = &mut self.bias {
             b.grad += &g.sum_axis(Axis(0)).into_dyn();
         }
-        let dx = g.dot(&self.w());
-        Ok(dx.into_dyn())
+        Ok(g)
     }
 
     /// Parameters in order (weight, bias).

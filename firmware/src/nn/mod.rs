@@ -25,7 +25,7 @@ pub use flatten::Flatten;
 pub use layer::{Layer, Mode};
 pub use linear::Linear;
 pub use loss::{argmax_rows, softmax_cross_entropy};
-pub use model::{Model, batch_tensor};
+pub use model::{Model, ParamGrowth, batch_tensor};
 pub use norm::{BATCH_NORM_EPS, BatchNorm};
 pub use optim::Sgd;
 pub use param::{Param, ParamInfo};

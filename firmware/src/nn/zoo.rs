@@ -86,3 +86,45 @@ pub fn lenet(input: [usize; 3], hidden: usize, heads: &[usize], rng: &mut impl R
         heads.iter().enumerate().map(|(i, &n)| Linear::new(&format!("head.{i}"), hidden, n, false, rng)).collect();
     Model::new(input.to_vec(), trunk, heads)
 }
+
+/// LeNet without batch norm, with biases: a CNN whose output for a sample does not depend on the rest of its
+/// batch, so its convolutional trunk can serve as a frozen feature extractor sample by sample (the pre-trained
+/// base that ships as ONNX, `models/`):
+///
+/// ```text
+/// Conv(c→20, 5×5) → ReLU → MaxPool(2) → Conv(20→50, 5×5) → ReLU → MaxPool(2)
+/// → Flatten → Linear(50·h·w → hidden) → ReLU → heads (Linear)
+/// ```
+///
+/// Trunk layer indices: 0 conv, 1 relu, 2 pool, 3 conv, 4 relu, 5 pool, 6 flatten, 7 linear, 8 relu. Same size
+/// checks as [`lenet`].
+pub fn cnn(input: [usize; 3], hidden: usize, heads: &[usize], rng: &mut impl Rng) -> Result<Model> {
+    let [c, rows, cols] = input;
+    if c == 0 || hidden == 0 || heads.is_empty() || heads.contains(&0) {
+        return Err(Error::Config(format!("bad CNN sizes: input {input:?}, hidden {hidden}, heads {heads:?}")));
+    }
+    let [c1, c2] = LENET_CHANNELS;
+    let k = LENET_KERNEL;
+    let stage = |n: usize| window_out_len(n, k, 1, 0).and_then(|n| window_out_len(n, 2, 2, 0));
+    let (Some(h), Some(w)) = (stage(rows).and_then(stage), stage(cols).and_then(stage)) else {
+        return Err(Error::Config(format!(
+            "the CNN needs images of at least 16x16 (two 5x5 convolutions and 2x2 poolings), got {rows}x{cols}"
+        )));
+    };
+    let mut conv1 = Conv2d::new("trunk.0", c, c1, k, 1, 0, true, rng)?;
+    conv1.skip_input_grad = true; // nothing reads the gradient of the image
+    let trunk = vec![
+        Layer::Conv2d(conv1),
+        Layer::Relu(Relu::default()),
+        Layer::MaxPool2d(MaxPool2d::new(2, 2)?),
+        Layer::Conv2d(Conv2d::new("trunk.3", c1, c2, k, 1, 0, true, rng)?),
+        Layer::Relu(Relu::default()),
+        Layer::MaxPool2d(MaxPool2d::new(2, 2)?),
+        Layer::Flatten(Flatten::default()),
+        Layer::Linear(Linear::new("trunk.7", c2 * h * w, hidden, true, rng)),
+        Layer::Relu(Relu::default()),
+    ];
+    let heads =
+        heads.iter().enumerate().map(|(i, &n)| Linear::new(&format!("head.{i}"), hidden, n, true, rng)).collect();
+    Model::new(input.to_vec(), trunk, heads)
+}

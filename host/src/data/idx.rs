@@ -1,48 +1,31 @@
 //! Reader for IDX files (the format of MNIST and Fashion-MNIST), gzipped or raw.
 //!
-//! An IDX file is a 4-byte magic `00 00 <type> <ndims>`, then `ndims` big-endian `u32` dimensions, then the
-//! elements in row-major order. Only element type `0x08` (unsigned byte) is supported, which is what image and
-//! label files of these data sets use. Every size is checked: a file must hold exactly the bytes its header
-//! promises.
+//! The reader lives in the firmware crate ([`firmware::data::idx`]), so the board reads exactly what the host
+//! reads; this module re-exports it with the host's [`Error`] variants: a wrong magic is [`Error::BadMagic`], an
+//! unsupported element type [`Error::UnsupportedDtype`], a short file [`Error::Truncated`], sizes that do not
+//! agree [`Error::SizeMismatch`], and a file that cannot be read or a corrupt gzip stream [`Error::Io`].
 
-use std::io::Read;
 use std::path::Path;
 
-use flate2::read::MultiGzDecoder;
+pub use firmware::data::idx::{IDX_U8, IdxArray, is_gzip};
 
 use crate::error::{Error, Result};
 
-/// The two bytes every gzip stream starts with.
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-/// IDX element type byte for unsigned bytes.
-const IDX_U8: u8 = 0x08;
-
-/// A decoded IDX file: its dimensions and its elements (row-major, unsigned bytes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdxArray {
-    /// Dimensions as in the header, outermost first (e.g. `[60000, 28, 28]` for MNIST training images).
-    pub dims: Vec<usize>,
-    /// `dims.iter().product()` elements.
-    pub data: Vec<u8>,
-}
-
-impl IdxArray {
-    /// Number of items along the first dimension (images or labels); 0 for a zero-dimensional array.
-    pub fn items(&self) -> usize {
-        self.dims.first().copied().unwrap_or(0)
+/// The host error for a firmware IDX error about `name` (a path or a label).
+fn host_error(name: &str, e: firmware::Error) -> Error {
+    match e {
+        firmware::Error::BadMagic { path, magic } => Error::BadMagic { path, magic },
+        firmware::Error::Truncated { path, expected, found } => Error::Truncated { path, expected, found },
+        firmware::Error::UnsupportedDtype { path, dtype } => Error::UnsupportedDtype { path, dtype },
+        firmware::Error::Format(msg) => Error::SizeMismatch(msg),
+        firmware::Error::Io { source, .. } => Error::io(name, source),
+        other => Error::Firmware(other),
     }
-}
-
-/// True when `bytes` start with the gzip magic `1f 8b`.
-pub fn is_gzip(bytes: &[u8]) -> bool {
-    bytes.starts_with(&GZIP_MAGIC)
 }
 
 /// Decompress a gzip stream (all members). `name` is used in the error.
 pub fn gunzip(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4));
-    MultiGzDecoder::new(bytes).read_to_end(&mut out).map_err(|e| Error::io(name, e))?;
-    Ok(out)
+    firmware::data::idx::gunzip(bytes, name).map_err(|e| host_error(name, e))
 }
 
 /// Parse the bytes of an IDX file; gzipped input (magic `1f 8b`) is decompressed first.
@@ -52,56 +35,12 @@ pub fn gunzip(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
 /// header or the data is shorter than promised, [`Error::SizeMismatch`] for zero dimensions, dimensions whose
 /// product overflows, or trailing bytes, and [`Error::Io`] for a corrupt gzip stream.
 pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
-    if is_gzip(bytes) {
-        let raw = gunzip(bytes, name)?;
-        return parse_raw(&raw, name);
-    }
-    parse_raw(bytes, name)
+    firmware::data::idx::parse_idx(bytes, name).map_err(|e| host_error(name, e))
 }
 
 /// Read and parse one IDX file, gzipped or raw.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_idx(&bytes, &path.display().to_string())
-}
-
-/// Parse uncompressed IDX bytes.
-fn parse_raw(bytes: &[u8], name: &str) -> Result<IdxArray> {
-    let truncated = |expected: usize| Error::Truncated { path: name.to_string(), expected, found: bytes.len() };
-    let Some(&[z0, z1, dtype, ndims]) = bytes.first_chunk::<4>() else {
-        return Err(truncated(4));
-    };
-    if z0 != 0 || z1 != 0 {
-        return Err(Error::BadMagic { path: name.to_string(), magic: u32::from_be_bytes([z0, z1, dtype, ndims]) });
-    }
-    if dtype != IDX_U8 {
-        return Err(Error::UnsupportedDtype { path: name.to_string(), dtype });
-    }
-    let ndims = usize::from(ndims);
-    if ndims == 0 {
-        return Err(Error::SizeMismatch(format!("{name}: IDX header has zero dimensions")));
-    }
-    let header = 4 + 4 * ndims;
-    if bytes.len() < header {
-        return Err(truncated(header));
-    }
-    let dims: Vec<usize> =
-        bytes[4..header].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
-    let count = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| Error::SizeMismatch(format!("{name}: IDX dimensions {dims:?} overflow")))?;
-    let body = &bytes[header..];
-    if body.len() < count {
-        return Err(Error::Truncated { path: name.to_string(), expected: count, found: body.len() });
-    }
-    if body.len() > count {
-        return Err(Error::SizeMismatch(format!(
-            "{name}: {} trailing bytes after the {count} elements of an IDX array with dimensions {dims:?}",
-            body.len() - count
-        )));
-    }
-    Ok(IdxArray { dims, data: body.to_vec() })
+    firmware::data::idx::read_idx(path).map_err(|e| host_error(&path.display().to_string(), e))
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
-//! Labelled samples as the learner sees them: flat `f32` rows plus integer labels.
+//! Labelled samples as the learner sees them: flat `f32` rows plus integer labels, and the [`idx`] reader for
+//! MNIST-style data files (gzipped or raw) that the device reads real samples from.
+
+pub mod idx;
 
 use ndarray::{Array2, ArrayView2, Axis};
 

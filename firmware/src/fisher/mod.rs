@@ -1,8 +1,13 @@
-//! Diagonal Fisher information over the flat parameter view.
+//! Diagonal Fisher information over the flat parameter view, and the compact formats the accumulated Fisher is
+//! stored in between tasks ([`compact`]).
 
 use crate::data::TaskData;
 use crate::error::{Error, Result};
 use crate::nn::{Mode, Model, argmax_rows, softmax_cross_entropy};
+
+pub mod compact;
+
+pub use compact::{CompactFisher, FisherFormat};
 
 /// Batch size of the Fisher estimator (fixed so that every task's Fisher is estimated the same way).
 pub const FISHER_BATCH: usize = 64;
@@ -31,8 +36,14 @@ pub fn diagonal_fisher(model: &mut Model, task: &TaskData<'_>) -> Result<Vec<f32
         let weight = (end - start) as f64;
         let mut off = 0;
         for p in model.params() {
-            for (f, g) in fisher[off..off + p.len()].iter_mut().zip(p.grad.iter()) {
-                *f += f64::from(*g) * f64::from(*g) * weight;
+            let acc = &mut fisher[off..off + p.len()];
+            // Contiguous slices when the gradient is in standard layout (always, by construction); the IxDyn
+            // element iterator is the fallback. Same f64 sums either way.
+            match p.grad.as_slice() {
+                Some(gs) => acc.iter_mut().zip(gs).for_each(|(f, &g)| *f += f64::from(g) * f64::from(g) * weight),
+                None => {
+                    acc.iter_mut().zip(p.grad.iter()).for_each(|(f, &g)| *f += f64::from(g) * f64::from(g) * weight)
+                }
             }
             off += p.len();
         }

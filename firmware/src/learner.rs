@@ -1,0 +1,482 @@
+//! The device learner: a model, a continual-learning method, the class and task registries and the state store,
+//! under a board profile's budgets, learning new classes in the field (class-incremental, one growing head).
+//!
+//! ```text
+//! add_sample("cat", pixels) ─┐  (new class: the head grows by one zero row, within max_classes and the budgets)
+//! add_sample("dog", pixels) ─┤  samples wait in a fixed-capacity buffer (overflow is an error, never a drop)
+//!            learn() ────────┘  footprint checked first; then one task of the method over the buffered samples
+//!            commit()           everything to the A/B state store (crash-safe)
+//!            load()             the newest committed state back, after a restart
+//! ```
+//!
+//! Every input from outside is checked before anything changes, and refused with a typed error that leaves the
+//! learner exactly as it was: a sample of the wrong size ([`Error::Shape`]), NaN or ±∞ pixels
+//! ([`Error::NonFinite`]), a full buffer ([`Error::BufferFull`]), a class beyond the profile's `max_classes`
+//! ([`Error::TooManyClasses`]), an unknown class or task id ([`Error::UnknownClass`], [`Error::UnknownTask`]), a
+//! class or task over a budget ([`Error::OverBudget`]), a state file from a newer firmware
+//! ([`Error::UnsupportedVersion`]).
+//!
+//! Classes get ids `0, 1, 2, …` in order of first arrival; class id `c` is output `c` of the single head. The
+//! method is used unchanged: GPM's bases are over layer inputs and do not change when the head grows; per-parameter
+//! vectors (BECAME's `F_old`, EWC's Fisher and anchor) are resized through [`Method::params_grown`], new entries
+//! getting zero Fisher.
+
+use std::path::Path;
+
+use ndarray::Array2;
+use rand_chacha::ChaCha8Rng;
+
+use crate::budget::{BoardProfile, Footprint};
+use crate::data::{Samples, TaskData};
+use crate::error::{Error, Result, shape_err};
+use crate::method::{LearnContext, Method, MethodState, TaskReport};
+use crate::nn::{Linear, Model};
+use crate::store::{CRC_LEN, ClassEntry, HEADER_LEN, LearnerState, MetricsHistory, StateStore, TaskEntry};
+use crate::train::Silent;
+
+/// Longest class name accepted, in bytes.
+pub const MAX_CLASS_NAME: usize = 64;
+
+/// Every `VAL_EVERY`-th buffered sample (from a buffer of at least that many) is held out as the task's validation
+/// split (the methods' learning-rate schedule and best-validation restore use it).
+pub const VAL_EVERY: usize = 10;
+
+/// A fixed-capacity buffer of labelled samples: at most `CAP` samples of `features` values each, allocated once
+/// when it is created. Nothing is ever dropped: a push into a full buffer is refused with [`Error::BufferFull`].
+#[derive(Debug, Clone)]
+pub struct SampleBuffer<const CAP: usize> {
+    features: usize,
+    labels: heapless::Vec<u32, CAP>,
+    pixels: Box<[f32]>,
+}
+
+impl<const CAP: usize> SampleBuffer<CAP> {
+    /// An empty buffer for samples of `features` values (`CAP · features` floats allocated now).
+    pub fn new(features: usize) -> Self {
+        Self { features, labels: heapless::Vec::new(), pixels: vec![0.0; CAP * features].into_boxed_slice() }
+    }
+
+    /// Values per sample.
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// Samples held.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when no sample is held.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// True when the next push would be refused.
+    pub fn is_full(&self) -> bool {
+        self.labels.is_full()
+    }
+
+    /// Most samples it can hold (`CAP`).
+    pub fn capacity(&self) -> usize {
+        CAP
+    }
+
+    /// Labels of the samples held, in arrival order.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// Append one sample; [`Error::BufferFull`] when full, [`Error::Shape`] on a wrong length, [`Error::NonFinite`]
+    /// on NaN/±∞. The buffer is unchanged on error.
+    pub fn push(&mut self, label: u32, pixels: &[f32]) -> Result<()> {
+        if pixels.len() != self.features {
+            return Err(shape_err("sample", self.features, pixels.len()));
+        }
+        if let Some(i) = pixels.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite(format!("sample pixel {i} = {}", pixels[i])));
+        }
+        let n = self.labels.len();
+        self.labels.push(label).map_err(|_| Error::BufferFull { what: "sample", capacity: CAP })?;
+        self.pixels[n * self.features..(n + 1) * self.features].copy_from_slice(pixels);
+        Ok(())
+    }
+
+    /// Forget every sample (the allocation stays).
+    pub fn clear(&mut self) {
+        self.labels.clear();
+    }
+
+    /// The samples held, split into (train, validation): every [`VAL_EVERY`]-th sample is validation when at least
+    /// [`VAL_EVERY`] are held, otherwise all are training samples.
+    pub fn split(&self) -> Result<(Samples, Samples)> {
+        let n = self.len();
+        let val_of = |i: usize| n >= VAL_EVERY && i % VAL_EVERY == VAL_EVERY - 1;
+        let pick = |val: bool| -> Result<Samples> {
+            let idx: Vec<usize> = (0..n).filter(|&i| val_of(i) == val).collect();
+            let mut x = Array2::<f32>::zeros((idx.len(), self.features));
+            for (row, &i) in idx.iter().enumerate() {
+                x.row_mut(row)
+                    .as_slice_mut()
+                    .expect("rows of a new array are contiguous")
+                    .copy_from_slice(&self.pixels[i * self.features..(i + 1) * self.features]);
+            }
+            Samples::new(x, idx.iter().map(|&i| self.labels[i] as usize).collect())
+        };
+        Ok((pick(false)?, pick(true)?))
+    }
+}
+
+/// A class-incremental learner on one board: see the [module docs](self).
+///
+/// `M` is the continual-learning method (GPM+BECAME on the device); `CAP` the capacity of the sample buffer.
+#[derive(Debug)]
+pub struct Learner<M: Method + Clone, const CAP: usize> {
+    profile: BoardProfile,
+    arch: String,
+    model: Model,
+    method: M,
+    classes: Vec<ClassEntry>,
+    tasks: Vec<TaskEntry>,
+    metrics: MetricsHistory,
+    buffer: SampleBuffer<CAP>,
+    store: Option<StateStore>,
+    rng: ChaCha8Rng,
+}
+
+fn check_class_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_CLASS_NAME || name.chars().any(char::is_control) {
+        return Err(Error::Config(format!(
+            "class name {name:?}: 1 to {MAX_CLASS_NAME} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
+    /// A learner for `model` (one head, whose outputs are the classes `classes`, in order; may be none) running
+    /// `method` under `profile`. `arch` labels the model in the state file. Errors when the model has more than one
+    /// head, the class list does not match the head, names repeat or exceed `max_classes`, the buffer has no
+    /// capacity, or the model alone is over the params or Fisher budget.
+    pub fn new(
+        profile: BoardProfile,
+        arch: impl Into<String>,
+        model: Model,
+        mut method: M,
+        classes: &[&str],
+        seed: u64,
+    ) -> Result<Self> {
+        if model.heads.len() != 1 {
+            return Err(Error::Config(format!(
+                "the learner needs a single-head model, got {} heads",
+                model.heads.len()
+            )));
+        }
+        if CAP == 0 {
+            return Err(Error::Config("the sample buffer needs a capacity of at least 1".into()));
+        }
+        let outputs = model.head_outputs(0)?;
+        if classes.len() != outputs {
+            return Err(shape_err("initial classes vs head outputs", outputs, classes.len()));
+        }
+        if classes.len() > profile.max_classes {
+            return Err(Error::TooManyClasses {
+                name: classes[profile.max_classes].to_string(),
+                max: profile.max_classes,
+            });
+        }
+        let mut entries: Vec<ClassEntry> = Vec::with_capacity(classes.len());
+        for (id, &name) in classes.iter().enumerate() {
+            check_class_name(name)?;
+            if entries.iter().any(|c| c.name == name) {
+                return Err(Error::Config(format!("class {name:?} listed twice")));
+            }
+            entries.push(ClassEntry { id: id as u32, name: name.to_string() });
+        }
+        method.set_bases_budget(Some(profile.budget.bases));
+        let fp = method.footprint(&model)?;
+        let b = &profile.budget;
+        for (budget, needed, limit) in [("params", fp.params, b.params), ("fisher", fp.fisher, b.fisher)] {
+            if needed > limit {
+                return Err(Error::OverBudget { budget, needed, limit });
+            }
+        }
+        let buffer = SampleBuffer::new(model.input_len());
+        Ok(Self {
+            profile,
+            arch: arch.into(),
+            model,
+            method,
+            classes: entries,
+            tasks: Vec::new(),
+            metrics: MetricsHistory::default(),
+            buffer,
+            store: None,
+            rng: crate::seeded_rng(seed),
+        })
+    }
+
+    /// Persist state in the A/B store in `dir` (created if needed); one slot may take at most the profile's
+    /// `state_file` budget.
+    pub fn with_store(mut self, dir: impl AsRef<Path>) -> Result<Self> {
+        // The frame's payload length is a u32.
+        let max_payload = self.profile.budget.state_file.saturating_sub((HEADER_LEN + CRC_LEN) as u64);
+        let max_payload = usize::try_from(max_payload.min(u64::from(u32::MAX))).unwrap_or(usize::MAX);
+        self.store = Some(StateStore::open_with_limit(dir.as_ref(), max_payload)?);
+        Ok(self)
+    }
+
+    /// The board profile.
+    pub fn profile(&self) -> &BoardProfile {
+        &self.profile
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The method.
+    pub fn method(&self) -> &M {
+        &self.method
+    }
+
+    /// The class registry (ids `0..n` in order).
+    pub fn classes(&self) -> &[ClassEntry] {
+        &self.classes
+    }
+
+    /// The task registry.
+    pub fn tasks(&self) -> &[TaskEntry] {
+        &self.tasks
+    }
+
+    /// α and basis sizes per learned task.
+    pub fn metrics(&self) -> &MetricsHistory {
+        &self.metrics
+    }
+
+    /// The buffered samples.
+    pub fn buffer(&self) -> &SampleBuffer<CAP> {
+        &self.buffer
+    }
+
+    /// The id of class `name`; [`Error::UnknownClass`] when it has not been seen.
+    pub fn class_id(&self, name: &str) -> Result<u32> {
+        self.classes
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.id)
+            .ok_or_else(|| Error::UnknownClass(format!("{name:?}")))
+    }
+
+    /// The name of class `id`; [`Error::UnknownClass`] when there is no such class.
+    pub fn class_name(&self, id: u32) -> Result<&str> {
+        self.classes.get(id as usize).map(|c| c.name.as_str()).ok_or_else(|| Error::UnknownClass(format!("id {id}")))
+    }
+
+    /// Task `id` of the registry; [`Error::UnknownTask`] when it has not been learned.
+    pub fn task(&self, id: u32) -> Result<&TaskEntry> {
+        self.tasks.iter().find(|t| t.id == id).ok_or(Error::UnknownTask { id, known: self.tasks.len() })
+    }
+
+    /// What the next [`Learner::learn`] needs in each budget: the method's footprint plus the registries and
+    /// metrics in the state file.
+    pub fn footprint(&self) -> Result<Footprint> {
+        let mut fp = self.method.footprint(&self.model)?;
+        fp.state_file = fp.state_file.saturating_add(self.registry_bytes(1));
+        Ok(fp)
+    }
+
+    /// Upper bound of the registries and metrics in the state file after `more` further tasks.
+    fn registry_bytes(&self, more: usize) -> u64 {
+        const VARINT: u64 = 10;
+        let classes: u64 = self.classes.iter().map(|c| 2 * VARINT + c.name.len() as u64).sum();
+        let tasks = (self.tasks.len() + more) as u64;
+        let per_task = 4 * VARINT + 16 + VARINT * self.classes.len().max(1) as u64;
+        let layers = self.metrics.basis_sizes.first().map_or(4, Vec::len) as u64;
+        let metrics = 4 * VARINT + tasks * (9 + VARINT + VARINT * layers);
+        4 * VARINT + classes + tasks * per_task + metrics
+    }
+
+    fn check_pixels(&self, pixels: &[f32]) -> Result<()> {
+        if pixels.len() != self.model.input_len() {
+            return Err(shape_err("sample", self.model.input_len(), pixels.len()));
+        }
+        if let Some(i) = pixels.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite(format!("sample pixel {i} = {}", pixels[i])));
+        }
+        Ok(())
+    }
+
+    /// Buffer one sample of class `class` (a name). A class not seen before is registered and grows the head by
+    /// one output (zero weights), if the profile's `max_classes` and every budget allow it. Returns the class id.
+    /// On any error nothing changes.
+    pub fn add_sample(&mut self, class: &str, pixels: &[f32]) -> Result<u32> {
+        self.check_pixels(pixels)?;
+        if self.buffer.is_full() {
+            return Err(Error::BufferFull { what: "sample", capacity: CAP });
+        }
+        let id = match self.class_id(class) {
+            Ok(id) => id,
+            Err(_) => self.add_class(class)?,
+        };
+        self.buffer.push(id, pixels)?;
+        Ok(id)
+    }
+
+    /// Buffer one sample of an already registered class id; [`Error::UnknownClass`] for an id not registered.
+    pub fn add_sample_id(&mut self, class: u32, pixels: &[f32]) -> Result<()> {
+        self.class_name(class)?;
+        self.check_pixels(pixels)?;
+        self.buffer.push(class, pixels)
+    }
+
+    /// Register class `name`: check it, grow the head by one zero row, check the footprint of the grown model
+    /// (restoring the old head if it does not fit), resize the method's per-parameter state.
+    fn add_class(&mut self, name: &str) -> Result<u32> {
+        check_class_name(name)?;
+        if self.classes.len() >= self.profile.max_classes {
+            return Err(Error::TooManyClasses { name: name.to_string(), max: self.profile.max_classes });
+        }
+        let id = u32::try_from(self.classes.len()).map_err(|_| Error::Config("class ids exhausted".into()))?;
+        let old_head = self.model.heads[0].clone();
+        let growth = self.model.grow_head(0, self.classes.len() + 1)?;
+        let restore = |model: &mut Model, e: Error| {
+            model.heads[0] = old_head.clone();
+            Err(e)
+        };
+        let fp = match self.method.footprint(&self.model) {
+            Ok(fp) => fp,
+            Err(e) => return restore(&mut self.model, e),
+        };
+        let mut fp = fp;
+        fp.state_file = fp.state_file.saturating_add(self.registry_bytes(1) + 2 * 10 + name.len() as u64);
+        if let Err(e) = fp.check(&self.profile.budget) {
+            tracing::warn!(class = name, error = %e, "new class refused");
+            return restore(&mut self.model, e);
+        }
+        // Work on a copy of the method so that a failure leaves it untouched.
+        let mut method = self.method.clone();
+        if let Err(e) = method.params_grown(&growth) {
+            return restore(&mut self.model, e);
+        }
+        self.method = method;
+        self.classes.push(ClassEntry { id, name: name.to_string() });
+        tracing::info!(class = name, id, outputs = self.classes.len(), "new class: head grown");
+        Ok(id)
+    }
+
+    /// Learn the buffered samples as one new task. The footprint is checked first ([`Error::OverBudget`], nothing
+    /// changed, the samples stay buffered); [`Error::Empty`] without samples. On success the task is registered,
+    /// α and the basis sizes are recorded and the buffer is emptied.
+    pub fn learn(&mut self) -> Result<TaskReport> {
+        if self.buffer.is_empty() {
+            return Err(Error::Empty("no samples buffered: add samples before learning".into()));
+        }
+        let id = u32::try_from(self.tasks.len()).map_err(|_| Error::Config("task ids exhausted".into()))?;
+        self.method.set_bases_budget(Some(self.profile.budget.bases));
+        let fp = self.footprint()?;
+        if let Err(e) = fp.check(&self.profile.budget) {
+            tracing::warn!(task = id, error = %e, footprint = %fp, "task refused");
+            return Err(e);
+        }
+        let (train, val) = self.buffer.split()?;
+        let task = TaskData { task_id: id as usize, head: 0, train: &train, val: &val };
+        let mut ctx = LearnContext { rng: &mut self.rng, progress: &mut Silent };
+        let report = self.method.learn_task(&mut self.model, &task, &mut ctx)?;
+        let mut classes: Vec<u32> = self.buffer.labels().to_vec();
+        classes.sort_unstable();
+        classes.dedup();
+        self.tasks.push(TaskEntry { id, name: format!("task {id}"), head: 0, classes });
+        self.metrics.alphas.push(report.alpha);
+        self.metrics.basis_sizes.push(report.basis_sizes.iter().map(|&k| k as u32).collect());
+        self.buffer.clear();
+        Ok(report)
+    }
+
+    /// The class id the model predicts for one sample.
+    pub fn predict(&mut self, pixels: &[f32]) -> Result<u32> {
+        self.check_pixels(pixels)?;
+        if self.classes.is_empty() {
+            return Err(Error::Empty("no classes learned yet".into()));
+        }
+        let x = Array2::from_shape_vec((1, pixels.len()), pixels.to_vec()).map_err(|e| shape_err("sample", 1, e))?;
+        let pred = self.model.predict(&x.view(), 0)?;
+        Ok(pred[0] as u32)
+    }
+
+    /// Everything as one state value (what [`Learner::commit`] writes).
+    pub fn state(&self) -> Result<LearnerState> {
+        let ms = self.method.export_state()?;
+        let mut state = LearnerState::from_model(&self.model, self.arch.clone())?;
+        state.bases = ms.bases;
+        state.fisher = ms.fisher;
+        state.tasks = self.tasks.clone();
+        state.classes = self.classes.clone();
+        state.metrics = self.metrics.clone();
+        Ok(state)
+    }
+
+    /// Commit the learner's state to the store (crash-safe, see [`StateStore::commit`]); returns the generation.
+    /// Buffered samples are not part of the state.
+    pub fn commit(&mut self) -> Result<u64> {
+        let mut state = self.state()?;
+        let store = self.store.as_mut().ok_or_else(|| Error::Config("no state store (use with_store)".into()))?;
+        store.commit(&mut state)
+    }
+
+    /// Load the newest committed state (after a restart). `Ok(None)` on a fresh store, otherwise the generation.
+    /// Everything is rebuilt on the side and swapped in only when it is complete and consistent with this model
+    /// and profile; on any error (corrupt slots, a newer format, another model, over budget) the learner is
+    /// unchanged. Buffered samples are discarded on success.
+    pub fn load(&mut self) -> Result<Option<u64>> {
+        let store = self.store.as_mut().ok_or_else(|| Error::Config("no state store (use with_store)".into()))?;
+        let Some(loaded) = store.load()? else { return Ok(None) };
+        let state = loaded.state;
+        let [outputs] = state.model.head_outputs[..] else {
+            return Err(Error::Config(format!(
+                "stored model has {} heads, the learner needs one",
+                state.model.head_outputs.len()
+            )));
+        };
+        let outputs = outputs as usize;
+        if state.classes.len() != outputs || state.classes.iter().enumerate().any(|(i, c)| c.id as usize != i) {
+            return Err(Error::Config("stored class registry does not number the head's outputs 0..n".into()));
+        }
+        if outputs > self.profile.max_classes {
+            let name = state.classes[self.profile.max_classes].name.clone();
+            return Err(Error::TooManyClasses { name, max: self.profile.max_classes });
+        }
+        let old = &self.model.heads[0];
+        let bias = old.bias.as_ref().map(|_| ndarray::Array1::zeros(outputs));
+        let head = Linear::from_weights("head.0", Array2::zeros((outputs, old.in_features())), bias)?;
+        let mut model = Model::new(self.model.input_shape.clone(), self.model.trunk.clone(), vec![head])?;
+        model.clear_cache();
+        state.restore_params(&mut model)?;
+        let mut method = self.method.clone();
+        let ms =
+            MethodState { tasks_seen: state.tasks.len(), bases: state.bases.clone(), fisher: state.fisher.clone() };
+        method.import_state(&model, ms)?;
+        method.set_bases_budget(Some(self.profile.budget.bases));
+        let fp = method.footprint(&model)?;
+        let b = &self.profile.budget;
+        for (budget, needed, limit) in
+            [("params", fp.params, b.params), ("bases", fp.bases, b.bases), ("fisher", fp.fisher, b.fisher)]
+        {
+            if needed > limit {
+                return Err(Error::OverBudget { budget, needed, limit });
+            }
+        }
+        let generation = state.generation;
+        self.model = model;
+        self.method = method;
+        self.classes = state.classes;
+        self.tasks = state.tasks;
+        self.metrics = state.metrics;
+        self.buffer.clear();
+        Ok(Some(generation))
+    }
+}
+
+#[cfg(test)]
+mod tests;

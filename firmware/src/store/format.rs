@@ -1,0 +1,213 @@
+//! The byte format of one state slot: a fixed 20-byte header, the postcard payload, a CRC-32C trailer.
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  magic            b"ELST"
+//!      4     2  format_version   u16 LE (this build: FORMAT_VERSION)
+//!      6     2  flags            u16 LE, must be 0
+//!      8     8  generation       u64 LE (equals LearnerState::generation)
+//!     16     4  payload_len      u32 LE (n)
+//!     20     n  payload          postcard(LearnerState)
+//!   20+n     4  crc              u32 LE, CRC-32C (Castagnoli) of bytes 0 .. 20+n
+//! ```
+//!
+//! The frame (everything but the payload schema) is the same for every format version, so a file from a newer
+//! firmware is recognised as such only after its CRC verified: a bit flip in the version field reads as
+//! corruption, not as "newer".
+
+use crc::{CRC_32_ISCSI, Crc};
+use thiserror::Error;
+
+use super::LearnerState;
+use crate::error::{Error, Result};
+
+/// The four magic bytes at the start of every state file.
+pub const MAGIC: [u8; 4] = *b"ELST";
+/// The payload format version this build reads and writes.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes of the fixed header.
+pub const HEADER_LEN: usize = 20;
+/// Bytes of the CRC trailer.
+pub const CRC_LEN: usize = 4;
+/// Default cap on a payload's size (the board profile's state budget normally sets a tighter one).
+pub const DEFAULT_MAX_PAYLOAD: usize = 256 << 20;
+
+/// The CRC used by the trailer: CRC-32C (Castagnoli, `CRC_32_ISCSI`), the one postcard's `use-crc` uses.
+pub const CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
+
+/// Why some bytes are not a valid state.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Corruption {
+    /// Fewer bytes than header + trailer.
+    #[error("{len} bytes, a state file has at least {min}")]
+    TooShort {
+        /// Bytes present.
+        len: usize,
+        /// Minimum length.
+        min: usize,
+    },
+    /// The first four bytes are not [`MAGIC`].
+    #[error("bad magic {found:02x?}")]
+    BadMagic {
+        /// The bytes found.
+        found: [u8; 4],
+    },
+    /// The payload (or the file) is larger than the configured cap; nothing was allocated for it.
+    #[error("payload of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Length claimed or found.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The file length does not match the header's payload length (truncated or trailing bytes).
+    #[error("length mismatch: header says {expected} bytes in all, file has {actual}")]
+    LengthMismatch {
+        /// `HEADER_LEN + payload_len + CRC_LEN`.
+        expected: u64,
+        /// Bytes present.
+        actual: u64,
+    },
+    /// The CRC trailer does not match the bytes.
+    #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Crc {
+        /// CRC in the trailer.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// A header field that must be zero is not.
+    #[error("reserved header flags {0:#06x} set")]
+    Flags(u16),
+    /// postcard could not decode the payload.
+    #[error("payload does not decode: {0}")]
+    Decode(String),
+    /// The payload decoded but did not use all of its bytes.
+    #[error("{0} unused byte(s) after the payload")]
+    TrailingBytes(usize),
+    /// Header and payload disagree on the generation.
+    #[error("header generation {header} but payload generation {payload}")]
+    GenerationMismatch {
+        /// From the header.
+        header: u64,
+        /// From the payload.
+        payload: u64,
+    },
+    /// The payload decoded but is not a consistent learner state (see [`LearnerState::validate`]).
+    #[error("inconsistent state: {0}")]
+    Inconsistent(String),
+}
+
+/// The parsed fixed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Payload format version.
+    pub format_version: u16,
+    /// Reserved flags (0).
+    pub flags: u16,
+    /// Commit generation.
+    pub generation: u64,
+    /// Payload bytes.
+    pub payload_len: u32,
+}
+
+fn corrupt(c: Corruption) -> Error {
+    Error::CorruptState(c)
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Encode a state: header with `state.generation`, postcard payload, CRC-32C trailer.
+///
+/// Fails (with [`Error::Config`]) when the payload is larger than `max_payload` or than `u32::MAX`.
+pub fn encode(state: &LearnerState, max_payload: usize) -> Result<Vec<u8>> {
+    let payload = postcard::to_allocvec(state).map_err(|e| Error::Config(format!("state does not encode: {e}")))?;
+    if payload.len() > max_payload.min(u32::MAX as usize) {
+        return Err(Error::Config(format!(
+            "encoded state is {} bytes, over the state limit of {max_payload}",
+            payload.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + CRC_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&state.generation.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    let crc = CRC32C.checksum(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Check the frame (magic, lengths, CRC) and return the header; does not look at the version or the payload.
+///
+/// A header returned from here is trustworthy: its bytes passed the CRC.
+pub fn read_frame(bytes: &[u8], max_payload: usize) -> Result<Header> {
+    if bytes.len() >= MAGIC.len() && bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt(Corruption::BadMagic { found: [bytes[0], bytes[1], bytes[2], bytes[3]] }));
+    }
+    let min = HEADER_LEN + CRC_LEN;
+    if bytes.len() < min {
+        return Err(corrupt(Corruption::TooShort { len: bytes.len(), min }));
+    }
+    let header = Header {
+        format_version: le_u16(bytes, 4),
+        flags: le_u16(bytes, 6),
+        generation: le_u64(bytes, 8),
+        payload_len: le_u32(bytes, 16),
+    };
+    let n = u64::from(header.payload_len);
+    if n > max_payload as u64 {
+        return Err(corrupt(Corruption::TooLarge { len: n, max: max_payload as u64 }));
+    }
+    let expected = (HEADER_LEN + CRC_LEN) as u64 + n;
+    if bytes.len() as u64 != expected {
+        return Err(corrupt(Corruption::LengthMismatch { expected, actual: bytes.len() as u64 }));
+    }
+    let body = bytes.len() - CRC_LEN;
+    let stored = le_u32(bytes, body);
+    let computed = CRC32C.checksum(&bytes[..body]);
+    if stored != computed {
+        return Err(corrupt(Corruption::Crc { stored, computed }));
+    }
+    Ok(header)
+}
+
+/// Decode a state file's bytes. Never panics, whatever the bytes; allocates nothing in proportion to a length
+/// field before the frame (including its length) has been checked against `bytes` and `max_payload`.
+///
+/// Errors: [`Error::CorruptState`] for anything that is not a valid state, [`Error::UnsupportedVersion`] for a
+/// valid frame carrying a format version this build does not read.
+pub fn decode(bytes: &[u8], max_payload: usize) -> Result<LearnerState> {
+    let header = read_frame(bytes, max_payload)?;
+    if header.format_version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion { found: header.format_version, supported: FORMAT_VERSION });
+    }
+    if header.flags != 0 {
+        return Err(corrupt(Corruption::Flags(header.flags)));
+    }
+    let payload = &bytes[HEADER_LEN..bytes.len() - CRC_LEN];
+    let (state, rest) =
+        postcard::take_from_bytes::<LearnerState>(payload).map_err(|e| corrupt(Corruption::Decode(e.to_string())))?;
+    if !rest.is_empty() {
+        return Err(corrupt(Corruption::TrailingBytes(rest.len())));
+    }
+    if state.generation != header.generation {
+        return Err(corrupt(Corruption::GenerationMismatch { header: header.generation, payload: state.generation }));
+    }
+    state.validate()?;
+    Ok(state)
+}

