@@ -168,6 +168,39 @@ pub enum Error {
         /// Number of tasks in the registry.
         known: usize,
     },
+    /// A compute backend ([`crate::backend`]) that this build or this machine cannot provide: CUDA not compiled in,
+    /// the CUDA libraries missing, no GPU. Nothing was computed.
+    #[error("{backend} backend unavailable: {reason}")]
+    BackendUnavailable {
+        /// The backend asked for (`cuda`).
+        backend: &'static str,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A compute backend operation failed (a CUDA driver, cuBLAS or NVRTC error).
+    #[error("{backend} backend: {message}")]
+    Backend {
+        /// The backend (`cuda`).
+        backend: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// A pin or tty of the board's I/O ([`crate::io`]) failed: a GPIO line that cannot be requested, termios
+    /// settings that cannot be applied, a pin read or write error.
+    #[error("board I/O: {0}")]
+    Hal(String),
+    /// A bad frame on the serial link ([`crate::protocol`]); the link stays up.
+    #[error("protocol frame: {0}")]
+    Frame(#[from] crate::protocol::FrameError),
+    /// An image (an inbox photo, a sample sent over the link) that cannot be used: unreadable, not PNG/JPEG, an
+    /// impossible size. Inbox files with this error are moved to `rejected/` ([`crate::inbox`]).
+    #[error("image {source_name}: {reason}")]
+    Image {
+        /// The file or `"link"`.
+        source_name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// `Result` with the firmware [`enum@Error`].

@@ -357,7 +357,7 @@ impl Gpm {
     }
 }
 
-fn input_dim(model: &Model, l: LayerRef) -> Result<usize> {
+pub(crate) fn input_dim(model: &Model, l: LayerRef) -> Result<usize> {
     match l {
         LayerRef::Trunk(i) => match model.trunk.get(i) {
             Some(Layer::Linear(x)) => Ok(x.in_features()),
@@ -370,7 +370,7 @@ fn input_dim(model: &Model, l: LayerRef) -> Result<usize> {
     }
 }
 
-fn layer_input(model: &Model, l: LayerRef) -> Result<ArrayView2<'_, f32>> {
+pub(crate) fn layer_input(model: &Model, l: LayerRef) -> Result<ArrayView2<'_, f32>> {
     let missing = || Error::Config("GPM: layer input not cached (forward first)".into());
     match l {
         LayerRef::Trunk(i) => match model.trunk.get(i) {

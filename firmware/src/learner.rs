@@ -31,7 +31,9 @@ use crate::data::{Samples, TaskData};
 use crate::error::{Error, Result, shape_err};
 use crate::method::{LearnContext, Method, MethodState, TaskReport};
 use crate::nn::{Linear, Model};
-use crate::store::{CRC_LEN, ClassEntry, HEADER_LEN, LearnerState, MetricsHistory, StateStore, TaskEntry};
+use crate::store::{
+    CRC_LEN, ClassEntry, HEADER_LEN, InboxLedger, LearnerState, LedgerFile, MetricsHistory, StateStore, TaskEntry,
+};
 use crate::train::Silent;
 
 /// Longest class name accepted, in bytes.
@@ -138,6 +140,7 @@ pub struct Learner<M: Method + Clone, const CAP: usize> {
     classes: Vec<ClassEntry>,
     tasks: Vec<TaskEntry>,
     metrics: MetricsHistory,
+    inbox: InboxLedger,
     buffer: SampleBuffer<CAP>,
     store: Option<StateStore>,
     rng: ChaCha8Rng,
@@ -209,6 +212,7 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
             classes: entries,
             tasks: Vec::new(),
             metrics: MetricsHistory::default(),
+            inbox: InboxLedger::default(),
             buffer,
             store: None,
             rng: crate::seeded_rng(seed),
@@ -258,6 +262,25 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
     /// The buffered samples.
     pub fn buffer(&self) -> &SampleBuffer<CAP> {
         &self.buffer
+    }
+
+    /// Drop the buffered samples (not learned); returns how many there were.
+    pub fn clear_buffer(&mut self) -> usize {
+        let n = self.buffer.len();
+        self.buffer.clear();
+        n
+    }
+
+    /// The inbox ledger: samples learned in all, and the inbox photos of the newest task (as committed, or as set
+    /// by [`Learner::set_inbox_files`] for the next commit).
+    pub fn inbox_ledger(&self) -> &InboxLedger {
+        &self.inbox
+    }
+
+    /// Record the inbox photos the task just learned came from; the next [`Learner::commit`] stores them with the
+    /// parameters they changed (see [`InboxLedger`]).
+    pub fn set_inbox_files(&mut self, files: Vec<LedgerFile>) {
+        self.inbox.files = files;
     }
 
     /// The id of class `name`; [`Error::UnknownClass`] when it has not been seen.
@@ -390,6 +413,8 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         self.tasks.push(TaskEntry { id, name: format!("task {id}"), head: 0, classes });
         self.metrics.alphas.push(report.alpha);
         self.metrics.basis_sizes.push(report.basis_sizes.iter().map(|&k| k as u32).collect());
+        self.inbox.samples_learned = self.inbox.samples_learned.saturating_add(self.buffer.len() as u64);
+        self.inbox.files.clear();
         self.buffer.clear();
         Ok(report)
     }
@@ -414,6 +439,7 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         state.tasks = self.tasks.clone();
         state.classes = self.classes.clone();
         state.metrics = self.metrics.clone();
+        state.inbox = self.inbox.clone();
         Ok(state)
     }
 
@@ -473,6 +499,7 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         self.classes = state.classes;
         self.tasks = state.tasks;
         self.metrics = state.metrics;
+        self.inbox = state.inbox;
         self.buffer.clear();
         Ok(Some(generation))
     }

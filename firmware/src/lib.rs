@@ -5,22 +5,30 @@
 //! state persists through the crash-safe [`store`]. Board profiles and memory budgets are in [`budget`]; the
 //! [`learner`] ties a model, a method, the class registry and the store together for class-incremental learning in
 //! the field. Models come in and go out as ONNX ([`onnx`]): a frozen prefix
-//! runs in tract, the layers after the cut train natively.
+//! runs in tract, the layers after the cut train natively. The heavy operations of a task update (GEMM, im2col,
+//! projection, Fisher, merge) also run behind a compute [`backend`]: the CPU always, CUDA with the `cuda` feature.
+//! In the field ([`daemon`]): a status LED and a learn button ([`io`]), a serial command protocol ([`protocol`])
+//! and photos dropped into folders ([`inbox`]) drive the learner with no screen.
 //!
 //! Everything here runs on the board; nothing host-only (plotting, CLI UI, data downloads) lives in this crate.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod budget;
+pub mod daemon;
 pub mod data;
 pub mod error;
 pub mod fisher;
 pub mod gpm;
+pub mod inbox;
+pub mod io;
 pub mod learner;
 pub mod merge;
 pub mod method;
 pub mod metrics;
 pub mod nn;
 pub mod onnx;
+pub mod protocol;
 pub mod selftest;
 pub mod store;
 pub mod train;

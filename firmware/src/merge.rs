@@ -2,6 +2,13 @@
 
 use crate::error::{Error, Result, shape_err};
 
+pub mod average;
+pub mod fisher_weighted;
+pub mod holistic;
+pub mod magmax;
+pub mod pam;
+pub mod trm;
+
 /// BECAME's merge coefficient, one scalar for the whole model:
 ///
 /// `α = Σₚ F_cur,p Δₚ² / Σₚ (F_cur,p + F_old,p) Δₚ²`, `Δ = θ̂ − θ_GP`,
@@ -9,6 +16,18 @@ use crate::error::{Error, Result, shape_err};
 /// summed over every parameter (heads included); `α = 0` when the denominator is 0 (e.g. `Δ = 0`).
 /// Accumulates in f64. The result lies in `[0, 1]` for non-negative Fishers.
 pub fn became_alpha(f_cur: &[f32], f_old: &[f32], theta_gp: &[f32], theta_hat: &[f32]) -> Result<f64> {
+    let (num, den) = became_alpha_terms(f_cur, f_old, theta_gp, theta_hat)?;
+    alpha_from_terms(num, den)
+}
+
+/// The numerator `Σₚ F_cur,p Δₚ²` and denominator `Σₚ (F_cur,p + F_old,p) Δₚ²` of [`became_alpha`] over one slice
+/// of the parameters, in f64 (a model held in several buffers sums them, then calls [`alpha_from_terms`]).
+pub(crate) fn became_alpha_terms(
+    f_cur: &[f32],
+    f_old: &[f32],
+    theta_gp: &[f32],
+    theta_hat: &[f32],
+) -> Result<(f64, f64)> {
     let n = theta_gp.len();
     for (name, v) in [("F_cur", f_cur.len()), ("F_old", f_old.len()), ("θ̂", theta_hat.len())] {
         if v != n {
@@ -26,6 +45,11 @@ pub fn became_alpha(f_cur: &[f32], f_old: &[f32], theta_gp: &[f32], theta_hat: &
         num += fc * d2;
         den += (fc + fo) * d2;
     }
+    Ok((num, den))
+}
+
+/// `α = num / den` clamped to `[0, 1]`, `0` when `den = 0`; an error when either sum is not finite.
+pub(crate) fn alpha_from_terms(num: f64, den: f64) -> Result<f64> {
     if !den.is_finite() || !num.is_finite() {
         return Err(Error::NonFinite("BECAME α".into()));
     }

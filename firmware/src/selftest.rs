@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 
+use crate::backend::{BackendBecame, BackendKind, Selected, select};
 use crate::data::idx::{IdxArray, read_idx, resolve_idx};
 use crate::data::{Samples, TaskData};
 use crate::error::{Error, Result};
@@ -48,6 +49,9 @@ pub struct SelftestConfig {
     pub gpm: GpmConfig,
     /// Seed of the initialisation and the shuffling.
     pub seed: u64,
+    /// Compute backend: [`BackendKind::Cpu`] runs the native learner ([`Became`]); with CUDA selected (explicitly,
+    /// or by [`BackendKind::Auto`] when a GPU answers) the same update runs on the GPU ([`BackendBecame`]).
+    pub backend: BackendKind,
 }
 
 impl SelftestConfig {
@@ -67,6 +71,7 @@ impl SelftestConfig {
                 project_heads: false,
             },
             seed: 0,
+            backend: BackendKind::Auto,
         }
     }
 }
@@ -202,7 +207,12 @@ pub fn run(cfg: &SelftestConfig, log: &mut dyn FnMut(String)) -> Result<Selftest
     let mut rng = crate::seeded_rng(cfg.seed);
     let heads = vec![2; tasks.len()];
     let mut model = zoo::mlp(train_images.item_len(), &cfg.hidden, &heads, false, &mut rng)?;
-    let mut method = Became::new(cfg.train.clone(), cfg.gpm.clone());
+    let selected = select(cfg.backend)?;
+    log(format!("compute backend: {}", selected.name()));
+    let mut method: Box<dyn Method> = match selected {
+        Selected::Cuda(gpu) => Box::new(BackendBecame::new(gpu, cfg.train.clone(), cfg.gpm.clone())),
+        Selected::Cpu(_) => Box::new(Became::new(cfg.train.clone(), cfg.gpm.clone())),
+    };
     let mut matrix = AccuracyMatrix::new(tasks.len());
     let mut outcomes = Vec::with_capacity(tasks.len());
     for (t, (pair, train, val, test)) in tasks.iter().enumerate() {
@@ -308,7 +318,10 @@ mod tests {
         let mut lines = Vec::new();
         let report = run(&cfg, &mut |l| lines.push(l)).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        if crate::backend::cuda_status().is_err() {
+            assert_eq!(lines[1], "compute backend: cpu", "auto without CUDA runs on the CPU");
+        }
         assert_eq!(report.tasks.len(), 2);
         assert_eq!(report.tasks[0].sizes, [40, 4, 120]);
         assert!(report.tasks[0].alpha.is_none());

@@ -67,6 +67,12 @@ impl TrainConfig {
 pub trait GradHook {
     /// Modify the gradients stored in `model` before the update.
     fn after_backward(&mut self, model: &mut Model, task: &TaskData<'_>) -> Result<()>;
+
+    /// Called before each mini-batch's forward pass (P&M evaluates the gradient at a perturbed point here and
+    /// moves back in [`GradHook::after_backward`]). The default does nothing.
+    fn before_forward(&mut self, _model: &mut Model) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The identity hook (plain SGD).
@@ -137,6 +143,63 @@ pub fn evaluate(model: &mut Model, samples: &Samples, head: usize, batch: usize)
     Ok(((loss / samples.len() as f64) as f32, correct as f32 / samples.len() as f32))
 }
 
+/// GPM's validation-driven learning-rate schedule, one call of [`Plateau::observe`] per epoch: a strictly better
+/// validation loss is remembered and resets the patience; otherwise the patience drops, and at zero the learning
+/// rate is divided by `lr_factor` (stop once it falls below `lr_min`) and the patience restarts.
+#[derive(Debug, Clone)]
+pub(crate) struct Plateau {
+    /// The learning rate to use for the next epoch.
+    pub(crate) lr: f32,
+    best_loss: f32,
+    patience: usize,
+    lr_patience: usize,
+    lr_factor: f32,
+    lr_min: f32,
+}
+
+/// What [`Plateau::observe`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The best validation loss so far: remember these weights.
+    Improved,
+    /// Go on with [`Plateau::lr`] (possibly just decayed).
+    Continue,
+    /// The decayed learning rate fell below `lr_min`: stop training.
+    Stop,
+}
+
+impl Plateau {
+    pub(crate) fn new(cfg: &TrainConfig) -> Self {
+        Self {
+            lr: cfg.lr,
+            best_loss: f32::INFINITY,
+            patience: cfg.lr_patience,
+            lr_patience: cfg.lr_patience,
+            lr_factor: cfg.lr_factor,
+            lr_min: cfg.lr_min,
+        }
+    }
+
+    /// Record one epoch's validation loss.
+    pub(crate) fn observe(&mut self, val_loss: f32) -> Verdict {
+        if val_loss < self.best_loss {
+            self.best_loss = val_loss;
+            self.patience = self.lr_patience;
+            return Verdict::Improved;
+        }
+        self.patience = self.patience.saturating_sub(1);
+        if self.patience == 0 {
+            let lr = self.lr / self.lr_factor;
+            if lr < self.lr_min {
+                return Verdict::Stop;
+            }
+            self.lr = lr;
+            self.patience = self.lr_patience;
+        }
+        Verdict::Continue
+    }
+}
+
 /// Train `model` on `task` with the GPM schedule; `hook` may rewrite gradients before each step.
 ///
 /// Per epoch: shuffle, mini-batch SGD, then validate. If the validation loss improves (strictly), remember the
@@ -158,10 +221,8 @@ pub fn train(
     let classes = model.head_outputs(task.head)?;
     task.train.check_labels(classes)?;
     let mut opt = Sgd::new(cfg.lr, cfg.momentum)?;
-    let mut lr = cfg.lr;
-    let mut best_loss = f32::INFINITY;
+    let mut schedule = Plateau::new(cfg);
     let mut best = model.flat_params();
-    let mut patience = cfg.lr_patience;
     let mut log = TrainLog::default();
     let mut order: Vec<usize> = (0..task.train.len()).collect();
     for epoch in 0..cfg.epochs {
@@ -170,6 +231,7 @@ pub fn train(
         for chunk in order.chunks(cfg.batch_size) {
             let batch = task.train.select(chunk);
             model.zero_grad();
+            hook.before_forward(model)?;
             let loss = model.loss_and_grad(&batch.x.view(), &batch.y, task.head)?;
             hook.after_backward(model, task)?;
             opt.step(model)?;
@@ -181,6 +243,7 @@ pub fn train(
         } else {
             evaluate(model, task.val, task.head, 64)?
         };
+        let lr = schedule.lr;
         let entry = EpochLog { train_loss: (sum / task.train.len() as f64) as f32, val_loss, val_acc, lr };
         progress.epoch(stage, epoch, &entry);
         tracing::debug!(stage, epoch, train_loss = entry.train_loss, val_loss, val_acc, lr, "epoch");
@@ -188,21 +251,13 @@ pub fn train(
         if !val_loss.is_finite() {
             return Err(Error::NonFinite(format!("validation loss at epoch {epoch} (lr {lr} too high?)")));
         }
-        if val_loss < best_loss {
-            best_loss = val_loss;
-            best = model.flat_params();
-            log.kept_epoch = epoch;
-            patience = cfg.lr_patience;
-        } else {
-            patience = patience.saturating_sub(1);
-            if patience == 0 {
-                lr /= cfg.lr_factor;
-                if lr < cfg.lr_min {
-                    break;
-                }
-                patience = cfg.lr_patience;
-                opt.lr = lr;
+        match schedule.observe(val_loss) {
+            Verdict::Improved => {
+                best = model.flat_params();
+                log.kept_epoch = epoch;
             }
+            Verdict::Continue => opt.lr = schedule.lr,
+            Verdict::Stop => break,
         }
     }
     if cfg.restore_best {

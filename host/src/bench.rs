@@ -107,12 +107,17 @@ pub fn min_phases(runs: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
 /// Run GPM + BECAME over the first `tasks` tasks of the preset's stream and time the last one; `repeat` times
 /// from scratch (same seed, same work), keeping each phase's fastest run (the machine may be shared).
 ///
+/// `method` is [`UPDATE_METHOD`] (the native CPU learner) or a backend variant (`gpm+became@cpu`,
+/// `gpm+became@cuda`: the same update on a compute backend, [`crate::backend`]); the result's `impl` is `rust` for
+/// the former and `rust:<method>` for the others.
+///
 /// `preset.train` decides epochs, batch size and learning rate of both stages; `stream` is only the label that
 /// goes into the result. Errors when `tasks < 2` (task 1 has no stage 2 and no merge), `repeat` is 0, or the
 /// stream is shorter than `tasks`.
 pub fn update(
     preset: &Preset,
     stream: &str,
+    method: &str,
     tasks: usize,
     repeat: usize,
     data_dir: &Path,
@@ -133,12 +138,12 @@ pub fn update(
     let mut report = TaskReport::default();
     for r in 0..repeat {
         let mut model = preset.model.build(&data, seed)?;
-        let mut method = registry::build(UPDATE_METHOD, preset)?;
+        let mut learner = registry::build(method, preset)?;
         let mut rng = firmware::seeded_rng(seed.wrapping_add(0x5EED));
         for t in &data.tasks[..tasks] {
             let td = firmware::data::TaskData { task_id: t.id, head: t.head, train: &t.train, val: &t.val };
             let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent };
-            report = method.learn_task(&mut model, &td, &mut ctx)?;
+            report = learner.learn_task(&mut model, &td, &mut ctx)?;
         }
         let phases = phase_seconds(&report);
         tracing::info!(run = r + 1, of = repeat, total = phases.values().sum::<f64>(), "timed task learned");
@@ -149,7 +154,7 @@ pub fn update(
     let train_time = phases.get("stage1").copied().unwrap_or(0.0) + phases.get("stage2").copied().unwrap_or(0.0);
     let samples_per_s = (train_time > 0.0).then(|| (epochs_run * task.train.len()) as f64 / train_time);
     Ok(UpdateTiming {
-        implementation: "rust".into(),
+        implementation: if method == UPDATE_METHOD { "rust".into() } else { format!("rust:{method}") },
         stream: stream.to_string(),
         epochs: preset.train.epochs,
         threads: 1,

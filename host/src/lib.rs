@@ -5,12 +5,16 @@
 //! only drives it.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod bench;
+pub mod compare;
 pub mod data;
+pub mod device_client;
 pub mod error;
 pub mod fisher_alpha;
 pub mod model_file;
 pub mod onnx_cli;
+pub mod plots;
 pub mod presets;
 pub mod progress;
 pub mod registry;

@@ -34,6 +34,9 @@ enum Command {
     Train(TrainArgs),
     /// Run continual-learning methods over a task stream; print and write the accuracy matrix and metrics.
     Simulate(SimArgs),
+    /// Compare continual-learning methods: methods × streams × seeds in parallel, one JSON + Markdown report
+    /// (ACC, BWT, forgetting, time, bytes kept; winner per stream) and plots (PNG + SVG).
+    Compare(CompareArgs),
     /// Benchmarks (timings, not tests).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -53,6 +56,9 @@ enum Command {
     /// A board profile's budgets against what a method needs to learn the first task of a stream (the check the
     /// device runs before every step).
     Footprint(FootprintArgs),
+    /// Drive a device daemon over a serial port or a pseudo-terminal (hello, status, add, learn, predict, export,
+    /// reset).
+    Device(host::device_client::DeviceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +132,10 @@ struct BenchUpdateArgs {
     /// Seed (model init, shuffling, permutations, validation slices).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Method timed: gpm+became (the native CPU learner), or gpm+became@cpu / gpm+became@cuda (the compute-backend
+    /// update, CPU vs GPU).
+    #[arg(long, default_value = host::bench::UPDATE_METHOD)]
+    method: String,
     /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -205,6 +215,38 @@ struct SimArgs {
     /// to the bases budget) and store BECAME's F_old in its fisher_format.
     #[arg(long)]
     board: Option<PathBuf>,
+    /// Compute backend for gpm+became: auto (CUDA when compiled in and a GPU answers, else the CPU, with a log
+    /// line), cpu (the native learner), cuda (an error when CUDA is not usable here).
+    #[arg(long, default_value = "auto")]
+    backend: firmware::backend::BackendKind,
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// Methods, comma separated (`registry::METHODS`, and `coma:<a>`, `cofima:<a>`, `magmax:<λ>`).
+    #[arg(long, default_value = "finetune,ewc,gpm,gpm+became,avg,coma,cofima,imm-mean,imm-mode,magmax,pam")]
+    methods: String,
+    /// Streams, comma separated: pmnist, split-mnist, split-fmnist (each with its preset's settings).
+    #[arg(long, default_value = "split-mnist,pmnist,split-fmnist")]
+    streams: String,
+    /// Seeds, comma separated.
+    #[arg(long, default_value = "0,1,2")]
+    seeds: String,
+    /// Runs in parallel (default: the machine's cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Override epochs per stage (every stream).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Number of PMNIST tasks.
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Folder for compare.json, compare.md and the plots.
+    #[arg(long, default_value = "out/compare")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Train(a) => train(a),
         Command::Simulate(a) => simulate_cmd(a),
+        Command::Compare(a) => compare_cmd(a),
         Command::Bench(b) => bench_cmd(b),
         Command::Pretrain(a) => Ok(host::onnx_cli::pretrain(&a)?),
         Command::Export(a) => Ok(host::onnx_cli::export(&a)?),
@@ -290,6 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PrefixBench(a) => Ok(host::onnx_cli::prefix_bench(&a)?),
         Command::FisherAlpha(a) => fisher_alpha_cmd(a),
         Command::Footprint(a) => footprint_cmd(a),
+        Command::Device(a) => Ok(host::device_client::run(&a)?),
     }
 }
 
@@ -374,8 +418,10 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
             let stream = preset.load(&dir, seed)?;
             let model = preset.build_model(&stream, seed)?;
             let mut method = registry::build(method_name, &preset)?;
+            let on_gpu = host::backend::for_simulation(a.backend, method_name, &preset)?;
+            let on_gpu = on_gpu.map(|m| method = m).is_some();
             if let Some(profile) = &board {
-                if matches!(method_name.as_str(), "gpm+became" | "became") {
+                if !on_gpu && matches!(method_name.as_str(), "gpm+became" | "became") {
                     method = Box::new(registry::became(&preset, profile.fisher_format));
                 }
                 method = Box::new(firmware::budget::Budgeted::new(method, profile.budget));
@@ -399,6 +445,30 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
         println!("{}", report::summary_table(&aggs));
     }
     println!("reports written to {}", a.out.display());
+    Ok(())
+}
+
+fn compare_cmd(a: CompareArgs) -> anyhow::Result<()> {
+    let mut streams = Vec::new();
+    for name in a.streams.split(',').map(str::trim) {
+        let mut p = Preset::named(name, a.tasks)?;
+        if let Some(e) = a.epochs {
+            p.train.epochs = e;
+        }
+        streams.push((name.to_string(), p));
+    }
+    let plan = host::compare::ComparePlan {
+        streams,
+        methods: a.methods.split(',').map(|m| m.trim().to_string()).collect(),
+        seeds: parse_list(&a.seeds, "seed")?,
+        jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        data_dir: a.data_dir.clone().unwrap_or_else(data::data_dir),
+    };
+    let command: String = std::env::args().collect::<Vec<_>>().join(" ");
+    let cmp = host::compare::run(&plan, &command)?;
+    let md = host::compare::write(&cmp, &a.out)?;
+    println!("{md}");
+    println!("report and plots written to {}", a.out.display());
     Ok(())
 }
 
@@ -466,7 +536,7 @@ fn bench_cmd(cmd: BenchCmd) -> anyhow::Result<()> {
             preset.train.epochs = a.epochs;
             preset.train.validate()?;
             let dir = a.data_dir.unwrap_or_else(data::data_dir);
-            let t = host::bench::update(&preset, &a.stream, a.tasks, a.repeat, &dir, a.seed)?;
+            let t = host::bench::update(&preset, &a.stream, &a.method, a.tasks, a.repeat, &dir, a.seed)?;
             print!("{}", host::bench::describe(&t));
             if let Some(out) = &a.out {
                 report::write_json(out, &t)?;

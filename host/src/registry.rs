@@ -2,13 +2,46 @@
 
 use firmware::fisher::FisherFormat;
 use firmware::gpm::GpmConfig;
-use firmware::method::{Became, Ewc, FineTune, GpmMethod, Joint, Method};
+use firmware::merge::magmax::MAGMAX_LAMBDA;
+use firmware::method::{
+    AdamNscl, Became, Ewc, FineTune, GpmMethod, Holistic, Joint, MergeRule, Merging, Method, NsclConfig, PAM_EPSILON,
+    Trm,
+};
 
 use crate::error::{Error, Result};
 use crate::presets::Preset;
 
 /// Names `simulate --method` accepts.
-pub const METHODS: &[&str] = &["finetune", "ewc", "gpm", "gpm+became", "joint"];
+pub const METHODS: &[&str] = &[
+    "finetune",
+    "ewc",
+    "gpm",
+    "gpm+became",
+    "joint",
+    "avg",
+    "coma",
+    "cofima",
+    "imm-mean",
+    "imm-mode",
+    "magmax",
+    "pam",
+    "trm",
+    "holistic",
+    "adam-nscl",
+    "adam-nscl+became",
+];
+
+/// CoMA's and CoFiMA's default weight on the new task model (`coma:<a>`, `cofima:<a>` choose another): the
+/// papers leave it to tuning; 0.5 weighs old and new knowledge equally, the same for every stream.
+pub const MERGE_WEIGHT: f64 = 0.5;
+
+fn weight(name: &str, value: &str) -> Result<f64> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| Error::UnknownMethod(format!("{name}: weight {value:?} is not a number")))
+}
 
 /// GPM + BECAME with the preset's settings, storing `F_old` in `format` between tasks.
 pub fn became(preset: &Preset, format: FisherFormat) -> Became {
@@ -16,22 +49,59 @@ pub fn became(preset: &Preset, format: FisherFormat) -> Became {
     Became::new(preset.train.clone(), gpm).with_fisher_format(format)
 }
 
+/// Adam-NSCL with the preset's schedule (its own Adam learning rates, `firmware::method::NsclConfig::new`); heads
+/// are projected only in single-head runs.
+pub fn adam_nscl(preset: &Preset) -> AdamNscl {
+    AdamNscl::new(NsclConfig::new(preset.train.clone(), !preset.multi_head))
+}
+
 /// Build the method called `name` with the preset's settings. Heads are projected by GPM only when the
-/// run is single-head. `gpm+became:<format>` (e.g. `gpm+became:q4`) stores BECAME's accumulated Fisher in a
+/// run is single-head. `gpm+became@cpu` / `gpm+became@cuda` run GPM + BECAME on a compute backend
+/// ([`crate::backend::became_on`]). `gpm+became:<format>` (e.g. `gpm+became:q4`) stores BECAME's accumulated Fisher in a
 /// compact format (`firmware::fisher::FisherFormat`).
 pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
+    if let Some(kind) = name.strip_prefix("gpm+became@") {
+        return crate::backend::became_on(kind.parse()?, preset);
+    }
+    if let Some(format) = name.strip_prefix("adam-nscl+became:") {
+        let format = format.parse::<FisherFormat>()?;
+        return Ok(Box::new(
+            Became::with_adam_nscl(adam_nscl(preset), preset.train.clone()).with_fisher_format(format),
+        ));
+    }
     if let Some(format) = name.strip_prefix("gpm+became:") {
         let format = format.parse::<FisherFormat>()?;
         return Ok(Box::new(became(preset, format)));
     }
     let gpm = GpmConfig { project_heads: !preset.multi_head, ..preset.gpm.clone() };
     let train = preset.train.clone();
+    let merging = |rule| -> Result<Box<dyn Method>> { Ok(Box::new(Merging::new(preset.train.clone(), rule))) };
+    if let Some((family, value)) = name.split_once(':') {
+        let v = weight(name, value)?;
+        return match family {
+            "coma" => merging(MergeRule::Coma { a: v }),
+            "cofima" => merging(MergeRule::Cofima { a: v }),
+            "magmax" => merging(MergeRule::MagMax { lambda: v }),
+            _ => Err(Error::UnknownMethod(format!("{name} (known with a weight: coma:<a>, cofima:<a>, magmax:<λ>)"))),
+        };
+    }
     Ok(match name {
+        "avg" => return merging(MergeRule::Average),
+        "coma" => return merging(MergeRule::Coma { a: MERGE_WEIGHT }),
+        "cofima" => return merging(MergeRule::Cofima { a: MERGE_WEIGHT }),
+        "imm-mean" => return merging(MergeRule::ImmMean),
+        "imm-mode" => return merging(MergeRule::ImmMode),
+        "magmax" => return merging(MergeRule::MagMax { lambda: MAGMAX_LAMBDA }),
+        "pam" => return merging(MergeRule::PerturbMerge { eps: PAM_EPSILON }),
         "finetune" => Box::new(FineTune::new(train)),
         "ewc" => Box::new(Ewc::new(train, preset.ewc_lambda)),
         "gpm" => Box::new(GpmMethod::new(train, gpm)),
         "gpm+became" | "became" => Box::new(became(preset, FisherFormat::F32)),
         "joint" => Box::new(Joint::new(train)),
+        "trm" => Box::new(Trm::new(train)),
+        "holistic" => Box::new(Holistic::new(train)),
+        "adam-nscl" => Box::new(adam_nscl(preset)),
+        "adam-nscl+became" => Box::new(Became::with_adam_nscl(adam_nscl(preset), train)),
         other => return Err(Error::UnknownMethod(format!("{other} (known: {})", METHODS.join(", ")))),
     })
 }

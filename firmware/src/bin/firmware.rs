@@ -1,10 +1,13 @@
-//! The device daemon. The field loop (serial protocol, inbox, LED/button) arrives with the I/O work; for now it
-//! reports its version and runs the on-device self-test:
+//! The device daemon and the on-device self-test:
 //!
 //! ```text
 //! firmware --version
-//! firmware selftest --data DIR [--samples N] [--seed S]
+//! firmware daemon --board FILE --model FILE --state DIR [--inbox DIR] [--serial TTY] [...]
+//! firmware selftest --data DIR [--samples N] [--seed S] [--backend auto|cpu|cuda]
 //! ```
+//!
+//! `daemon` runs the field loop (serial protocol, learn button, status LED, inbox folder) until SIGTERM; see
+//! `firmware::daemon` and `firmware daemon --help`.
 //!
 //! `selftest` learns two real 2-class MNIST tasks (0/1, then 2/3) from the IDX files in `DIR` with GPM+BECAME,
 //! prints the accuracy on each task and α, and exits with status 1 when a learned task ends below 90 % (2 for a
@@ -14,17 +17,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use firmware::backend::BackendKind;
 use firmware::selftest::{self, MIN_ACCURACY, SelftestConfig};
 
 const USAGE: &str = "usage: firmware [--version | --help]
-       firmware selftest --data DIR [--samples N] [--seed S]
+       firmware daemon --board FILE --model FILE --state DIR [options]   (firmware daemon --help)
+       firmware selftest --data DIR [--samples N] [--seed S] [--backend auto|cpu|cuda]
+
+daemon    run the device: serial protocol, learn button, status LED, inbox folder
 
 selftest  learn MNIST classes 0/1 then 2/3 with GPM+BECAME from the IDX files in DIR
           (train-images-idx3-ubyte[.gz], ...), print accuracy per task and alpha;
           exit 1 if a learned task ends below 90 % accuracy
   --data DIR     folder with the four MNIST IDX files (gzipped or raw)
   --samples N    training samples per task (default 400, at least 2)
-  --seed S       seed of initialisation and shuffling (default 0)";
+  --seed S       seed of initialisation and shuffling (default 0)
+  --backend B    auto (CUDA when compiled in and a GPU answers, else the CPU), cpu, cuda (default auto)";
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +44,9 @@ enum Command {
     /// Print a one-line description (no arguments).
     About,
     /// Run the self-test.
-    Selftest { data: PathBuf, samples: usize, seed: u64 },
+    Selftest { data: PathBuf, samples: usize, seed: u64, backend: BackendKind },
+    /// Run the daemon with these arguments (parsed by `firmware::daemon::Config`).
+    Daemon(Vec<String>),
 }
 
 /// Parse the arguments after the program name. Errors are one line, for the user.
@@ -48,6 +58,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         "--version" | "-V" => Ok(Command::Version),
         "--help" | "-h" | "help" => Ok(Command::Help),
         "selftest" => parse_selftest(&args[1..]),
+        "daemon" => Ok(Command::Daemon(args[1..].to_vec())),
         other => Err(format!("unknown command or option '{other}'")),
     }
 }
@@ -56,6 +67,7 @@ fn parse_selftest(args: &[String]) -> Result<Command, String> {
     let mut data = None;
     let mut samples = 400usize;
     let mut seed = 0u64;
+    let mut backend = BackendKind::Auto;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -72,12 +84,13 @@ fn parse_selftest(args: &[String]) -> Result<Command, String> {
                 let v = value("--seed")?;
                 seed = v.parse().map_err(|_| format!("--seed: '{v}' is not a whole number"))?;
             }
+            "--backend" => backend = value("--backend")?.parse().map_err(|e| format!("--backend: {e}"))?,
             "--help" | "-h" => return Ok(Command::Help),
             other => return Err(format!("selftest: unknown option '{other}'")),
         }
     }
     let data = data.ok_or_else(|| "selftest: --data DIR is required".to_string())?;
-    Ok(Command::Selftest { data, samples, seed })
+    Ok(Command::Selftest { data, samples, seed, backend })
 }
 
 fn main() -> ExitCode {
@@ -95,7 +108,8 @@ fn main() -> ExitCode {
             println!("firmware {}: on-device continual learner (run with --help)", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Selftest { data, samples, seed }) => run_selftest(data, samples, seed),
+        Ok(Command::Selftest { data, samples, seed, backend }) => run_selftest(data, samples, seed, backend),
+        Ok(Command::Daemon(args)) => firmware::daemon::main(&args),
         Err(msg) => {
             eprintln!("firmware: {msg}\n{USAGE}");
             ExitCode::from(2)
@@ -103,8 +117,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_selftest(data: PathBuf, samples: usize, seed: u64) -> ExitCode {
-    let cfg = SelftestConfig { samples, seed, ..SelftestConfig::new(data) };
+fn run_selftest(data: PathBuf, samples: usize, seed: u64, backend: BackendKind) -> ExitCode {
+    let cfg = SelftestConfig { samples, seed, backend, ..SelftestConfig::new(data) };
     println!(
         "selftest: GPM+BECAME, MLP {}-{} with {} heads of 2 classes, {} training samples per task, {} epochs, \
          seed {seed}, on {}",
@@ -160,13 +174,22 @@ mod tests {
         assert_eq!(parse_args(&args(&["--help"])), Ok(Command::Help));
         assert_eq!(
             parse_args(&args(&["selftest", "--data", "d"])),
-            Ok(Command::Selftest { data: "d".into(), samples: 400, seed: 0 })
+            Ok(Command::Selftest { data: "d".into(), samples: 400, seed: 0, backend: BackendKind::Auto })
         );
         assert_eq!(
             parse_args(&args(&["selftest", "--samples", "50", "--seed", "3", "--data", "x/y"])),
-            Ok(Command::Selftest { data: "x/y".into(), samples: 50, seed: 3 })
+            Ok(Command::Selftest { data: "x/y".into(), samples: 50, seed: 3, backend: BackendKind::Auto })
         );
         assert_eq!(parse_args(&args(&["selftest", "-h"])), Ok(Command::Help));
+        // `daemon` hands everything after it to `firmware::daemon::Config::parse`.
+        assert_eq!(
+            parse_args(&args(&["daemon", "--board", "b", "--help"])),
+            Ok(Command::Daemon(args(&["--board", "b", "--help"])))
+        );
+        assert_eq!(
+            parse_args(&args(&["selftest", "--data", "d", "--backend", "cpu"])),
+            Ok(Command::Selftest { data: "d".into(), samples: 400, seed: 0, backend: BackendKind::Cpu })
+        );
     }
 
     #[test]
@@ -180,5 +203,6 @@ mod tests {
         assert!(err(&["selftest", "--data", "d", "--samples", "-3"]).contains("not a whole number"));
         assert!(err(&["selftest", "--data", "d", "--seed", "x"]).contains("not a whole number"));
         assert!(err(&["selftest", "--data", "d", "--frobnicate"]).contains("unknown option"));
+        assert!(err(&["selftest", "--data", "d", "--backend", "tpu"]).contains("unknown backend"));
     }
 }

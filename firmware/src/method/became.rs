@@ -1,8 +1,14 @@
-//! BECAME (Li et al., ICML 2025) on top of GPM: a projected stage, an unconstrained stage, and a closed-form
-//! Fisher-weighted merge of the two with one global coefficient α.
+//! BECAME (Li et al., ICML 2025) on top of GPM or Adam-NSCL: a projected stage, an unconstrained stage, and a
+//! closed-form Fisher-weighted merge of the two with one global coefficient α.
+//!
+//! With Adam-NSCL as stage 1 ([`Became::with_adam_nscl`], `adam-nscl+became`) everything but stage 1 and the
+//! layer memory is unchanged: stage 1 is Adam-NSCL's null-space-projected Adam (plain Adam on task 1) → θ_NS in the
+//! role of θ_GP; stage 2 is the same fresh plain SGD from θ_NS; α and θ* are computed by the same code; and the
+//! input covariances are updated from θ* where GPM's bases would be.
 
 use std::time::Instant;
 
+use super::adam_nscl::AdamNscl;
 use super::gpm::{gpm_layers, projected_stage, restore_gpm, update_bases};
 use super::{LearnContext, Method, MethodState, TaskReport, sgd_plan};
 use crate::budget::{Footprint, StepPlan};
@@ -45,6 +51,8 @@ pub struct Became {
     /// version the method uses.
     pub f_old: Vec<f32>,
     f_old_stored: Option<CompactFisher>,
+    /// Stage 1 by Adam-NSCL instead of GPM (then [`Self::gpm_cfg`] and [`Self::gpm`] are unused).
+    pub nscl: Option<AdamNscl>,
     tasks_seen: usize,
 }
 
@@ -88,8 +96,23 @@ impl Became {
             bases_budget: None,
             f_old: Vec::new(),
             f_old_stored: None,
+            nscl: None,
             tasks_seen: 0,
         }
+    }
+
+    /// Adam-NSCL + BECAME: stage 1 by `nscl` (its own Adam schedule), stage 2 plain SGD with `stage2` (restore off).
+    pub fn with_adam_nscl(nscl: AdamNscl, stage2: TrainConfig) -> Self {
+        let layers_only = GpmConfig {
+            thresholds: Vec::new(),
+            threshold_increment: 0.0,
+            samples: 1,
+            project_heads: nscl.cfg.project_heads,
+        };
+        let mut b = Self::new(nscl.cfg.train.clone(), layers_only);
+        b.stage2 = TrainConfig { restore_best: false, ..stage2 };
+        b.nscl = Some(nscl);
+        b
     }
 
     /// The same, storing `F_old` in `format` between tasks.
@@ -116,11 +139,13 @@ fn store(f: &[f32], format: FisherFormat) -> Result<(Vec<f32>, Option<CompactFis
 }
 
 impl Method for Became {
-    /// `gpm+became`, with `:<format>` appended when `F_old` is stored in anything but f32 (e.g. `gpm+became:q4`).
+    /// `gpm+became` (or `adam-nscl+became`), with `:<format>` appended when `F_old` is stored in anything but f32
+    /// (e.g. `gpm+became:q4`).
     fn name(&self) -> String {
+        let base = if self.nscl.is_some() { "adam-nscl+became" } else { "gpm+became" };
         match self.fisher_format {
-            FisherFormat::F32 => "gpm+became".into(),
-            f => format!("gpm+became:{f}"),
+            FisherFormat::F32 => base.into(),
+            f => format!("{base}:{f}"),
         }
     }
 
@@ -129,15 +154,30 @@ impl Method for Became {
     }
 
     fn bytes_kept(&self) -> usize {
-        self.gpm.as_ref().map_or(0, Gpm::bytes) + self.f_old_stored.as_ref().map_or(0, CompactFisher::bytes)
+        self.gpm.as_ref().map_or(0, Gpm::bytes)
+            + self.nscl.as_ref().map_or(0, AdamNscl::bytes)
+            + self.f_old_stored.as_ref().map_or(0, CompactFisher::bytes)
     }
 
     /// GPM's footprint, plus: `F_old` in [`Became::fisher_format`] (the `fisher` budget), the Fisher estimator
     /// (batches of 64, f64 accumulator) and nine transient full-length f32 vectors: the best-validation copy of a
     /// training stage, θ_GP, θ̂, `F_cur`, θ*, `Fisher(θ*)`, `F_old + Fisher(θ*)` before encoding, its decoded form,
-    /// and the decoded `F_old` the method works with.
+    /// and the decoded `F_old` the method works with. With Adam-NSCL as stage 1, its plan ([`AdamNscl`]'s
+    /// covariances and Adam moments) replaces GPM's.
     fn footprint(&self, model: &Model) -> Result<Footprint> {
         let stored = self.fisher_format.storage_bytes(model.num_params()) as u64;
+        if let Some(n) = &self.nscl {
+            let base = n.plan(model)?;
+            let plan = StepPlan {
+                flat_copies: base.flat_copies + 8,
+                fisher_pass: true,
+                kept_bytes: stored,
+                stored_fisher_bytes: stored,
+                batch_size: base.batch_size.max(self.stage2.batch_size),
+                ..base
+            };
+            return Footprint::estimate(model, &plan);
+        }
         let plan = StepPlan {
             flat_copies: 9,
             fisher_pass: true,
@@ -168,6 +208,9 @@ impl Method for Became {
     }
 
     fn export_state(&self) -> Result<MethodState> {
+        if let Some(n) = &self.nscl {
+            return n.export_state();
+        }
         Ok(MethodState {
             tasks_seen: self.tasks_seen,
             bases: self.gpm.as_ref().map(BasisState::from_gpm).transpose()?.unwrap_or_default(),
@@ -178,6 +221,9 @@ impl Method for Became {
     /// Restores the bases and `F_old`; a Fisher stored in another format than [`Became::fisher_format`] (the
     /// board profile changed) is decoded and re-encoded in this one.
     fn import_state(&mut self, model: &Model, state: MethodState) -> Result<()> {
+        if let Some(nscl) = &mut self.nscl {
+            return nscl.import_state(model, state);
+        }
         let n = model.num_params();
         let (f_old, stored) = match &state.fisher {
             None if state.tasks_seen > 0 => {
@@ -217,12 +263,17 @@ impl Became {
         ctx: &mut LearnContext<'_>,
         observe: &mut dyn FnMut(&BecameTrace<'_>),
     ) -> Result<TaskReport> {
-        let gpm = match &mut self.gpm {
-            Some(g) => g,
-            None => self.gpm.insert(Gpm::for_model(model, self.gpm_cfg.clone())?),
-        };
         let first = self.tasks_seen == 0;
-        let (log1, t1) = projected_stage(gpm, first, model, task, &self.stage1, ctx, "stage1")?;
+        let (log1, t1) = match &mut self.nscl {
+            Some(n) => n.train_stage(model, task, ctx, "stage1")?,
+            None => {
+                let gpm = match &mut self.gpm {
+                    Some(g) => g,
+                    None => self.gpm.insert(Gpm::for_model(model, self.gpm_cfg.clone())?),
+                };
+                projected_stage(gpm, first, model, task, &self.stage1, ctx, "stage1")?
+            }
+        };
         let mut report =
             TaskReport { task_id: task.task_id, stages: vec![("stage1".into(), log1)], ..Default::default() };
         report.timings.push(("stage1".into(), t1));
@@ -265,10 +316,16 @@ impl Became {
                 MergeTrace { theta_gp: &theta_gp, theta_hat: &theta_hat, f_cur: &f_cur, f_old: &f_old_used, alpha };
             observe(&BecameTrace { task_id: task.task_id, merge: Some(merge), fisher_added: &f_merged });
         }
-        let (t_basis, updates) = update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?;
-        report.timings.push(("basis".into(), t_basis));
-        report.basis_sizes = gpm.basis_sizes();
-        report.basis_energy_lost = updates.iter().map(|u| u.energy_lost).collect();
+        if let Some(n) = &mut self.nscl {
+            let t_basis = n.update_memory(model, task)?;
+            report.timings.push(("basis".into(), t_basis));
+            report.basis_sizes = n.null_dims.clone();
+        } else if let Some(gpm) = &mut self.gpm {
+            let (t_basis, updates) = update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?;
+            report.timings.push(("basis".into(), t_basis));
+            report.basis_sizes = gpm.basis_sizes();
+            report.basis_energy_lost = updates.iter().map(|u| u.energy_lost).collect();
+        }
         self.tasks_seen += 1;
         report.bytes_kept = self.bytes_kept();
         Ok(report)
@@ -385,5 +442,40 @@ mod tests {
                 if format == FisherFormat::F32 { "gpm+became".into() } else { format!("gpm+became:{format}") }
             );
         }
+    }
+
+    #[test]
+    fn adam_nscl_stage1_merges_with_the_same_alpha_rule() {
+        use crate::method::{AdamNscl, NsclConfig};
+        let cfg = TrainConfig { epochs: 4, batch_size: 8, lr: 0.1, ..TrainConfig::default() };
+        let nscl = AdamNscl::new(NsclConfig { lr_first: 1e-2, lr_later: 1e-2, ..NsclConfig::new(cfg.clone(), false) });
+        let mut method = Became::with_adam_nscl(nscl, cfg);
+        assert_eq!(method.name(), "adam-nscl+became");
+        let mut model = zoo::mlp(6, &[8], &[2, 2], false, &mut crate::seeded_rng(0)).unwrap();
+        let (tr1, va1) = tiny_task(1, 0);
+        let (tr2, va2) = tiny_task(2, 3);
+        let t1 = TaskData { task_id: 0, head: 0, train: &tr1, val: &va1 };
+        let t2 = TaskData { task_id: 1, head: 1, train: &tr2, val: &va2 };
+        let mut run_rng = crate::seeded_rng(7);
+        let mut ctx = LearnContext { rng: &mut run_rng, progress: &mut Silent };
+        let r1 = method.learn_task(&mut model, &t1, &mut ctx).unwrap();
+        assert!(r1.alpha.is_none() && r1.stages.len() == 1);
+        let mut seen = None;
+        let r2 = method
+            .learn_task_observed(&mut model, &t2, &mut ctx, &mut |tr| {
+                let m = tr.merge.unwrap();
+                let expect = became_alpha(m.f_cur, m.f_old, m.theta_gp, m.theta_hat).unwrap();
+                seen = Some((expect, interpolate(m.theta_gp, m.theta_hat, expect).unwrap()));
+            })
+            .unwrap();
+        let (expect, merged) = seen.unwrap();
+        assert_eq!(r2.alpha, Some(expect));
+        assert!(expect > 0.0 && expect < 1.0, "α = {expect}");
+        assert_eq!(model.flat_params(), merged, "θ* = (1 − α) θ_NS + α θ̂");
+        let n = method.nscl.as_ref().unwrap();
+        assert_eq!(n.tasks_seen(), 2, "covariances updated after each task");
+        assert_eq!(method.bytes_kept(), n.bytes() + 4 * model.num_params());
+        assert!(method.footprint(&model).is_ok());
+        assert!(method.export_state().is_err(), "covariances are not in the store's schema");
     }
 }

@@ -10,17 +10,30 @@ use crate::nn::{Model, ParamGrowth};
 use crate::store::{BasisState, FisherBlob};
 use crate::train::{Progress, TrainConfig, TrainLog};
 
+mod adam;
+mod adam_nscl;
 mod became;
 mod ewc;
 mod finetune;
 mod gpm;
+mod holistic;
 mod joint;
+mod merging;
+mod trm;
 
+pub use adam::{ADAM_BETA1, ADAM_BETA2, ADAM_EPS, AdamHook, AdamMoments, adam_stage_config};
+pub use adam_nscl::{
+    AdamNscl, NSCL_EIG_FLOOR, NSCL_THRESHOLD, NsclConfig, null_space_dim, project_update, range_basis,
+};
 pub use became::{Became, BecameTrace, MergeTrace};
 pub use ewc::Ewc;
 pub use finetune::FineTune;
 pub use gpm::GpmMethod;
+pub(crate) use gpm::update_bases;
+pub use holistic::{CORRECTION_SAMPLES, HOLISTIC_LR, Holistic, JVP_STEP};
 pub use joint::Joint;
+pub use merging::{MergeRule, Merging, PAM_EPSILON};
+pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};
 
 /// Everything a method may use besides the model and the task.
 pub struct LearnContext<'a> {

@@ -15,7 +15,7 @@ impl Relu {
     pub fn forward(&mut self, mut x: ArrayD<f32>) -> Result<ArrayD<f32>> {
         self.mask = Some(x.mapv(|v| v > 0.0));
         // NaN stays NaN (it must not be hidden as 0); everything else is max(x, 0).
-        x.mapv_inplace(|v| if v < 0.0 { 0.0 } else { v });
+        x.mapv_inplace(relu);
         Ok(x)
     }
 
@@ -26,7 +26,7 @@ impl Relu {
             return Err(shape_err("Relu grad", mask.shape(), grad.shape()));
         }
         // Branch-free: random masks make an `if` mispredict about half the time.
-        ndarray::Zip::from(&mut grad).and(mask).for_each(|g, &m| *g *= f32::from(u8::from(m)));
+        ndarray::Zip::from(&mut grad).and(mask).for_each(|g, &m| *g = relu_grad(*g, m));
         Ok(grad)
     }
 
@@ -34,6 +34,20 @@ impl Relu {
     pub fn clear_cache(&mut self) {
         self.mask = None;
     }
+}
+
+/// `max(v, 0)`, with NaN kept as NaN (it must not be hidden as 0). The one definition of the forward pass, shared
+/// with the CPU compute backend ([`crate::backend`]).
+#[inline(always)]
+pub(crate) fn relu(v: f32) -> f32 {
+    if v < 0.0 { 0.0 } else { v }
+}
+
+/// The gradient through ReLU: `g` where the input was positive (`positive`), else `g · 0` (so NaN propagates).
+/// Branch-free: random masks make an `if` mispredict about half the time.
+#[inline(always)]
+pub(crate) fn relu_grad(g: f32, positive: bool) -> f32 {
+    g * f32::from(u8::from(positive))
 }
 
 #[cfg(test)]

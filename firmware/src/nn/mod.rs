@@ -1,6 +1,6 @@
 //! Trainable layers, the model container, loss and optimizer.
 
-mod activation;
+pub(crate) mod activation;
 mod conv;
 mod dropout;
 mod flatten;

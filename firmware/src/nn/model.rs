@@ -285,7 +285,7 @@ impl ParamGrowth {
 
     /// Carry a flat per-parameter vector over: every old entry to its new offset, `fill` for the new entries.
     /// Errors when `old` does not have the old length.
-    pub fn resize(&self, old: &[f32], fill: f32) -> Result<Vec<f32>> {
+    pub fn resize<T: Copy>(&self, old: &[T], fill: T) -> Result<Vec<T>> {
         if old.len() != self.old_len {
             return Err(shape_err("parameter growth: flat vector", self.old_len, old.len()));
         }

@@ -2,7 +2,8 @@
 //! can tell from the generation alone what a slot must contain (the kill test, fuzz seeds, unit tests).
 
 use super::state::{
-    BasisState, ClassEntry, FisherBlob, LayerSlot, LearnerState, MetricsHistory, ModelDesc, ParamEntry, TaskEntry,
+    BasisState, ClassEntry, FisherBlob, InboxLedger, LayerSlot, LearnerState, LedgerFile, MetricsHistory, ModelDesc,
+    ParamEntry, TaskEntry,
 };
 
 /// splitmix64: a well-mixed 64-bit hash of `x`.
@@ -84,5 +85,16 @@ pub fn synthetic(generation: u64, scale: usize) -> LearnerState {
         tasks,
         classes,
         metrics,
+        inbox: InboxLedger {
+            samples_learned: generation.saturating_mul(3),
+            files: (0..tasks_done.min(3))
+                .map(|i| LedgerFile {
+                    class: format!("c{i}"),
+                    name: format!("img-{generation}-{i}.png"),
+                    len: u64::from(i) * 100 + generation % 1000,
+                    crc: value(generation, 6, u64::from(i)).to_bits(),
+                })
+                .collect(),
+        },
     }
 }

@@ -23,8 +23,14 @@ use crate::error::{Error, Result};
 
 /// The four magic bytes at the start of every state file.
 pub const MAGIC: [u8; 4] = *b"ELST";
-/// The payload format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The payload format version this build writes (and reads).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest payload format version this build still reads: version 1 is version 2 without the trailing
+/// `inbox` ledger, and reads as a state with an empty ledger.
+pub const OLDEST_READABLE_VERSION: u16 = 1;
+/// The postcard encoding of an empty [`InboxLedger`](super::InboxLedger) (`samples_learned` 0, no files): what a
+/// version 1 payload lacks at its end.
+const EMPTY_LEDGER: [u8; 2] = [0, 0];
 /// Bytes of the fixed header.
 pub const HEADER_LEN: usize = 20;
 /// Bytes of the CRC trailer.
@@ -193,13 +199,22 @@ pub fn read_frame(bytes: &[u8], max_payload: usize) -> Result<Header> {
 /// valid frame carrying a format version this build does not read.
 pub fn decode(bytes: &[u8], max_payload: usize) -> Result<LearnerState> {
     let header = read_frame(bytes, max_payload)?;
-    if header.format_version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&header.format_version) {
         return Err(Error::UnsupportedVersion { found: header.format_version, supported: FORMAT_VERSION });
     }
     if header.flags != 0 {
         return Err(corrupt(Corruption::Flags(header.flags)));
     }
     let payload = &bytes[HEADER_LEN..bytes.len() - CRC_LEN];
+    // Version 1 = version 2 without the trailing ledger: postcard is a plain concatenation of the fields, so the
+    // empty ledger's bytes complete it.
+    let v1;
+    let payload = if header.format_version == 1 {
+        v1 = [payload, &EMPTY_LEDGER[..]].concat();
+        &v1[..]
+    } else {
+        payload
+    };
     let (state, rest) =
         postcard::take_from_bytes::<LearnerState>(payload).map_err(|e| corrupt(Corruption::Decode(e.to_string())))?;
     if !rest.is_empty() {

@@ -33,11 +33,11 @@ pub mod state;
 mod tests;
 
 pub use format::{
-    CRC_LEN, CRC32C, Corruption, DEFAULT_MAX_PAYLOAD, FORMAT_VERSION, HEADER_LEN, Header, MAGIC, decode, encode,
-    read_frame,
+    CRC_LEN, CRC32C, Corruption, DEFAULT_MAX_PAYLOAD, FORMAT_VERSION, HEADER_LEN, Header, MAGIC,
+    OLDEST_READABLE_VERSION, decode, encode, read_frame,
 };
 pub use slots::{LoadedState, Slot, SlotReport, SlotStatus, StateStore};
 pub use state::{
-    BasisState, ClassEntry, FISHER_F32LE, FisherBlob, LayerSlot, LearnerState, MetricsHistory, ModelDesc, ParamEntry,
-    TaskEntry,
+    BasisState, ClassEntry, FISHER_F32LE, FisherBlob, InboxLedger, LayerSlot, LearnerState, LedgerFile, MetricsHistory,
+    ModelDesc, ParamEntry, TaskEntry,
 };

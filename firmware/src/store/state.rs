@@ -40,6 +40,33 @@ pub struct LearnerState {
     pub classes: Vec<ClassEntry>,
     /// Metrics recorded after each task.
     pub metrics: MetricsHistory,
+    /// Which inbox photos the last committed task learned, and how many samples were learned in all (format
+    /// version 2; a version 1 file reads as an empty ledger).
+    pub inbox: InboxLedger,
+}
+
+/// The inbox photos learned by the newest committed task, committed atomically with the parameters they changed:
+/// after a crash between the commit and moving the photos to `processed/`, the daemon finds them still in the
+/// inbox, recognises them here and moves them without learning them a second time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxLedger {
+    /// Samples learned over the device's life (every committed task, inbox photos and samples sent over the link).
+    pub samples_learned: u64,
+    /// The photos of the newest committed task.
+    pub files: Vec<LedgerFile>,
+}
+
+/// One inbox photo, identified by its class folder, file name, length and content checksum.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerFile {
+    /// The class folder (`inbox/<class>/`).
+    pub class: String,
+    /// The file name inside it.
+    pub name: String,
+    /// Bytes of the file.
+    pub len: u64,
+    /// CRC-32C of the file's bytes.
+    pub crc: u32,
 }
 
 /// Enough of the model's structure to refuse parameters that belong to another model.

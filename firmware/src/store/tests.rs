@@ -72,11 +72,22 @@ fn tiny() -> LearnerState {
             alphas: vec![None],
             basis_sizes: vec![vec![1]],
         },
+        inbox: InboxLedger {
+            samples_learned: 2,
+            files: vec![LedgerFile { class: "cat".into(), name: "a.png".into(), len: 70, crc: 0x1234_5678 }],
+        },
     }
 }
 
 /// The exact bytes of [`tiny`]; docs/state-format.md shows them. A change here is a format change.
-const TINY_HEX: &str = "454c535401000000010000000000000068000000010174010201066c696e6561\
+const TINY_HEX: &str = "454c53540200000001000000000000007a000000010174010201066c696e6561\
+                        720101030000003f000080bf0000004002017702010200016201010201000002\
+                        01020000803f0000000001056633326c65030c0000803e000000000000803f01\
+                        0001610001070107036361740101000000000000f03f00010001010102010363\
+                        617405612e706e6746f8acd1910145b539a4";
+
+/// The bytes of [`tiny`] without its ledger as format version 1 wrote them (the example of the version 1 document).
+const TINY_V1_HEX: &str = "454c535401000000010000000000000068000000010174010201066c696e6561\
                         720101030000003f000080bf0000004002017702010200016201010201000002\
                         01020000803f0000000001056633326c65030c0000803e000000000000803f01\
                         0001610001070107036361740101000000000000f03f000100010101750468e0";
@@ -91,6 +102,25 @@ fn golden_bytes_of_the_documented_example() {
     let got = hex(&bytes);
     assert_eq!(got, TINY_HEX.replace(' ', ""), "format changed: update docs/state-format.md and FORMAT_VERSION");
     assert_eq!(decode(&bytes, MAX).unwrap(), tiny());
+}
+
+#[test]
+fn version_1_files_still_load_with_an_empty_ledger() {
+    let v1: Vec<u8> =
+        (0..TINY_V1_HEX.len() / 2).map(|i| u8::from_str_radix(&TINY_V1_HEX[2 * i..2 * i + 2], 16).unwrap()).collect();
+    assert_eq!(read_frame(&v1, MAX).unwrap().format_version, 1);
+    let state = decode(&v1, MAX).unwrap();
+    assert_eq!(state, LearnerState { inbox: InboxLedger::default(), ..tiny() });
+    // A store holding only a version 1 slot loads it and commits the next generation as the current version.
+    let dir = TempDir::new("v1");
+    write_slot_bytes(&dir, Slot::A, &v1);
+    let mut store = StateStore::open(&dir.0).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.generation(), 1);
+    let mut next = loaded.state;
+    assert_eq!(store.commit(&mut next).unwrap(), 2);
+    let again = StateStore::open(&dir.0).unwrap().load().unwrap().unwrap();
+    assert_eq!(again.state, next);
 }
 
 #[test]
@@ -545,6 +575,12 @@ fn fuzz_seeds() -> Vec<(String, Vec<u8>)> {
     inconsistent.layout[1].offset = 3;
     vec![
         ("seed-valid-tiny".into(), tiny_bytes.clone()),
+        (
+            "seed-valid-v1-tiny".into(),
+            (0..TINY_V1_HEX.len() / 2)
+                .map(|i| u8::from_str_radix(&TINY_V1_HEX[2 * i..2 * i + 2], 16).unwrap())
+                .collect(),
+        ),
         ("seed-valid-synthetic-0-0".into(), valid(&fixture::synthetic(0, 0))),
         ("seed-valid-synthetic-1-1".into(), valid(&fixture::synthetic(1, 1))),
         ("seed-valid-synthetic-7-3".into(), valid(&fixture::synthetic(7, 3))),

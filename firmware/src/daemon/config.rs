@@ -1,0 +1,163 @@
+//! The daemon's command line (parsed by hand: the firmware carries no CLI framework).
+
+use std::path::PathBuf;
+
+/// Usage text of `firmware daemon`.
+pub const USAGE: &str = "usage: firmware daemon --board FILE --model FILE --state DIR [options]
+
+Runs the device: serial protocol, learn button, status LED, inbox folder. Stops cleanly on SIGTERM/SIGINT.
+  --board FILE          board profile (boards/*.toml): budgets, max_classes, Fisher format
+  --model FILE          ONNX model to start from (e.g. models/mnist-cnn-0123.onnx)
+  --state DIR           state store folder (created if needed; the newest committed state is loaded)
+  --inbox DIR           folder with inbox/<class>/ photos, processed/ and rejected/ (default: none)
+  --serial TTY          tty for the protocol (a UART, a USB adapter or a pseudo-terminal; default: none)
+  --baud N              line speed of --serial (default: leave as is)
+  --cut CUT             where the frozen prefix ends: last:K, a tensor name or input (default last:2)
+  --classes A,B,...     names of the model's existing outputs (default 0,1,...)
+  --norm MEAN,STD       pixel normalisation (p/255 - MEAN)/STD of the model's training data (default 0.1307,0.3081)
+  --epochs N            epochs per learning stage (default 3)
+  --lr X                learning rate (default 0.01)
+  --batch N             batch size (default 10)
+  --seed S              seed (default 0)
+  --gpio-chip DEV       GPIO character device of the LED and button (e.g. /dev/gpiochip0)
+  --led-line N          status LED line of --gpio-chip (lit when high; --led-active-low to invert)
+  --button-line N       learn button line of --gpio-chip (pressed when low; --button-active-high to invert)
+  --led-active-low, --button-active-high
+  --pause-after-commit MS   testing: wait MS between committing a task and moving its photos out of the inbox
+                        (widens the crash window that the daemon kill test aims at; default 0)
+Logs go to stderr; EDGELEARN_LOG sets the level (default info).";
+
+/// Everything the daemon needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Board profile file.
+    pub board: PathBuf,
+    /// ONNX model file.
+    pub model: PathBuf,
+    /// State store folder.
+    pub state: PathBuf,
+    /// Inbox root (inbox/, processed/, rejected/).
+    pub inbox: Option<PathBuf>,
+    /// Protocol tty.
+    pub serial: Option<PathBuf>,
+    /// Line speed of the tty.
+    pub baud: Option<u32>,
+    /// Cut of the ONNX model (`last:K`, tensor name, `input`).
+    pub cut: String,
+    /// Names of the model's existing outputs.
+    pub classes: Option<Vec<String>>,
+    /// Pixel normalisation (mean, std).
+    pub norm: (f32, f32),
+    /// Epochs per stage.
+    pub epochs: usize,
+    /// Learning rate.
+    pub lr: f32,
+    /// Batch size.
+    pub batch: usize,
+    /// Seed.
+    pub seed: u64,
+    /// GPIO character device.
+    pub gpio_chip: Option<PathBuf>,
+    /// LED line.
+    pub led_line: Option<u32>,
+    /// Button line.
+    pub button_line: Option<u32>,
+    /// LED lit when its line is low.
+    pub led_active_low: bool,
+    /// Button pressed when its line is high.
+    pub button_active_high: bool,
+    /// Testing: milliseconds to wait between committing a learned task and moving its photos to `processed/`
+    /// (0: none). Widens the window in which a crash leaves committed photos in the inbox.
+    pub pause_after_commit_ms: u64,
+}
+
+impl Config {
+    /// Defaults around the three required paths.
+    pub fn new(board: impl Into<PathBuf>, model: impl Into<PathBuf>, state: impl Into<PathBuf>) -> Self {
+        Self {
+            board: board.into(),
+            model: model.into(),
+            state: state.into(),
+            inbox: None,
+            serial: None,
+            baud: None,
+            cut: "last:2".into(),
+            classes: None,
+            norm: (0.1307, 0.3081),
+            epochs: 3,
+            lr: 0.01,
+            batch: 10,
+            seed: 0,
+            gpio_chip: None,
+            led_line: None,
+            button_line: None,
+            led_active_low: false,
+            button_active_high: false,
+            pause_after_commit_ms: 0,
+        }
+    }
+
+    /// Parse the arguments after `daemon`. Errors are one line, for the user; `Ok(None)` asks for the usage.
+    pub fn parse(args: &[String]) -> Result<Option<Self>, String> {
+        let (mut board, mut model, mut state) = (None, None, None);
+        let mut c = Self::new("", "", "");
+        let mut it = args.iter();
+        fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+            v.parse().map_err(|_| format!("{flag}: '{v}' is not a valid number"))
+        }
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--board" => board = Some(PathBuf::from(value()?)),
+                "--model" => model = Some(PathBuf::from(value()?)),
+                "--state" => state = Some(PathBuf::from(value()?)),
+                "--inbox" => c.inbox = Some(PathBuf::from(value()?)),
+                "--serial" => c.serial = Some(PathBuf::from(value()?)),
+                "--baud" => c.baud = Some(num(flag, &value()?)?),
+                "--cut" => c.cut = value()?,
+                "--classes" => {
+                    let v = value()?;
+                    let names: Vec<String> = v.split(',').map(|s| s.trim().to_string()).collect();
+                    if names.iter().any(String::is_empty) {
+                        return Err(format!("--classes: empty class name in '{v}'"));
+                    }
+                    c.classes = Some(names);
+                }
+                "--norm" => {
+                    let v = value()?;
+                    let (m, s) = v.split_once(',').ok_or_else(|| format!("--norm: '{v}' is not MEAN,STD"))?;
+                    let (m, s): (f32, f32) = (num(flag, m.trim())?, num(flag, s.trim())?);
+                    if !(m.is_finite() && s.is_finite() && s > 0.0) {
+                        return Err(format!("--norm: need a finite mean and a positive std, got '{v}'"));
+                    }
+                    c.norm = (m, s);
+                }
+                "--epochs" => c.epochs = num(flag, &value()?)?,
+                "--lr" => c.lr = num(flag, &value()?)?,
+                "--batch" => c.batch = num(flag, &value()?)?,
+                "--seed" => c.seed = num(flag, &value()?)?,
+                "--gpio-chip" => c.gpio_chip = Some(PathBuf::from(value()?)),
+                "--led-line" => c.led_line = Some(num(flag, &value()?)?),
+                "--button-line" => c.button_line = Some(num(flag, &value()?)?),
+                "--led-active-low" => c.led_active_low = true,
+                "--button-active-high" => c.button_active_high = true,
+                "--pause-after-commit" => c.pause_after_commit_ms = num(flag, &value()?)?,
+                "--help" | "-h" => return Ok(None),
+                other => return Err(format!("daemon: unknown option '{other}'")),
+            }
+        }
+        if c.epochs == 0 || c.batch == 0 {
+            return Err("--epochs and --batch must be at least 1".into());
+        }
+        if !(c.lr.is_finite() && c.lr > 0.0) {
+            return Err(format!("--lr: need a positive learning rate, got {}", c.lr));
+        }
+        if (c.led_line.is_some() || c.button_line.is_some()) && c.gpio_chip.is_none() {
+            return Err("--led-line / --button-line need --gpio-chip".into());
+        }
+        c.board = board.ok_or("daemon: --board FILE is required")?;
+        c.model = model.ok_or("daemon: --model FILE is required")?;
+        c.state = state.ok_or("daemon: --state DIR is required")?;
+        Ok(Some(c))
+    }
+}

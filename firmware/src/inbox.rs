@@ -1,0 +1,382 @@
+//! Samples from folders, the way field users collect them: a camera tool saves photos per class into
+//! `inbox/<class-name>/`; a learn request (button, protocol or CLI) learns them; afterwards they live in
+//! `processed/<class-name>/`. Files that cannot be used go to `rejected/` with a line in `rejected/rejected.log`.
+//! Nothing is ever deleted.
+//!
+//! ```text
+//! <root>/inbox/cat/IMG_0001.jpg     waiting (a name starting with '.' or ending in .tmp / .part / ~ is still
+//!                                   being written and is left alone)
+//! <root>/processed/cat/IMG_0001.jpg learned and committed
+//! <root>/rejected/cat/notes.txt     not a readable PNG/JPEG (or not in a class folder, or too large)
+//! <root>/rejected/rejected.log      one line per rejected file: what and why
+//! ```
+//!
+//! **Exactly once.** A photo is moved to `processed/` only after the state that learned it was committed, and the
+//! committed state lists the photos of its task ([`InboxLedger`]): a photo found still in the inbox after a
+//! restart that the committed ledger lists (same class, name, length and CRC-32C) was learned before the power
+//! went; it is moved without being learned again ([`Inbox::reconcile`]). Moves are renames (atomic) followed by
+//! an fsync of both folders.
+//!
+//! Images are decoded with the `image` crate (PNG and JPEG, pure Rust), converted to grey or RGB for the model's
+//! channel count, resized to its input size (triangle filter; untouched when the size already matches) and
+//! normalised as `(p/255 − mean)/std` like the training data ([`Preprocess`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageReader, Limits};
+
+use crate::error::{Error, Result};
+use crate::protocol::Image;
+use crate::store::{CRC32C, InboxLedger, LedgerFile};
+
+/// Folder of waiting photos, under the root.
+pub const INBOX: &str = "inbox";
+/// Folder of learned photos, under the root.
+pub const PROCESSED: &str = "processed";
+/// Folder of rejected files, under the root.
+pub const REJECTED: &str = "rejected";
+/// The rejection report, in [`REJECTED`].
+pub const REJECTED_LOG: &str = "rejected.log";
+/// Files larger than this are rejected unread.
+pub const MAX_FILE_BYTES: u64 = 32 << 20;
+/// Largest image side accepted, in pixels.
+pub const MAX_SIDE: u32 = 8192;
+
+/// One waiting photo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxFile {
+    /// Its class folder's name (the class name), or `None` for a file directly in `inbox/`.
+    pub class: Option<String>,
+    /// File name.
+    pub name: String,
+    /// Full path.
+    pub path: PathBuf,
+}
+
+/// A photo read from the inbox: its identity for the ledger and its model input.
+#[derive(Debug, Clone)]
+pub struct LoadedPhoto {
+    /// Where it is.
+    pub file: InboxFile,
+    /// Class, name, length and CRC.
+    pub id: LedgerFile,
+    /// Model input (`Preprocess::len` values).
+    pub input: Vec<f32>,
+}
+
+/// How pictures become model inputs: channel count, size and normalisation of the model's input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    /// 1 (grey) or 3 (RGB, channel-major planes).
+    pub channels: usize,
+    /// Input height.
+    pub height: u32,
+    /// Input width.
+    pub width: u32,
+    /// Mean subtracted from `p/255`.
+    pub mean: f32,
+    /// Standard deviation divided by.
+    pub std: f32,
+}
+
+fn img_err(source: &str, reason: impl std::fmt::Display) -> Error {
+    Error::Image { source_name: source.to_string(), reason: reason.to_string() }
+}
+
+impl Preprocess {
+    /// For a model whose per-sample input shape is `[C, H, W]` (C = 1 or 3), `[H, W]`, or flat `[N]` with N a
+    /// square (a flattened grey image), normalised with `mean` / `std`.
+    pub fn for_input_shape(shape: &[usize], mean: f32, std: f32) -> Result<Self> {
+        if !(std.is_finite() && std > 0.0 && mean.is_finite()) {
+            return Err(Error::Config(format!("normalisation mean {mean} / std {std}")));
+        }
+        let side = |v: usize| u32::try_from(v).ok().filter(|&s| s > 0 && s <= MAX_SIDE);
+        let (channels, h, w) = match *shape {
+            [c, h, w] if c == 1 || c == 3 => (c, h, w),
+            [h, w] => (1, h, w),
+            [n] => {
+                let s = (n as f64).sqrt().round() as usize;
+                if s * s != n {
+                    return Err(Error::Config(format!("model input of {n} values is not a square grey image")));
+                }
+                (1, s, s)
+            }
+            _ => return Err(Error::Config(format!("model input shape {shape:?} is not an image ([C, H, W])"))),
+        };
+        let (Some(height), Some(width)) = (side(h), side(w)) else {
+            return Err(Error::Config(format!("model input shape {shape:?}: bad image size")));
+        };
+        Ok(Self { channels, height, width, mean, std })
+    }
+
+    /// Values per model input.
+    pub fn len(&self) -> usize {
+        self.channels * self.height as usize * self.width as usize
+    }
+
+    /// True for a zero-sized input (never, for a checked shape).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decode a PNG or JPEG file's bytes (`source` names it in errors) into a model input.
+    pub fn decode(&self, bytes: &[u8], source: &str) -> Result<Vec<f32>> {
+        let mut reader =
+            ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| img_err(source, e))?;
+        let mut limits = Limits::default();
+        limits.max_image_width = Some(MAX_SIDE);
+        limits.max_image_height = Some(MAX_SIDE);
+        limits.max_alloc = Some(512 << 20);
+        reader.limits(limits);
+        if reader.format().is_none() {
+            return Err(img_err(source, "not a PNG or JPEG image"));
+        }
+        let img = reader.decode().map_err(|e| img_err(source, e))?;
+        Ok(self.tensor(img))
+    }
+
+    /// A raw image sent over the link (grey or RGB bytes) into a model input.
+    pub fn from_raw(&self, image: &Image) -> Result<Vec<f32>> {
+        let (w, h) = (u32::from(image.width), u32::from(image.height));
+        let expected = usize::from(image.width) * usize::from(image.height) * usize::from(image.channels);
+        if w == 0 || h == 0 || image.pixels.len() != expected {
+            return Err(img_err(
+                "link",
+                format!(
+                    "{}×{}×{} needs {expected} pixel bytes, got {}",
+                    image.width,
+                    image.height,
+                    image.channels,
+                    image.pixels.len()
+                ),
+            ));
+        }
+        let img = match image.channels {
+            1 => image::GrayImage::from_raw(w, h, image.pixels.clone()).map(DynamicImage::ImageLuma8),
+            3 => image::RgbImage::from_raw(w, h, image.pixels.clone()).map(DynamicImage::ImageRgb8),
+            c => return Err(img_err("link", format!("{c} channels (1 or 3 supported)"))),
+        };
+        let img = img.ok_or_else(|| img_err("link", "pixel buffer does not match its size"))?;
+        Ok(self.tensor(img))
+    }
+
+    fn tensor(&self, img: DynamicImage) -> Vec<f32> {
+        let (w, h) = (self.width, self.height);
+        let norm = |p: u8| (f32::from(p) / 255.0 - self.mean) / self.std;
+        let filter = image::imageops::FilterType::Triangle;
+        if self.channels == 1 {
+            let mut g = img.into_luma8();
+            if g.dimensions() != (w, h) {
+                g = image::imageops::resize(&g, w, h, filter);
+            }
+            g.into_raw().into_iter().map(norm).collect()
+        } else {
+            let mut rgb = img.into_rgb8();
+            if rgb.dimensions() != (w, h) {
+                rgb = image::imageops::resize(&rgb, w, h, filter);
+            }
+            let plane = (w * h) as usize;
+            let raw = rgb.into_raw();
+            let mut out = vec![0.0; 3 * plane];
+            for (i, px) in raw.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    out[c * plane + i] = norm(px[c]);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// True for a file name the camera tool may still be writing (or a hidden file): left alone.
+pub fn is_in_progress(name: &str) -> bool {
+    name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".part") || name.ends_with('~')
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context: what, source }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(format!("syncing {}", dir.display())))
+}
+
+/// The three folders under one root: see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    root: PathBuf,
+}
+
+impl Inbox {
+    /// The folders under `root` (created if missing).
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        for d in [INBOX, PROCESSED, REJECTED] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
+        }
+        Ok(Self { root })
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Waiting files, sorted by class then name (files still being written are skipped). Unreadable folder
+    /// entries are skipped with a warning.
+    pub fn pending(&self) -> Result<Vec<InboxFile>> {
+        let inbox = self.root.join(INBOX);
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&inbox).map_err(io_err(format!("reading {}", inbox.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_in_progress(&name) {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_file() {
+                out.push(InboxFile { class: None, name, path });
+            } else if kind.is_dir() {
+                let Ok(files) = fs::read_dir(&path) else {
+                    tracing::warn!(folder = %path.display(), "inbox class folder unreadable");
+                    continue;
+                };
+                for f in files.flatten() {
+                    let fname = f.file_name().to_string_lossy().into_owned();
+                    if is_in_progress(&fname) || !f.file_type().is_ok_and(|t| t.is_file()) {
+                        continue;
+                    }
+                    out.push(InboxFile { class: Some(name.clone()), name: fname, path: f.path() });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.class, &a.name).cmp(&(&b.class, &b.name)));
+        Ok(out)
+    }
+
+    /// Read and identify one waiting file and turn it into a model input. Any problem with the file itself (too
+    /// large, not PNG/JPEG, no class folder, a class name that is not valid UTF-8) is [`Error::Image`]; the caller
+    /// rejects it. An I/O error is [`Error::Io`].
+    pub fn load(&self, file: &InboxFile, pre: &Preprocess) -> Result<LoadedPhoto> {
+        let source = file.path.display().to_string();
+        let Some(class) = &file.class else {
+            return Err(img_err(&source, "not in a class folder (put it in inbox/<class-name>/)"));
+        };
+        if class.contains(char::REPLACEMENT_CHARACTER) || file.name.contains(char::REPLACEMENT_CHARACTER) {
+            return Err(img_err(&source, "folder or file name is not valid UTF-8"));
+        }
+        let meta = fs::metadata(&file.path).map_err(io_err(format!("reading {source}")))?;
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(img_err(&source, format!("{} bytes, over the limit of {MAX_FILE_BYTES}", meta.len())));
+        }
+        let bytes = fs::read(&file.path).map_err(io_err(format!("reading {source}")))?;
+        let input = pre.decode(&bytes, &source)?;
+        let id = LedgerFile {
+            class: class.clone(),
+            name: file.name.clone(),
+            len: bytes.len() as u64,
+            crc: CRC32C.checksum(&bytes),
+        };
+        Ok(LoadedPhoto { file: file.clone(), id, input })
+    }
+
+    /// A free destination for `file` under `folder` (`<folder>/<class>/<name>`, or `name-1`, `name-2`, … when
+    /// taken), with its folder created.
+    fn destination(&self, folder: &str, file: &InboxFile) -> Result<PathBuf> {
+        let dir = match &file.class {
+            Some(c) => self.root.join(folder).join(c),
+            None => self.root.join(folder),
+        };
+        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let mut dst = dir.join(&file.name);
+        let mut n = 1;
+        while dst.exists() {
+            dst = dir.join(format!("{}-{n}", file.name));
+            n += 1;
+        }
+        Ok(dst)
+    }
+
+    fn move_to(&self, folder: &str, file: &InboxFile) -> Result<PathBuf> {
+        let dst = self.destination(folder, file)?;
+        fs::rename(&file.path, &dst).map_err(io_err(format!("moving {} to {}", file.path.display(), dst.display())))?;
+        Ok(dst)
+    }
+
+    /// Make the moves so far durable: fsync the inbox, processed and rejected folders touched.
+    fn sync(&self, files: &[&InboxFile], folder: &str) -> Result<()> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for f in files {
+            for d in [f.path.parent().map(Path::to_path_buf), self.destination_dir(folder, f)] {
+                if let Some(d) = d
+                    && !dirs.contains(&d)
+                {
+                    dirs.push(d);
+                }
+            }
+        }
+        dirs.iter().try_for_each(|d| sync_dir(d))
+    }
+
+    fn destination_dir(&self, folder: &str, file: &InboxFile) -> Option<PathBuf> {
+        Some(match &file.class {
+            Some(c) => self.root.join(folder).join(c),
+            None => self.root.join(folder),
+        })
+    }
+
+    /// Move learned (committed) files to `processed/`, durably. Returns their new paths.
+    pub fn mark_processed(&self, files: &[&InboxFile]) -> Result<Vec<PathBuf>> {
+        let moved = files.iter().map(|f| self.move_to(PROCESSED, f)).collect::<Result<Vec<_>>>()?;
+        self.sync(files, PROCESSED)?;
+        Ok(moved)
+    }
+
+    /// Set an unusable file aside in `rejected/` and append `reason` to the rejection report. Returns its new
+    /// path.
+    pub fn reject(&self, file: &InboxFile, reason: &str) -> Result<PathBuf> {
+        let dst = self.move_to(REJECTED, file)?;
+        let log = self.root.join(REJECTED).join(REJECTED_LOG);
+        let line =
+            format!("{}: {}\n", dst.strip_prefix(&self.root).unwrap_or(&dst).display(), reason.replace('\n', " "));
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_all()))
+            .map_err(io_err(format!("writing {}", log.display())))?;
+        self.sync(&[file], REJECTED)?;
+        tracing::warn!(file = %file.path.display(), moved_to = %dst.display(), reason, "inbox file rejected");
+        Ok(dst)
+    }
+
+    /// After a restart: move every waiting file that `ledger` lists (same class, name, length, CRC) to
+    /// `processed/`: the committed state already learned it. Returns how many were moved.
+    pub fn reconcile(&self, ledger: &InboxLedger) -> Result<usize> {
+        if ledger.files.is_empty() {
+            return Ok(0);
+        }
+        let mut done = Vec::new();
+        for f in self.pending()? {
+            let Some(class) = &f.class else { continue };
+            let Some(entry) = ledger.files.iter().find(|e| &e.class == class && e.name == f.name) else { continue };
+            let Ok(bytes) = fs::read(&f.path) else { continue };
+            if bytes.len() as u64 == entry.len && CRC32C.checksum(&bytes) == entry.crc {
+                done.push(f);
+            }
+        }
+        let refs: Vec<&InboxFile> = done.iter().collect();
+        self.mark_processed(&refs)?;
+        if !done.is_empty() {
+            tracing::info!(files = done.len(), "inbox: photos learned before the restart moved to processed/");
+        }
+        Ok(done.len())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+use super::*;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const MEAN: f32 = 0.1307;
+const STD: f32 = 0.3081;
+
+fn norm(p: u8) -> f32 {
+    (f32::from(p) / 255.0 - MEAN) / STD
+}
+
+/// A fresh scratch folder under the target dir.
+fn scratch(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "edgelearn-inbox-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn mnist_pre() -> Preprocess {
+    Preprocess::for_input_shape(&[1, 28, 28], MEAN, STD).unwrap()
+}
+
+/// A 28×28 grey image with a gradient, as PNG bytes.
+fn gradient_png() -> (image::GrayImage, Vec<u8>) {
+    let img = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x * 9 + y) as u8]));
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+    (img, bytes)
+}
+
+fn encode(img: &DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), format).unwrap();
+    bytes
+}
+
+fn put(root: &Path, class: &str, name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = if class.is_empty() { root.join(INBOX) } else { root.join(INBOX).join(class) };
+    fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn preprocess_shapes() {
+    let p = Preprocess::for_input_shape(&[3, 32, 24], 0.5, 0.25).unwrap();
+    assert_eq!((p.channels, p.height, p.width, p.len()), (3, 32, 24, 3 * 32 * 24));
+    let p = Preprocess::for_input_shape(&[784], MEAN, STD).unwrap();
+    assert_eq!((p.channels, p.height, p.width), (1, 28, 28));
+    assert!(!p.is_empty());
+    assert_eq!(Preprocess::for_input_shape(&[10, 12], 0.0, 1.0).unwrap().len(), 120);
+    for bad in [&[2usize, 28, 28][..], &[783], &[1, 0, 28], &[1, 2, 3, 4], &[1, 9000, 4]] {
+        assert!(matches!(Preprocess::for_input_shape(bad, 0.0, 1.0), Err(Error::Config(_))), "{bad:?}");
+    }
+    assert!(matches!(Preprocess::for_input_shape(&[1, 28, 28], 0.0, 0.0), Err(Error::Config(_))));
+    assert!(matches!(Preprocess::for_input_shape(&[1, 28, 28], f32::NAN, 1.0), Err(Error::Config(_))));
+}
+
+#[test]
+fn png_of_the_input_size_is_normalised_pixel_for_pixel() {
+    let (img, bytes) = gradient_png();
+    let v = mnist_pre().decode(&bytes, "g.png").unwrap();
+    assert_eq!(v.len(), 784);
+    for (i, (&got, &p)) in v.iter().zip(img.as_raw()).enumerate() {
+        assert!((got - norm(p)).abs() < 1e-6, "pixel {i}: {got} vs {}", norm(p));
+    }
+}
+
+#[test]
+fn larger_rgb_png_is_resized_and_made_grey() {
+    // 84×56 RGB, left half white, right half black: 28×28 grey, left columns ≈ white, right ≈ black.
+    let img = image::RgbImage::from_fn(84, 56, |x, _| if x < 42 { image::Rgb([255; 3]) } else { image::Rgb([0; 3]) });
+    let bytes = encode(&DynamicImage::ImageRgb8(img), image::ImageFormat::Png);
+    let v = mnist_pre().decode(&bytes, "rgb.png").unwrap();
+    assert_eq!(v.len(), 784);
+    for row in v.chunks(28) {
+        assert!((row[0] - norm(255)).abs() < 1e-3, "{}", row[0]);
+        assert!((row[12] - norm(255)).abs() < 1e-3);
+        assert!((row[15] - norm(0)).abs() < 1e-3);
+        assert!((row[27] - norm(0)).abs() < 1e-3);
+    }
+}
+
+#[test]
+fn jpeg_decodes_to_the_same_picture_within_compression_error() {
+    let (img, png) = gradient_png();
+    let jpeg = encode(&DynamicImage::ImageLuma8(img), image::ImageFormat::Jpeg);
+    assert_ne!(png, jpeg);
+    let pre = mnist_pre();
+    let a = pre.decode(&png, "g.png").unwrap();
+    let b = pre.decode(&jpeg, "g.jpg").unwrap();
+    let mean_abs = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
+    // Normalised units: 1/255/0.3081 ≈ 0.0127 per grey level; JPEG at default quality is within a few levels.
+    assert!(mean_abs < 0.1, "mean abs difference {mean_abs}");
+}
+
+#[test]
+fn rgb_model_inputs_are_channel_major_planes() {
+    let pre = Preprocess::for_input_shape(&[3, 4, 4], 0.0, 1.0).unwrap();
+    let img = image::RgbImage::from_pixel(8, 8, image::Rgb([255, 0, 51]));
+    let v = pre.decode(&encode(&DynamicImage::ImageRgb8(img), image::ImageFormat::Png), "red.png").unwrap();
+    assert_eq!(v.len(), 48);
+    assert!(v[..16].iter().all(|&x| (x - 1.0).abs() < 1e-6));
+    assert!(v[16..32].iter().all(|&x| x.abs() < 1e-6));
+    assert!(v[32..].iter().all(|&x| (x - 0.2).abs() < 1e-6));
+}
+
+#[test]
+fn raw_link_images_match_file_images_and_bad_ones_are_image_errors() {
+    let (img, png) = gradient_png();
+    let pre = mnist_pre();
+    let raw = Image { width: 28, height: 28, channels: 1, pixels: img.as_raw().clone() };
+    assert_eq!(pre.from_raw(&raw).unwrap(), pre.decode(&png, "g.png").unwrap());
+    let rgb = Image { width: 2, height: 2, channels: 3, pixels: vec![10; 12] };
+    assert_eq!(pre.from_raw(&rgb).unwrap().len(), 784);
+    for bad in [
+        Image { width: 28, height: 28, channels: 1, pixels: vec![0; 783] },
+        Image { width: 0, height: 28, channels: 1, pixels: vec![] },
+        Image { width: 2, height: 2, channels: 2, pixels: vec![0; 8] },
+        Image { width: 2, height: 2, channels: 4, pixels: vec![0; 16] },
+    ] {
+        assert!(matches!(pre.from_raw(&bad), Err(Error::Image { .. })), "{bad:?}");
+    }
+}
+
+#[test]
+fn bytes_that_are_no_image_are_image_errors() {
+    let pre = mnist_pre();
+    let (_, png) = gradient_png();
+    for (name, bytes) in [
+        ("empty", vec![]),
+        ("text", b"hello, this is not a picture".to_vec()),
+        ("truncated png", png[..png.len() / 2].to_vec()),
+        ("gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec()),
+    ] {
+        match pre.decode(&bytes, name) {
+            Err(Error::Image { source_name, .. }) => assert_eq!(source_name, name),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn pending_lists_class_folders_sorted_and_leaves_files_in_progress_alone() {
+    let root = scratch("pending");
+    let inbox = Inbox::open(&root).unwrap();
+    for d in [INBOX, PROCESSED, REJECTED] {
+        assert!(root.join(d).is_dir());
+    }
+    let (_, png) = gradient_png();
+    put(&root, "zebra", "b.png", &png);
+    put(&root, "zebra", "a.png", &png);
+    put(&root, "ant", "x.png", &png);
+    put(&root, "ant", "x.png.part", &png);
+    put(&root, "ant", ".hidden.png", &png);
+    put(&root, "ant", "y.tmp", &png);
+    put(&root, "ant", "z~", &png);
+    put(&root, "", "loose.png", &png);
+    fs::create_dir_all(root.join(INBOX).join(".staging")).unwrap();
+    put(&root, ".staging", "s.png", &png);
+    let got: Vec<(Option<String>, String)> = inbox.pending().unwrap().into_iter().map(|f| (f.class, f.name)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (None, "loose.png".to_string()),
+            (Some("ant".into()), "x.png".into()),
+            (Some("zebra".into()), "a.png".into()),
+            (Some("zebra".into()), "b.png".into()),
+        ]
+    );
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn load_identifies_the_file_and_rejects_unusable_ones() {
+    let root = scratch("load");
+    let inbox = Inbox::open(&root).unwrap();
+    let pre = mnist_pre();
+    let (_, png) = gradient_png();
+    put(&root, "7", "good.png", &png);
+    put(&root, "7", "notes.txt", b"not an image");
+    put(&root, "", "loose.png", &png);
+    let big = put(&root, "7", "huge.png", b"");
+    File::options().write(true).open(&big).unwrap().set_len(MAX_FILE_BYTES + 1).unwrap();
+    let files = inbox.pending().unwrap();
+    let by_name = |n: &str| files.iter().find(|f| f.name == n).unwrap();
+
+    let good = inbox.load(by_name("good.png"), &pre).unwrap();
+    assert_eq!(
+        good.id,
+        LedgerFile { class: "7".into(), name: "good.png".into(), len: png.len() as u64, crc: CRC32C.checksum(&png) }
+    );
+    assert_eq!(good.input, pre.decode(&png, "x").unwrap());
+    for bad in ["notes.txt", "loose.png", "huge.png"] {
+        assert!(matches!(inbox.load(by_name(bad), &pre), Err(Error::Image { .. })), "{bad}");
+    }
+    // A file that vanished between listing and loading is an I/O error (not rejected: there is nothing to move).
+    fs::remove_file(by_name("good.png").path.clone()).unwrap();
+    assert!(matches!(inbox.load(by_name("good.png"), &pre), Err(Error::Io { .. })));
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn rejected_files_are_set_aside_with_a_reason_never_lost() {
+    let root = scratch("reject");
+    let inbox = Inbox::open(&root).unwrap();
+    let original = b"definitely not a png".to_vec();
+    put(&root, "cat", "IMG_1.png", &original);
+    let f = inbox.pending().unwrap().remove(0);
+    let dst = inbox.reject(&f, "not a PNG or JPEG image\nsecond line").unwrap();
+    assert_eq!(dst, root.join(REJECTED).join("cat").join("IMG_1.png"));
+    assert_eq!(fs::read(&dst).unwrap(), original, "content kept");
+    assert!(!f.path.exists());
+    assert!(inbox.pending().unwrap().is_empty());
+    // The same name again: kept next to the first, not over it.
+    put(&root, "cat", "IMG_1.png", b"another bad one");
+    let f = inbox.pending().unwrap().remove(0);
+    let dst2 = inbox.reject(&f, "bad again").unwrap();
+    assert_eq!(dst2, root.join(REJECTED).join("cat").join("IMG_1.png-1"));
+    assert_eq!(fs::read(&dst).unwrap(), original);
+    let log = fs::read_to_string(root.join(REJECTED).join(REJECTED_LOG)).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].contains("IMG_1.png") && lines[0].contains("not a PNG or JPEG image second line"), "{log}");
+    assert!(lines[1].contains("IMG_1.png-1") && lines[1].ends_with("bad again"), "{log}");
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn processed_moves_and_reconcile_moves_only_what_the_ledger_learned() {
+    let root = scratch("reconcile");
+    let inbox = Inbox::open(&root).unwrap();
+    let pre = mnist_pre();
+    let (_, png) = gradient_png();
+    let other = encode(
+        &DynamicImage::ImageLuma8(image::GrayImage::from_pixel(28, 28, image::Luma([200]))),
+        image::ImageFormat::Png,
+    );
+    put(&root, "4", "a.png", &png);
+    put(&root, "4", "b.png", &png);
+    put(&root, "5", "c.png", &other);
+    let files = inbox.pending().unwrap();
+    let loaded: Vec<LoadedPhoto> = files.iter().map(|f| inbox.load(f, &pre).unwrap()).collect();
+
+    // Learned and committed a.png and c.png, then "the power went" before they were moved.
+    let ledger = InboxLedger { samples_learned: 2, files: vec![loaded[0].id.clone(), loaded[2].id.clone()] };
+    // A new file with a learned name but other content was not learned: it stays.
+    fs::write(root.join(INBOX).join("5").join("c.png"), &png).unwrap();
+    assert_eq!(inbox.reconcile(&ledger).unwrap(), 1);
+    assert!(root.join(PROCESSED).join("4").join("a.png").is_file());
+    let left: Vec<String> = inbox.pending().unwrap().into_iter().map(|f| f.name).collect();
+    assert_eq!(left, ["b.png", "c.png"]);
+    // Reconciling again moves nothing: idempotent.
+    assert_eq!(inbox.reconcile(&ledger).unwrap(), 0);
+    assert_eq!(inbox.reconcile(&InboxLedger::default()).unwrap(), 0);
+
+    let pending = inbox.pending().unwrap();
+    let refs: Vec<&InboxFile> = pending.iter().collect();
+    let moved = inbox.mark_processed(&refs).unwrap();
+    assert_eq!(moved, vec![root.join(PROCESSED).join("4").join("b.png"), root.join(PROCESSED).join("5").join("c.png")]);
+    assert!(inbox.pending().unwrap().is_empty());
+    assert_eq!(fs::read(&moved[1]).unwrap(), png);
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn in_progress_names() {
+    for n in [".x.png", "a.tmp", "a.png.part", "a.png~"] {
+        assert!(is_in_progress(n), "{n}");
+    }
+    for n in ["a.png", "IMG_0001.JPG", "tmp.png"] {
+        assert!(!is_in_progress(n), "{n}");
+    }
+}
