@@ -256,20 +256,13 @@ impl Method for Holistic {
 
     fn export_state(&self) -> Result<MethodState> {
         if self.bytes_kept() > 0 {
-            return Err(Error::Config(format!(
-                "method {} keeps {} bytes the state store does not hold; it is for host-side comparison",
-                self.name(),
-                self.bytes_kept()
-            )));
+            return Err(super::host_only_state(&self.name(), self.bytes_kept()));
         }
         Ok(MethodState::default())
     }
 
     fn import_state(&mut self, _model: &Model, state: MethodState) -> Result<()> {
-        if state.tasks_seen > 0 || !state.bases.is_empty() || state.fisher.is_some() {
-            return Err(Error::Config(format!("method {}'s state cannot be restored from the store", self.name())));
-        }
-        Ok(())
+        super::import_nothing(&self.name(), &state)
     }
 }
 

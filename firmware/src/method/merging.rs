@@ -282,11 +282,7 @@ impl Method for Merging {
     /// has no place for them), and the task count alone for 1/t averaging and CoMA.
     fn export_state(&self) -> Result<MethodState> {
         if self.bytes_kept() > 0 {
-            return Err(Error::Config(format!(
-                "method {} keeps {} bytes the state store does not hold; it is for host-side comparison",
-                self.name(),
-                self.bytes_kept()
-            )));
+            return Err(super::host_only_state(&self.name(), self.bytes_kept()));
         }
         Ok(MethodState { tasks_seen: self.tasks_seen, ..MethodState::default() })
     }

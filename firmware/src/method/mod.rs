@@ -35,6 +35,23 @@ pub use joint::Joint;
 pub use merging::{MergeRule, Merging, PAM_EPSILON};
 pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};
 
+/// The error `export_state` returns for a host-side comparison method that keeps `bytes` between tasks which the
+/// state store's schema (parameters, bases, one Fisher) has no place for.
+pub(crate) fn host_only_state(name: &str, bytes: usize) -> Error {
+    Error::Config(format!(
+        "method {name} keeps {bytes} bytes the state store does not hold; it is for host-side comparison"
+    ))
+}
+
+/// `import_state` of a method that keeps nothing the state store holds: only an empty state (no task seen, no
+/// bases, no Fisher) is accepted.
+pub(crate) fn import_nothing(name: &str, state: &MethodState) -> Result<()> {
+    if state.tasks_seen > 0 || !state.bases.is_empty() || state.fisher.is_some() {
+        return Err(Error::Config(format!("method {name}'s state cannot be restored from the store")));
+    }
+    Ok(())
+}
+
 /// Everything a method may use besides the model and the task.
 pub struct LearnContext<'a> {
     /// The run's seeded random stream (shuffling, sampling).
