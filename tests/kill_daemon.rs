@@ -32,19 +32,6 @@ const PHOTOS_PER_CYCLE: usize = 4;
 const DAEMON_FLAGS: &[&str] = &["--epochs", "1", "--batch", "4", "--lr", "0.01", "--pause-after-commit", "150"];
 const PAUSE: Duration = Duration::from_millis(150);
 
-/// splitmix64, seeded: the kill moments are random but reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 /// The generation of the newest valid state on disk (0: none).
 fn committed_generation(state: &Path) -> u64 {
     let mut store = StateStore::open(state).expect("open the state store");
@@ -86,7 +73,7 @@ fn sigkill_during_learn_commit_cycles_loses_nothing_and_learns_nothing_twice() {
     let (state, field, log) = (dir.join("state"), dir.join("field"), dir.join("daemon.log"));
     let pty = Pty::open();
     let seed = std::env::var("KILL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_u64);
-    let mut rng = Rng(seed);
+    let mut rng = integration::SplitMix(seed);
     let mut pool = [4usize, 5].map(|c| {
         ds.train_y.iter().enumerate().filter(move |&(_, &l)| l == c).map(|(i, _)| i).collect::<Vec<_>>().into_iter()
     });
@@ -153,11 +140,11 @@ fn sigkill_during_learn_commit_cycles_loses_nothing_and_learns_nothing_twice() {
         // Cycle 0 measures how long a learn takes (killed only after its reply); later cycles draw the moment.
         let train = last_learn.saturating_sub(PAUSE).as_micros().max(1) as u64;
         let pause = PAUSE.as_micros() as u64;
-        let delay = Duration::from_micros(match rng.next() % 3 {
+        let delay = Duration::from_micros(match rng.next_u64() % 3 {
             _ if cycle == 0 => 120_000_000,
-            0 => rng.next() % train,
-            1 => train + rng.next() % pause,
-            _ => train + pause + rng.next() % (train / 2 + 1),
+            0 => rng.next_u64() % train,
+            1 => train + rng.next_u64() % pause,
+            _ => train + pause + rng.next_u64() % (train / 2 + 1),
         });
         // A killer thread SIGKILLs the daemon `delay` after the request is sent (the child is reaped only by
         // `daemon.kill()` below, so its pid cannot be reused meanwhile). The reply, if any, comes before.

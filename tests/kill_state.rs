@@ -16,26 +16,13 @@ const CYCLES: usize = 100;
 /// State size: ~400 bytes per unit, so ~200 KB per commit (long enough for kills to land mid-write).
 const SCALE: usize = 500;
 
-/// splitmix64, seeded: the kill moments are random but reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 #[test]
 fn sigkill_at_random_moments_never_loses_or_tears_committed_state() {
     let exe = env!("CARGO_BIN_EXE_state_churn");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kill-state-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let seed = std::env::var("KILL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_u64);
-    let mut rng = Rng(seed);
+    let mut rng = integration::SplitMix(seed);
     let started = Instant::now();
 
     let mut last_loaded = 0u64;
@@ -57,7 +44,7 @@ fn sigkill_at_random_moments_never_loses_or_tears_committed_state() {
                 .filter_map(|l| l.strip_prefix("committed ").and_then(|g| g.parse::<u64>().ok()))
                 .last()
         });
-        std::thread::sleep(Duration::from_micros(rng.next() % 30_001));
+        std::thread::sleep(Duration::from_micros(rng.next_u64() % 30_001));
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("wait");
         let acked = reader.join().expect("reader thread");

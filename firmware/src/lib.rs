@@ -33,6 +33,9 @@ pub mod selftest;
 pub mod store;
 pub mod train;
 
+#[cfg(test)]
+mod test_util;
+
 pub use error::{Error, Result};
 
 /// The small set of names most users need.

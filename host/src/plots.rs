@@ -268,51 +268,23 @@ fn both(
 
 /// Every plot of the comparison, per stream: `heatmaps-`, `acc-curve-`, `alpha-`, `acc-vs-memory-<stream>`,
 /// each `.png` and `.svg`, in `out`.
-// The closures are not redundant: they give each backend its own instance of the generic plot functions, which
-// the fn items alone cannot (the drawing area's lifetime is higher-ranked).
-#[allow(clippy::redundant_closure)]
 pub fn write_all(cmp: &Comparison, out: &Path) -> Result<()> {
     ensure_font()?;
     std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
+    // One closure per backend: each instantiates the generic plot function for that backend, which a fn item
+    // alone cannot (the drawing area's lifetime is higher-ranked).
+    macro_rules! figure {
+        ($stem:expr, $size:expr, $plot:ident, $stream:expr, $aggs:expr) => {
+            both(out, &$stem, $size, |r, s, a| $plot(r, s, a), |r, s, a| $plot(r, s, a), $stream, $aggs)
+        };
+    }
     for (stream, aggs) in by_stream(cmp) {
         let s = slug(&stream);
         let rows = aggs.len().div_ceil(4).max(1) as u32;
-        both(
-            out,
-            &format!("heatmaps-{s}"),
-            (1200, 40 + 300 * rows),
-            |r, s, a| heatmaps(r, s, a),
-            |r, s, a| heatmaps(r, s, a),
-            &stream,
-            &aggs,
-        )?;
-        both(
-            out,
-            &format!("acc-curve-{s}"),
-            (900, 560),
-            |r, s, a| acc_curves(r, s, a),
-            |r, s, a| acc_curves(r, s, a),
-            &stream,
-            &aggs,
-        )?;
-        both(
-            out,
-            &format!("alpha-{s}"),
-            (900, 560),
-            |r, s, a| alphas(r, s, a),
-            |r, s, a| alphas(r, s, a),
-            &stream,
-            &aggs,
-        )?;
-        both(
-            out,
-            &format!("acc-vs-memory-{s}"),
-            (900, 560),
-            |r, s, a| acc_vs_memory(r, s, a),
-            |r, s, a| acc_vs_memory(r, s, a),
-            &stream,
-            &aggs,
-        )?;
+        figure!(format!("heatmaps-{s}"), (1200, 40 + 300 * rows), heatmaps, &stream, &aggs)?;
+        figure!(format!("acc-curve-{s}"), (900, 560), acc_curves, &stream, &aggs)?;
+        figure!(format!("alpha-{s}"), (900, 560), alphas, &stream, &aggs)?;
+        figure!(format!("acc-vs-memory-{s}"), (900, 560), acc_vs_memory, &stream, &aggs)?;
     }
     Ok(())
 }

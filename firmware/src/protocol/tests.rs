@@ -431,16 +431,7 @@ fn fuzz_seeds() -> Vec<(String, Vec<u8>)> {
 #[test]
 #[ignore = "writes into fuzz/corpus; run by hand after a protocol change"]
 fn write_fuzz_seeds() {
-    std::fs::create_dir_all(SEED_DIR).unwrap();
-    for entry in std::fs::read_dir(SEED_DIR).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("seed-") {
-            std::fs::remove_file(path).unwrap();
-        }
-    }
-    for (name, bytes) in fuzz_seeds() {
-        std::fs::write(format!("{SEED_DIR}/{name}"), bytes).unwrap();
-    }
+    crate::test_util::write_fuzz_seeds(SEED_DIR, fuzz_seeds());
 }
 
 #[test]

@@ -598,16 +598,7 @@ fn fuzz_seeds() -> Vec<(String, Vec<u8>)> {
 #[test]
 #[ignore = "writes into fuzz/corpus; run by hand after a format change"]
 fn write_fuzz_seeds() {
-    fs::create_dir_all(SEED_DIR).unwrap();
-    for entry in fs::read_dir(SEED_DIR).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("seed-") {
-            fs::remove_file(path).unwrap();
-        }
-    }
-    for (name, bytes) in fuzz_seeds() {
-        fs::write(format!("{SEED_DIR}/{name}"), bytes).unwrap();
-    }
+    crate::test_util::write_fuzz_seeds(SEED_DIR, fuzz_seeds());
 }
 
 #[test]
