@@ -6,11 +6,20 @@
 #      matrix and alpha per task, and re-export the adapted model as ONNX;
 #   3. an external client (onnx.checker + onnxruntime, scripts/check-onnx.py) checks the re-exported file and
 #      compares its outputs with the device's on real test images.
+#
+# EDGELEARN_PROFILE=dev runs the same steps with the dev build (CI does, to reuse the build of the test run;
+# every package is built at opt-level 2 there, and the results are the same numbers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-data.sh
-cargo build --release --quiet -p host
-HOST=target/release/host
+profile=${EDGELEARN_PROFILE:-release}
+case "$profile" in
+  release) dir=release ;;
+  dev) dir=debug ;;
+  *) echo "demo.sh: EDGELEARN_PROFILE must be release or dev, not '$profile'" >&2; exit 2 ;;
+esac
+cargo build --profile "$profile" --quiet -p host
+HOST="${CARGO_TARGET_DIR:-target}/$dir/host"
 out=out/demo
 mkdir -p "$out"
 echo "== host: pre-train on digits 0-3 and export ONNX"
