@@ -118,7 +118,8 @@ def main() -> int:
         ort1 = time_ort(prefix, batches, reps, 1)
         for (b, tm, tmin), (_, om, omin) in zip(t["runs"], ort1):
             ratio = tm / om
-            rows.append((Path(t["model"]).name, t["cut"], t["optimized"], b, tm, om, ratio))
+            plan = t.get("plan") or ("optimised" if t["optimized"] else "typed (into_optimized fails)")
+            rows.append((Path(t["model"]).name, t["cut"], plan, b, tm, om, ratio))
             print(
                 f"{Path(t['model']).name} → {t['cut']}, batch {b}: tract {tm:.2f} ms (min {tmin:.2f}), "
                 f"onnxruntime {om:.2f} ms (min {omin:.2f}), tract/onnxruntime {ratio:.2f}"
@@ -127,8 +128,7 @@ def main() -> int:
         "| model → cut | tract plan | batch | tract median ms | onnxruntime median ms | tract / onnxruntime |",
         "|---|---|---|---|---|---|",
     ]
-    for name, cut, opt, b, tm, om, ratio in rows:
-        plan = "optimised" if opt else "typed (into_optimized fails)"
+    for name, cut, plan, b, tm, om, ratio in rows:
         table.append(f"| `{name}` → `{cut}` | {plan} | {b} | {tm:.2f} | {om:.2f} | {ratio:.2f} |")
     body = "\n".join(
         [

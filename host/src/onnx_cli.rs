@@ -407,7 +407,7 @@ pub fn device_learn(a: &DeviceLearnArgs) -> Result<()> {
         "loaded {}: cut at '{}' → {frozen} frozen nodes in tract ({}), trainable: {} ({} parameters)",
         a.model.display(),
         file.cut_tensor(&cut)?,
-        dm.prefix.as_ref().map_or("none", |p| if p.is_optimized() { "optimised plan" } else { "typed plan" }),
+        dm.prefix.as_ref().map_or("none", |p| p.plan_kind().describe()),
         dm.trainable
             .trunk
             .iter()
@@ -574,6 +574,9 @@ pub struct PrefixTimings {
     pub cut: String,
     /// Whether tract optimised the plan.
     pub optimized: bool,
+    /// How tract runs it ([`firmware::onnx::PlanKind::describe`]).
+    #[serde(default)]
+    pub plan: String,
     /// Per-sample input shape.
     pub input_shape: Vec<usize>,
     /// Timed runs per batch size.
@@ -592,7 +595,7 @@ pub fn prefix_bench(a: &PrefixBenchArgs) -> Result<()> {
         a.cut,
         t0.elapsed().as_secs_f64(),
         prefix.graph.nodes.len(),
-        if prefix.is_optimized() { "optimised" } else { "typed, unoptimised" }
+        prefix.plan_kind().describe()
     );
     if let Some(p) = &a.prefix_out {
         write_bytes(p, &firmware::onnx::encode(&prefix.graph.to_model_proto()))?;
@@ -624,6 +627,7 @@ pub fn prefix_bench(a: &PrefixBenchArgs) -> Result<()> {
         model: a.model.display().to_string(),
         cut: a.cut.clone(),
         optimized: prefix.is_optimized(),
+        plan: prefix.plan_kind().describe().to_string(),
         input_shape: prefix.input_shape().to_vec(),
         reps: a.reps.max(1),
         runs,
