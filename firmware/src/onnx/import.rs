@@ -11,6 +11,7 @@ use rand::Rng;
 use tract_onnx::prelude::{
     Datum, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, Tensor, TypedRunnableModel, tvec,
 };
+use tract_onnx::tract_core::optim::Optimizer;
 
 use super::export::{PrefixGraph, default_opset, model_to_proto};
 use super::graph::{GraphIndex, attrs, label};
@@ -309,24 +310,23 @@ fn input_shape(vi: &pb::ValueInfoProto) -> Result<(Option<usize>, Vec<usize>)> {
 
 // ------------------------------------------------------------------------------------------------ frozen prefix
 
-/// Batch size of the main plan when tract optimises the prefix only for a concrete batch (see [`FrozenPrefix`]).
-pub const PLAN_BATCH: usize = 8;
-/// Batch size of the second plan that runs what is left after the chunks of [`PLAN_BATCH`] (padded to it).
-/// tract 0.23.9 cannot optimise some graphs at batch 1 either (its axis-change pass removes the unit batch axis
-/// and then rejects a Conv bias of shape `[C, 1]`), so the smallest concrete plan is for 2.
-pub const SMALL_PLAN_BATCH: usize = 2;
-
 /// How tract runs a [`FrozenPrefix`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlanKind {
     /// One optimised plan for any batch size (symbolic batch axis, or the file's own fixed batch).
     Optimized,
-    /// `into_optimized()` failed for a symbolic batch but works for concrete ones: a plan for [`PLAN_BATCH`]
-    /// samples and one for [`SMALL_PLAN_BATCH`], inputs run in chunks of those, the last chunk padded with zero
-    /// rows. Found on open_nsfw (a tf2onnx ResNet-50): tract's declutter fails with a symbolic batch
-    /// ("Invalid axis" at a strided 1×1 shortcut convolution) and the typed plan runs 2–2.5× slower.
-    OptimizedConcrete,
-    /// Not even that: the typed, unoptimised plan.
+    /// `into_optimized()` failed for a symbolic batch; the plan is optimised for one sample per run (or for the
+    /// file's fixed batch), with tract's whole declutter pass list or, when `change_axes` is `false`, without
+    /// its `ChangeAxes` pass. Found on open_nsfw (a tf2onnx ResNet-50): with a symbolic batch tract 0.23.9's
+    /// declutter fails ("Invalid axis" pulling a strided 1×1 shortcut convolution over a Reshape); at batch 1
+    /// `ChangeAxes` removes the unit batch axis and then rejects a Conv bias of shape `[C, 1]`; without that
+    /// pass it optimises, fuses each convolution's bias/normalisation/ReLU chain, and runs 2.5–4× faster per
+    /// image than the typed plan (and faster per image than a batch-8 plan, docs/benchmarks.md).
+    OptimizedPerSample {
+        /// Whether the `ChangeAxes` declutter pass ran.
+        change_axes: bool,
+    },
+    /// None of those: the typed, unoptimised plan.
     Typed,
 }
 
@@ -335,19 +335,18 @@ impl PlanKind {
     pub fn describe(self) -> &'static str {
         match self {
             PlanKind::Optimized => "optimised",
-            PlanKind::OptimizedConcrete => "optimised for batches of 8 and 2 (symbolic batch fails)",
+            PlanKind::OptimizedPerSample { change_axes: true } => "optimised per sample",
+            PlanKind::OptimizedPerSample { change_axes: false } => "optimised per sample, without ChangeAxes",
             PlanKind::Typed => "typed, unoptimised (into_optimized fails)",
         }
     }
 }
 
-/// The frozen part of a loaded model, run by tract: an optimised plan when tract can optimise it (for a
-/// symbolic batch, else for concrete batch sizes, [`PlanKind`]), the typed (unoptimised) plan otherwise.
+/// The frozen part of a loaded model, run by tract: an optimised plan when tract can optimise it (for any
+/// batch, else per sample, [`PlanKind`]), the typed (unoptimised) plan otherwise.
 #[derive(Clone)]
 pub struct FrozenPrefix {
     plan: Arc<TypedRunnableModel>,
-    /// The plan for the remainder after chunks of `batch` (only with [`PlanKind::OptimizedConcrete`]).
-    small: Option<(Arc<TypedRunnableModel>, usize)>,
     /// The nodes and initializers of the original file up to the cut (re-export copies them).
     pub graph: PrefixGraph,
     input_shape: Vec<usize>,
@@ -445,41 +444,46 @@ impl FrozenPrefix {
             output_shape: Vec::new(),
         };
         let prefix_proto = graph.to_model_proto();
-        let (plan, small, batch, kind) = guarded("loading the frozen prefix", || {
+        let (plan, batch, kind) = guarded("loading the frozen prefix", || {
             let inference =
                 tract_onnx::onnx().model_for_proto_model(&prefix_proto).map_err(tract_err("reading the prefix"))?;
             let symbolic = match inference.clone().into_optimized() {
                 Ok(m) => {
                     let plan = m.into_runnable().map_err(tract_err("planning the optimised prefix"))?;
-                    return Ok((plan, None, fixed_batch, PlanKind::Optimized));
+                    return Ok((plan, fixed_batch, PlanKind::Optimized));
                 }
                 Err(e) => e,
             };
-            if fixed_batch.is_none() {
-                let concrete = |b: usize| -> Result<Arc<TypedRunnableModel>> {
-                    let mut shape = vec![b];
-                    shape.extend_from_slice(input_shape);
-                    let m = inference
-                        .clone()
-                        .with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))
-                        .and_then(|m| m.into_optimized())
-                        .map_err(tract_err("optimising the prefix for a concrete batch"))?;
-                    m.into_runnable().map_err(tract_err("planning the optimised prefix"))
-                };
-                match (concrete(PLAN_BATCH), concrete(SMALL_PLAN_BATCH)) {
-                    (Ok(big), Ok(small)) => {
+            // Optimise for a concrete batch (the file's, else one sample per run), with or without ChangeAxes.
+            let b = fixed_batch.unwrap_or(1);
+            let concrete = |change_axes: bool| -> Result<Arc<TypedRunnableModel>> {
+                let mut shape = vec![b];
+                shape.extend_from_slice(input_shape);
+                let mut typed = inference
+                    .clone()
+                    .with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))
+                    .and_then(|m| m.into_typed())
+                    .map_err(tract_err("typing the prefix for a concrete batch"))?;
+                let mut declutter = Optimizer::declutter();
+                if !change_axes {
+                    declutter.passes.retain(|p| format!("{p:?}") != "ChangeAxes");
+                }
+                declutter.session().optimize(&mut typed).map_err(tract_err("decluttering the prefix"))?;
+                typed.optimize().map_err(tract_err("optimising the prefix"))?;
+                typed.into_runnable().map_err(tract_err("planning the optimised prefix"))
+            };
+            for change_axes in [true, false] {
+                match concrete(change_axes) {
+                    Ok(plan) => {
+                        let kind = PlanKind::OptimizedPerSample { change_axes };
                         tracing::info!(
-                            "tract optimises the frozen prefix only for a concrete batch ({symbolic:#}); running \
-                             it in chunks of {PLAN_BATCH} and {SMALL_PLAN_BATCH}"
+                            "tract cannot optimise the frozen prefix for any batch size ({symbolic:#}); running it \
+                             {}",
+                            kind.describe()
                         );
-                        return Ok((
-                            big,
-                            Some((small, SMALL_PLAN_BATCH)),
-                            Some(PLAN_BATCH),
-                            PlanKind::OptimizedConcrete,
-                        ));
+                        return Ok((plan, Some(b), kind));
                     }
-                    (Err(e), _) | (_, Err(e)) => tracing::debug!("no concrete-batch plan either: {e}"),
+                    Err(e) => tracing::debug!("no optimised plan for batch {b} (ChangeAxes: {change_axes}): {e}"),
                 }
             }
             tracing::warn!(
@@ -487,10 +491,10 @@ impl FrozenPrefix {
             );
             let typed = inference.into_typed().map_err(tract_err("typing the prefix"))?;
             let plan = typed.into_runnable().map_err(tract_err("planning the typed prefix"))?;
-            Ok((plan, None, fixed_batch, PlanKind::Typed))
+            Ok((plan, fixed_batch, PlanKind::Typed))
         })?;
         tracing::info!(cut, nodes = graph.nodes.len(), plan = ?kind, "frozen prefix loaded in tract");
-        let mut p = Self { plan, small, graph: graph.clone(), input_shape: input_shape.to_vec(), batch, kind };
+        let mut p = Self { plan, graph: graph.clone(), input_shape: input_shape.to_vec(), batch, kind };
         // Per-sample output shape: from the plan's output fact when it is concrete, else by a probe run.
         let fact_shape: Option<Vec<usize>> = p.plan.model().output_fact(0).ok().and_then(|f| {
             f.shape.dims().iter().skip(1).map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok())).collect()
@@ -499,7 +503,7 @@ impl FrozenPrefix {
             Some(s) if !s.is_empty() => s,
             _ => {
                 let probe = Array2::<f32>::zeros((p.batch.unwrap_or(2), p.input_len()));
-                let (_, shape) = p.run_raw(&p.plan, &probe.view())?;
+                let (_, shape) = p.run_raw(&probe.view())?;
                 shape.get(1..).map(<[usize]>::to_vec).unwrap_or_default()
             }
         };
@@ -544,14 +548,14 @@ impl FrozenPrefix {
         self.kind
     }
 
-    /// Run one tract call of `plan` on `x (n, input_len)`; returns the flat output and its full shape.
-    fn run_raw(&self, plan: &Arc<TypedRunnableModel>, x: &ArrayView2<'_, f32>) -> Result<(Vec<f32>, Vec<usize>)> {
+    /// Run one tract call on `x (n, input_len)`; returns the flat output and its full shape.
+    fn run_raw(&self, x: &ArrayView2<'_, f32>) -> Result<(Vec<f32>, Vec<usize>)> {
         let mut shape = vec![x.nrows()];
         shape.extend_from_slice(&self.input_shape);
         let data: Vec<f32> = x.iter().copied().collect();
         guarded("running the frozen prefix", || {
             let t = Tensor::from_shape(&shape, &data).map_err(tract_err("input tensor"))?;
-            let out = plan.run(tvec!(t.into_tvalue())).map_err(tract_err("running the frozen prefix"))?;
+            let out = self.plan.run(tvec!(t.into_tvalue())).map_err(tract_err("running the frozen prefix"))?;
             let first = out.first().ok_or_else(|| Error::Tract("the prefix produced no output".into()))?;
             let cast = first.cast_to::<f32>().map_err(tract_err("prefix output to f32"))?;
             let view = cast.to_plain_array_view::<f32>().map_err(tract_err("prefix output"))?;
@@ -561,9 +565,8 @@ impl FrozenPrefix {
 
     /// Features of `x (n, input_len)`, shape `(n, feature_len)`, computed in one tract run (so operators that
     /// mix samples, such as batch-statistics normalisation, see the whole batch). A plan for a fixed batch size
-    /// `b` (the file's, or [`PlanKind::OptimizedConcrete`]'s) is run in chunks of `b`, the last one padded with
-    /// zero rows; with [`PlanKind::OptimizedConcrete`] what is left after the chunks of [`PLAN_BATCH`] runs in
-    /// chunks of [`SMALL_PLAN_BATCH`].
+    /// `b` (the file's, or one sample with [`PlanKind::OptimizedPerSample`]) is run in chunks of `b`, the last one
+    /// padded with zero rows.
     pub fn run(&self, x: &ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         if x.ncols() != self.input_len() {
             return Err(shape_err("frozen prefix input", self.input_len(), x.ncols()));
@@ -573,26 +576,15 @@ impl FrozenPrefix {
         if n == 0 {
             return Ok(Array2::zeros((0, f)));
         }
-        // (start, end, plan, plan batch) per tract call.
-        let mut chunks: Vec<(usize, usize, &Arc<TypedRunnableModel>, Option<usize>)> = Vec::new();
-        match self.batch {
-            None => chunks.push((0, n, &self.plan, None)),
-            Some(b) => {
-                let full = match &self.small {
-                    Some(_) => n / b * b,
-                    None => n,
-                };
-                chunks.extend((0..full).step_by(b).map(|s| (s, (s + b).min(full), &self.plan, Some(b))));
-                if let Some((small, sb)) = &self.small {
-                    chunks.extend((full..n).step_by(*sb).map(|s| (s, (s + sb).min(n), small, Some(*sb))));
-                }
-            }
-        }
+        let chunks: Vec<(usize, usize)> = match self.batch {
+            None => vec![(0, n)],
+            Some(b) => (0..n).step_by(b).map(|s| (s, (s + b).min(n))).collect(),
+        };
         let mut out = Array2::<f32>::zeros((n, f));
-        for (start, end, plan, batch) in chunks {
+        for (start, end) in chunks {
             let rows = x.slice(s![start..end, ..]);
             let padded;
-            let input = match batch {
+            let input = match self.batch {
                 Some(b) if end - start < b => {
                     let mut p = Array2::<f32>::zeros((b, self.input_len()));
                     p.slice_mut(s![..end - start, ..]).assign(&rows);
@@ -601,7 +593,7 @@ impl FrozenPrefix {
                 }
                 _ => rows,
             };
-            let (data, shape) = self.run_raw(plan, &input)?;
+            let (data, shape) = self.run_raw(&input)?;
             if shape.first() != Some(&input.nrows()) || data.len() != input.nrows() * f {
                 return Err(shape_err("frozen prefix output", (input.nrows(), &self.graph.output_shape), shape));
             }
