@@ -52,10 +52,17 @@ pub fn evaluate_all(model: &mut Model, stream: &Stream) -> Result<Vec<f64>> {
         .collect()
 }
 
-/// Outputs a single-head model needs to learn task `i` of a single-head stream: every class of tasks `0..=i`
-/// (labels are global, in order of first appearance). `None` for multi-head streams.
+/// Outputs a single-head model needs to learn task `i` of a single-head stream: every distinct class of tasks
+/// `0..=i` (labels are global, in order of first appearance). Tasks that share their classes, as Permuted-MNIST's
+/// do (digits 0–9 in every task), need no new outputs. `None` for multi-head streams.
 pub fn outputs_needed(stream: &Stream, i: usize) -> Option<usize> {
-    (!stream.multi_head).then(|| stream.tasks[..=i].iter().map(|t| t.classes.len()).sum())
+    (!stream.multi_head).then(|| {
+        stream.tasks[..=i]
+            .iter()
+            .flat_map(|t| t.classes.iter().copied())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    })
 }
 
 /// Learn the stream's tasks in order with `method`, evaluating on all tasks' test sets after each one.
@@ -114,4 +121,45 @@ pub fn run(
         seconds: t0.elapsed().as_secs_f64(),
     };
     Ok((result, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use firmware::data::Samples;
+    use ndarray::Array2;
+
+    use super::*;
+    use crate::data::stream::StreamTask;
+
+    fn stream(classes: &[&[usize]], multi_head: bool) -> Stream {
+        let empty = || Samples::new(Array2::zeros((0, 1)), Vec::new()).unwrap();
+        let tasks = classes
+            .iter()
+            .enumerate()
+            .map(|(id, c)| StreamTask {
+                id,
+                name: format!("task {id}"),
+                classes: c.to_vec(),
+                head: 0,
+                train: empty(),
+                val: empty(),
+                test: empty(),
+            })
+            .collect();
+        Stream { name: "t".into(), channels: 1, rows: 1, cols: 1, multi_head, head_sizes: vec![10], tasks }
+    }
+
+    #[test]
+    fn outputs_needed_counts_distinct_classes() {
+        // Permuted-MNIST: every task has digits 0-9; the single head stays 10 wide (it grew to 100 before).
+        let digits: Vec<usize> = (0..10).collect();
+        let pmnist = stream(&[&digits, &digits, &digits], false);
+        assert_eq!(outputs_needed(&pmnist, 0), Some(10));
+        assert_eq!(outputs_needed(&pmnist, 2), Some(10));
+        // Class-incremental Split-MNIST: 2 new classes per task.
+        let split = stream(&[&[0, 1], &[2, 3], &[4, 5]], false);
+        assert_eq!(outputs_needed(&split, 0), Some(2));
+        assert_eq!(outputs_needed(&split, 2), Some(6));
+        assert_eq!(outputs_needed(&stream(&[&[0, 1]], true), 0), None);
+    }
 }
