@@ -473,7 +473,10 @@ impl FrozenPrefix {
                 typed.optimize().map_err(tract_err("optimising the prefix"))?;
                 typed.into_runnable().map_err(tract_err("planning the optimised prefix"))
             };
-            for change_axes in [true, false] {
+            // With the file's own fixed batch, the first attempt above already had these concrete facts and the
+            // whole pass list: only the attempt without ChangeAxes is new.
+            let attempts: &[bool] = if fixed_batch.is_some() { &[false] } else { &[true, false] };
+            for &change_axes in attempts {
                 match concrete(change_axes) {
                     Ok(plan) => {
                         let kind = PlanKind::OptimizedPerSample { change_axes };
