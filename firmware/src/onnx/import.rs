@@ -305,6 +305,13 @@ fn input_shape(vi: &pb::ValueInfoProto) -> Result<(Option<usize>, Vec<usize>)> {
             }
         }
     }
+    // A fixed batch is what every tract run of the prefix gets (smaller inputs are padded to it): bound it like
+    // the sample, so a file cannot make the loader allocate without limit.
+    if let Some(b) = fixed
+        && b.checked_mul(len).is_none_or(|total| total > 1 << 28)
+    {
+        return Err(unsupported(format!("a fixed batch of {b} samples is more than 2^28 input values")));
+    }
     Ok((fixed, shape))
 }
 

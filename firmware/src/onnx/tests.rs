@@ -300,6 +300,15 @@ fn corrupt_truncated_and_foreign_bytes_are_typed_errors() {
         t.elem_type = pb::tensor_proto::DataType::Int64 as i32;
     }
     assert!(matches!(OnnxModel::from_proto(proto), Err(Error::OnnxUnsupported { .. })));
+    // A fixed batch so large that padding a run to it could not be allocated (2^40 samples of 256 values).
+    let mut proto = model_to_proto(&model, None).unwrap();
+    if let Some(pb::type_proto::Value::TensorType(t)) =
+        proto.graph.as_mut().unwrap().input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.shape.as_mut().unwrap().dim[0].value = Some(pb::tensor_shape_proto::dimension::Value::DimValue(1 << 40));
+    }
+    let err = OnnxModel::from_proto(proto);
+    assert!(matches!(&err, Err(Error::OnnxUnsupported { reason, .. }) if reason.contains("fixed batch")), "{err:?}");
     // External weights.
     let mut proto = model_to_proto(&model, None).unwrap();
     proto.graph.as_mut().unwrap().initializer[0].data_location = Some(pb::tensor_proto::DataLocation::External as i32);
