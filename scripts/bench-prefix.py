@@ -116,20 +116,28 @@ def main() -> int:
         batches = [r[0] for r in t["runs"]]
         reps = t.get("reps", 10)
         ort1 = time_ort(prefix, batches, reps, 1)
-        for (b, tm, tmin), (_, om, omin) in zip(t["runs"], ort1):
+        # onnxruntime on the graph as the loader rewrote it for tract (host prefix-bench --rewritten-out).
+        rewritten = t.get("rewritten_file")
+        ort_rw = time_ort(Path(rewritten), batches, reps, 1) if rewritten else [(b, None, None) for b in batches]
+        for (b, tm, tmin), (_, om, omin), (_, rm, _) in zip(t["runs"], ort1, ort_rw):
             ratio = tm / om
             plan = t.get("plan") or ("optimised" if t["optimized"] else "typed (into_optimized fails)")
-            rows.append((Path(t["model"]).name, t["cut"], plan, b, tm, om, ratio))
+            rw = t.get("rewrites") or {}
+            nodes = f"{rw['nodes_before']} → {rw['nodes_after']}" if rw.get("nodes_before") else "–"
+            rows.append((Path(t["model"]).name, t["cut"], plan, nodes, b, tm, om, ratio, rm))
             print(
                 f"{Path(t['model']).name} → {t['cut']}, batch {b}: tract {tm:.2f} ms (min {tmin:.2f}), "
                 f"onnxruntime {om:.2f} ms (min {omin:.2f}), tract/onnxruntime {ratio:.2f}"
+                + (f", onnxruntime on the rewritten graph {rm:.2f} ms" if rm is not None else "")
             )
     table = [
-        "| model → cut | tract plan | batch | tract median ms | onnxruntime median ms | tract / onnxruntime |",
-        "|---|---|---|---|---|---|",
+        "| model → cut | tract plan | nodes (file → tract) | batch | tract median ms | onnxruntime median ms "
+        "| **tract / onnxruntime** | onnxruntime on tract's rewritten graph, ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, cut, plan, b, tm, om, ratio in rows:
-        table.append(f"| `{name}` → `{cut}` | {plan} | {b} | {tm:.2f} | {om:.2f} | {ratio:.2f} |")
+    for name, cut, plan, nodes, b, tm, om, ratio, rm in rows:
+        rms = f"{rm:.2f}" if rm is not None else "–"
+        table.append(f"| `{name}` → `{cut}` | {plan} | {nodes} | {b} | {tm:.2f} | {om:.2f} | **{ratio:.2f}** | {rms} |")
     body = "\n".join(
         [
             preamble.strip(),

@@ -108,11 +108,31 @@ fn open_nsfw_backbone_with_a_new_head_learns_two_mnist_tasks() {
         t0.elapsed().as_secs_f64(),
         prefix.plan_kind().describe()
     );
-    // tract 0.23.9 cannot optimise this graph for a symbolic batch, nor at batch 1 with its ChangeAxes pass; the
-    // loader then optimises it per sample without that pass instead of falling back to the slower typed plan.
-    assert_eq!(prefix.plan_kind(), PlanKind::OptimizedPerSample { change_axes: false });
+    // The loader's rewrites (firmware/src/onnx/simplify.rs) take out the converter's float casts, the transposes
+    // around every convolution (all but the input's and two on the padding arithmetic) and fold each convolution's
+    // bias and batch-norm chain into its weights.
+    let rw = prefix.rewrites();
+    eprintln!("rewritten for tract: {}", rw.describe());
+    assert!(rw.transposes_before >= 100 && rw.transposes_after <= 3, "{rw:?}");
+    assert!(rw.folded_into_conv >= 4 * 53 - 4 && rw.casts_dropped >= 290, "{rw:?}");
+    // tract 0.23.9 still cannot optimise it for a symbolic batch (a strided 1×1 shortcut convolution); per sample
+    // it now optimises with every declutter pass.
+    assert_eq!(prefix.plan_kind(), PlanKind::OptimizedPerSample { change_axes: true });
 
     let ds = host::data::load_mnist(&host::data::data_dir().join("mnist")).unwrap();
+    // The rewritten graph computes the file's features: against tract on the file's own nodes, 3 images.
+    {
+        let plain = OnnxModel::open(&backbone_path()).unwrap().with_rewrites(false).prefix(FEATURES).unwrap();
+        assert_eq!(plain.rewrites(), Default::default());
+        let data: Vec<f32> =
+            ds.test_x.rows().into_iter().take(3).flat_map(|r| to_backbone_input(r.as_slice().unwrap())).collect();
+        let rows = Array2::from_shape_vec((3, SIDE * SIDE * 3), data).unwrap();
+        let (want, got) = (plain.run(&rows.view()).unwrap(), prefix.run(&rows.view()).unwrap());
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = (&want - &got).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        eprintln!("rewritten vs file's nodes: max |Δ| {d:.2e} (max |feature| {scale:.2})");
+        assert!(d <= 1e-4 * scale.max(1.0), "rewritten prefix differs by {d}");
+    }
     // Running per sample changes no row: 11 images at once give the same features as each image on its own.
     {
         let data: Vec<f32> =

@@ -557,9 +557,16 @@ pub struct PrefixBenchArgs {
     /// Timed runs per batch size (after one warm-up run).
     #[arg(long, default_value_t = 10)]
     pub reps: usize,
-    /// Write the prefix as a standalone ONNX file here.
+    /// Write the prefix as a standalone ONNX file here (the file's own nodes: what onnxruntime is timed on).
     #[arg(long)]
     pub prefix_out: Option<PathBuf>,
+    /// Also write the prefix as the loader rewrites it for tract (`firmware::onnx::rewrite_for_tract`), so that
+    /// onnxruntime can be timed on that graph too.
+    #[arg(long)]
+    pub rewritten_out: Option<PathBuf>,
+    /// Hand tract the file's nodes as they are (no loader rewrites).
+    #[arg(long)]
+    pub no_rewrite: bool,
     /// Write the timings as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -577,6 +584,12 @@ pub struct PrefixTimings {
     /// How tract runs it ([`firmware::onnx::PlanKind::describe`]).
     #[serde(default)]
     pub plan: String,
+    /// What the loader's graph rewrites changed before tract planned the prefix.
+    #[serde(default)]
+    pub rewrites: firmware::onnx::Rewrites,
+    /// Where `--rewritten-out` wrote the rewritten prefix.
+    #[serde(default)]
+    pub rewritten_file: Option<String>,
     /// Per-sample input shape.
     pub input_shape: Vec<usize>,
     /// Timed runs per batch size.
@@ -587,7 +600,7 @@ pub struct PrefixTimings {
 
 /// Time the prefix in tract.
 pub fn prefix_bench(a: &PrefixBenchArgs) -> Result<()> {
-    let file = OnnxModel::open(&a.model)?;
+    let file = OnnxModel::open(&a.model)?.with_rewrites(!a.no_rewrite);
     let t0 = Instant::now();
     let prefix = file.prefix(&a.cut)?;
     println!(
@@ -597,9 +610,15 @@ pub fn prefix_bench(a: &PrefixBenchArgs) -> Result<()> {
         prefix.graph.nodes.len(),
         prefix.plan_kind().describe()
     );
+    println!("rewritten for tract: {}", prefix.rewrites().describe());
     if let Some(p) = &a.prefix_out {
         write_bytes(p, &firmware::onnx::encode(&prefix.graph.to_model_proto()))?;
         println!("standalone prefix written to {}", p.display());
+    }
+    if let Some(p) = &a.rewritten_out {
+        let (rewritten, _) = firmware::onnx::rewrite_for_tract(&prefix.graph.to_model_proto());
+        write_bytes(p, &firmware::onnx::encode(&rewritten))?;
+        println!("the prefix as rewritten for tract written to {}", p.display());
     }
     let mut rng = firmware::seeded_rng(7);
     let mut runs = Vec::new();
@@ -628,6 +647,8 @@ pub fn prefix_bench(a: &PrefixBenchArgs) -> Result<()> {
         cut: a.cut.clone(),
         optimized: prefix.is_optimized(),
         plan: prefix.plan_kind().describe().to_string(),
+        rewrites: prefix.rewrites(),
+        rewritten_file: a.rewritten_out.as_ref().map(|p| p.display().to_string()),
         input_shape: prefix.input_shape().to_vec(),
         reps: a.reps.max(1),
         runs,

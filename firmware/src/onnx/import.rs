@@ -15,6 +15,7 @@ use tract_onnx::tract_core::optim::Optimizer;
 
 use super::export::{PrefixGraph, default_opset, model_to_proto};
 use super::graph::{GraphIndex, attrs, label};
+use super::simplify::{self, Rewrites};
 use super::{OPSETS, encode, pb, read_f32, read_i64};
 use crate::error::{Error, Result, shape_err};
 use crate::nn::{BATCH_NORM_EPS, BatchNorm, Conv2d, Flatten, Layer, Linear, MaxPool2d, Mode, Model, Relu};
@@ -56,6 +57,7 @@ pub struct OnnxModel {
     proto: pb::ModelProto,
     input_shape: Vec<usize>,
     fixed_batch: Option<usize>,
+    rewrite: bool,
 }
 
 impl OnnxModel {
@@ -115,7 +117,15 @@ impl OnnxModel {
         }
         let vi = g.input.iter().find(|v| v.name == input).ok_or_else(|| Error::OnnxInvalid("input lost".into()))?;
         let (fixed_batch, input_shape) = input_shape(vi)?;
-        Ok(Self { proto, input_shape, fixed_batch })
+        Ok(Self { proto, input_shape, fixed_batch, rewrite: true })
+    }
+
+    /// Whether frozen prefixes cut from this file are rewritten before tract plans them (the default; see
+    /// [`Rewrites`]). `false` hands tract the file's nodes as they are: slower on converted models, useful to
+    /// compare against.
+    pub fn with_rewrites(mut self, rewrite: bool) -> Self {
+        self.rewrite = rewrite;
+        self
     }
 
     /// The decoded protobuf.
@@ -171,7 +181,7 @@ impl OnnxModel {
         if idx.is_input(cut) {
             return Err(Error::OnnxCut(format!("'{cut}' is the graph input: there is nothing to freeze")));
         }
-        FrozenPrefix::build(&self.proto, &idx, self.input_info()?, cut, &self.input_shape, self.fixed_batch)
+        FrozenPrefix::build(self, &idx, self.input_info()?, cut)
     }
 
     /// Split at `cut`: the part before runs in tract, frozen; the part after becomes native trainable layers
@@ -183,14 +193,7 @@ impl OnnxModel {
         let (prefix, shape) = if idx.is_input(&tensor) {
             (None, self.input_shape.clone())
         } else {
-            let p = FrozenPrefix::build(
-                &self.proto,
-                &idx,
-                self.input_info()?,
-                &tensor,
-                &self.input_shape,
-                self.fixed_batch,
-            )?;
+            let p = FrozenPrefix::build(self, &idx, self.input_info()?, &tensor)?;
             let shape = p.feature_shape().to_vec();
             (Some(p), shape)
         };
@@ -361,6 +364,7 @@ pub struct FrozenPrefix {
     /// The batch size `plan` runs (`None`: any).
     batch: Option<usize>,
     kind: PlanKind,
+    rewrites: Rewrites,
 }
 
 impl std::fmt::Debug for FrozenPrefix {
@@ -373,6 +377,7 @@ impl std::fmt::Debug for FrozenPrefix {
             .field("nodes", &self.graph.nodes.len())
             .field("plan", &self.kind)
             .field("batch", &self.batch)
+            .field("rewrites", &self.rewrites)
             .finish()
     }
 }
@@ -430,14 +435,8 @@ fn check_window_attrs(n: &pb::NodeProto, i: usize) -> Result<()> {
 }
 
 impl FrozenPrefix {
-    fn build(
-        proto: &pb::ModelProto,
-        idx: &GraphIndex<'_>,
-        input: &pb::ValueInfoProto,
-        cut: &str,
-        input_shape: &[usize],
-        fixed_batch: Option<usize>,
-    ) -> Result<Self> {
+    fn build(file: &OnnxModel, idx: &GraphIndex<'_>, input: &pb::ValueInfoProto, cut: &str) -> Result<Self> {
+        let (proto, input_shape, fixed_batch) = (&file.proto, file.input_shape.as_slice(), file.fixed_batch);
         let nodes = idx.ancestors(cut);
         for &i in &nodes {
             check_window_attrs(idx.node(i), i)?;
@@ -451,7 +450,16 @@ impl FrozenPrefix {
             output: cut.to_string(),
             output_shape: Vec::new(),
         };
-        let prefix_proto = graph.to_model_proto();
+        // tract plans a rewritten copy (simplify.rs); `graph` keeps the file's nodes for re-export.
+        let original = graph.to_model_proto();
+        // The rewrites check what they read; should one still panic on a hostile graph, tract gets the original.
+        let (prefix_proto, rewrites) = if file.rewrite {
+            catch_unwind(AssertUnwindSafe(|| simplify::for_tract(&original)))
+                .unwrap_or_else(|_| (original.clone(), Rewrites::default()))
+        } else {
+            (original, Rewrites::default())
+        };
+        tracing::debug!("frozen prefix rewritten for tract: {}", rewrites.describe());
         let (plan, batch, kind) = guarded("loading the frozen prefix", || {
             let inference =
                 tract_onnx::onnx().model_for_proto_model(&prefix_proto).map_err(tract_err("reading the prefix"))?;
@@ -504,8 +512,8 @@ impl FrozenPrefix {
             let plan = typed.into_runnable().map_err(tract_err("planning the typed prefix"))?;
             Ok((plan, fixed_batch, PlanKind::Typed))
         })?;
-        tracing::info!(cut, nodes = graph.nodes.len(), plan = ?kind, "frozen prefix loaded in tract");
-        let mut p = Self { plan, graph: graph.clone(), input_shape: input_shape.to_vec(), batch, kind };
+        tracing::info!(cut, nodes = graph.nodes.len(), tract_nodes = rewrites.nodes_after, plan = ?kind, "frozen prefix loaded in tract");
+        let mut p = Self { plan, graph: graph.clone(), input_shape: input_shape.to_vec(), batch, kind, rewrites };
         // Per-sample output shape: from the plan's output fact when it is concrete, else by a probe run.
         let fact_shape: Option<Vec<usize>> = p.plan.model().output_fact(0).ok().and_then(|f| {
             f.shape.dims().iter().skip(1).map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok())).collect()
@@ -559,18 +567,35 @@ impl FrozenPrefix {
         self.kind
     }
 
-    /// Run one tract call on `x (n, input_len)`; returns the flat output and its full shape.
+    /// What the loader's graph rewrites changed before tract planned the prefix.
+    pub fn rewrites(&self) -> Rewrites {
+        self.rewrites
+    }
+
+    /// Run one tract call on `x (n, input_len)`; returns the flat output and its full shape. (One copy in, one
+    /// copy out: contiguous input is handed to tract as a slice, the output is copied out as one slice.)
     fn run_raw(&self, x: &ArrayView2<'_, f32>) -> Result<(Vec<f32>, Vec<usize>)> {
         let mut shape = vec![x.nrows()];
         shape.extend_from_slice(&self.input_shape);
-        let data: Vec<f32> = x.iter().copied().collect();
+        let gathered;
+        let data: &[f32] = match x.as_slice() {
+            Some(s) => s,
+            None => {
+                gathered = x.iter().copied().collect::<Vec<f32>>();
+                &gathered
+            }
+        };
         guarded("running the frozen prefix", || {
-            let t = Tensor::from_shape(&shape, &data).map_err(tract_err("input tensor"))?;
+            let t = Tensor::from_shape(&shape, data).map_err(tract_err("input tensor"))?;
             let out = self.plan.run(tvec!(t.into_tvalue())).map_err(tract_err("running the frozen prefix"))?;
             let first = out.first().ok_or_else(|| Error::Tract("the prefix produced no output".into()))?;
             let cast = first.cast_to::<f32>().map_err(tract_err("prefix output to f32"))?;
             let view = cast.to_plain_array_view::<f32>().map_err(tract_err("prefix output"))?;
-            Ok((view.iter().copied().collect(), cast.shape().to_vec()))
+            let flat = match view.as_slice() {
+                Some(s) => s.to_vec(),
+                None => view.iter().copied().collect(),
+            };
+            Ok((flat, cast.shape().to_vec()))
         })
     }
 
@@ -591,7 +616,7 @@ impl FrozenPrefix {
             None => vec![(0, n)],
             Some(b) => (0..n).step_by(b).map(|s| (s, (s + b).min(n))).collect(),
         };
-        let mut out = Array2::<f32>::zeros((n, f));
+        let mut out = Array2::<f32>::zeros((0, f));
         for (start, end) in chunks {
             let rows = x.slice(s![start..end, ..]);
             let padded;
@@ -609,9 +634,21 @@ impl FrozenPrefix {
                 return Err(shape_err("frozen prefix output", (input.nrows(), &self.graph.output_shape), shape));
             }
             let got = Array2::from_shape_vec((input.nrows(), f), data).map_err(|e| shape_err("prefix output", f, e))?;
-            out.slice_mut(s![start..end, ..]).assign(&got.slice(s![..end - start, ..]));
+            if start == 0 && end == n && got.nrows() == n {
+                out = got; // one run for the whole batch: no copy
+            } else {
+                if out.nrows() == 0 {
+                    out = Array2::zeros((n, f));
+                }
+                out.slice_mut(s![start..end, ..]).assign(&got.slice(s![..end - start, ..]));
+            }
         }
-        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+        let finite = match out.as_slice() {
+            Some(s) => s.iter().all(|v| v.is_finite()),
+            None => out.iter().all(|v| v.is_finite()),
+        };
+        if !finite {
+            let i = out.iter().position(|v| !v.is_finite()).unwrap_or(0);
             return Err(Error::NonFinite(format!("frozen prefix output (flat index {i})")));
         }
         Ok(out)
