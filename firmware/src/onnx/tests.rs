@@ -413,6 +413,7 @@ fn fuzz_seeds() -> Vec<(String, Vec<u8>)> {
         ("seed-valid-foreign-ops".into(), encode(&foreign_model(None))),
         ("seed-valid-foreign-tanh".into(), encode(&foreign_model(Some("Tanh")))),
         ("seed-valid-reexport".into(), reexport),
+        ("seed-valid-nhwc-block-rewritten".into(), encode(&super::tests_simplify::nhwc_block_with_head())),
         ("seed-bad-empty".into(), Vec::new()),
         ("seed-bad-truncated-header".into(), conv_bytes[..20].to_vec()),
         ("seed-bad-truncated-half".into(), conv_bytes[..conv_bytes.len() / 2].to_vec()),

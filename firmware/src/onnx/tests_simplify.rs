@@ -109,6 +109,18 @@ fn nhwc_block() -> pb::ModelProto {
     model(nodes, inits, &[5, 5, 2], "features")
 }
 
+/// [`nhwc_block`] with a `Gemm` head (3 → 2) behind the features: a file the loader splits at `last:1`, its
+/// prefix going through every rewrite (a fuzz seed).
+pub(super) fn nhwc_block_with_head() -> pb::ModelProto {
+    let mut m = nhwc_block();
+    let g = m.graph.as_mut().unwrap();
+    g.node.push(node("Gemm", &["features", "wh", "bh"], "logits", vec![attr::int("transB", 1)]));
+    g.initializer.push(f32_tensor("wh", &[2, 3], values(6, 8, -1.0, 1.0)));
+    g.initializer.push(f32_tensor("bh", &[2], values(2, 10, -1.0, 1.0)));
+    g.output = vec![batch_value_info("logits", &[2])];
+    m
+}
+
 #[test]
 fn nhwc_block_loses_its_transposes_casts_and_channel_ops_and_computes_the_same() {
     let original = nhwc_block();
