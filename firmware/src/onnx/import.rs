@@ -460,6 +460,7 @@ impl FrozenPrefix {
             (original, Rewrites::default())
         };
         tracing::debug!("frozen prefix rewritten for tract: {}", rewrites.describe());
+        let tract_nodes = prefix_proto.graph.as_ref().map_or(0, |g| g.node.len());
         let (plan, batch, kind) = guarded("loading the frozen prefix", || {
             let inference =
                 tract_onnx::onnx().model_for_proto_model(&prefix_proto).map_err(tract_err("reading the prefix"))?;
@@ -512,7 +513,7 @@ impl FrozenPrefix {
             let plan = typed.into_runnable().map_err(tract_err("planning the typed prefix"))?;
             Ok((plan, fixed_batch, PlanKind::Typed))
         })?;
-        tracing::info!(cut, nodes = graph.nodes.len(), tract_nodes = rewrites.nodes_after, plan = ?kind, "frozen prefix loaded in tract");
+        tracing::info!(cut, nodes = graph.nodes.len(), tract_nodes, plan = ?kind, "frozen prefix loaded in tract");
         let mut p = Self { plan, graph: graph.clone(), input_shape: input_shape.to_vec(), batch, kind, rewrites };
         // Per-sample output shape: from the plan's output fact when it is concrete, else by a probe run.
         let fact_shape: Option<Vec<usize>> = p.plan.model().output_fact(0).ok().and_then(|f| {

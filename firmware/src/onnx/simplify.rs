@@ -127,7 +127,12 @@ pub fn for_tract(model: &pb::ModelProto) -> (pb::ModelProto, Rewrites) {
     let used: HashSet<&str> = nodes.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
     let mut initializer: Vec<pb::TensorProto> =
         g.initializer.iter().filter(|t| used.contains(t.name.as_str())).cloned().collect();
-    initializer.extend(w.new_inits.iter().filter(|t| used.contains(t.name.as_str())).cloned());
+    let mut made: Vec<&String> = w.made.keys().filter(|name| used.contains(name.as_str())).collect();
+    made.sort();
+    for name in made {
+        let (dims, data) = &w.made[name];
+        initializer.push(f32_tensor(name, dims, data.iter().copied()));
+    }
     let mut out = model.clone();
     if let Some(og) = out.graph.as_mut() {
         og.node = nodes;
@@ -175,42 +180,39 @@ enum Operand {
 }
 
 /// The graph being rewritten.
-struct Work {
+struct Work<'a> {
     nodes: Vec<pb::NodeProto>,
-    /// `f32` constants (initializers and `Constant` nodes) by name: shape and values.
-    consts: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// The file's `f32` constants (initializers and `Constant` nodes' values), decoded only when a rewrite needs
+    /// one (the weights of a large model are not copied).
+    file_consts: HashMap<&'a str, &'a pb::TensorProto>,
+    /// Constants made by the rewrites: shape and values (written out at the end, the ones still read).
+    made: HashMap<String, (Vec<usize>, Vec<f32>)>,
     /// Names the graph must keep defining (its outputs).
     outputs: HashSet<String>,
     /// The graph input's name and whether it is `f32`.
     input: Option<(String, bool)>,
-    /// Initializers made by the rewrites.
-    new_inits: Vec<pb::TensorProto>,
     /// Every name in use (so new names do not clash).
     names: HashSet<String>,
     opset: i64,
     fresh: usize,
 }
 
-impl Work {
-    fn new(g: &pb::GraphProto, opset: i64) -> Self {
-        let mut consts = HashMap::new();
-        for t in &g.initializer {
-            if let Ok(v) = read_f32(t)
-                && t.data_type == pb::tensor_proto::DataType::Float as i32
-            {
-                consts.insert(t.name.clone(), v);
-            }
+impl<'a> Work<'a> {
+    fn new(g: &'a pb::GraphProto, opset: i64) -> Self {
+        let float = |t: &pb::TensorProto| t.data_type == pb::tensor_proto::DataType::Float as i32;
+        let mut file_consts = HashMap::new();
+        for t in g.initializer.iter().filter(|t| float(t)) {
+            file_consts.insert(t.name.as_str(), t);
         }
         for n in g.node.iter().filter(|n| n.op_type == "Constant" && is_default_domain(n)) {
             let t = n.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref());
             if let (Some(t), Some(o)) = (t, n.output.first())
-                && t.data_type == pb::tensor_proto::DataType::Float as i32
-                && let Ok(v) = read_f32(t)
+                && float(t)
             {
-                consts.insert(o.clone(), v);
+                file_consts.insert(o.as_str(), t);
             }
         }
-        let input = g.input.iter().find(|i| !consts.contains_key(&i.name)).map(|i| {
+        let input = g.input.iter().find(|i| !file_consts.contains_key(i.name.as_str())).map(|i| {
             let float = matches!(
                 i.r#type.as_ref().and_then(|t| t.value.as_ref()),
                 Some(pb::type_proto::Value::TensorType(t)) if t.elem_type == pb::tensor_proto::DataType::Float as i32
@@ -225,10 +227,10 @@ impl Work {
         names.extend(g.input.iter().map(|i| i.name.clone()));
         Self {
             nodes: g.node.clone(),
-            consts,
+            file_consts,
+            made: HashMap::new(),
             outputs: g.output.iter().map(|o| o.name.clone()).collect(),
             input,
-            new_inits: Vec::new(),
             names,
             opset,
             fresh: 0,
@@ -246,10 +248,30 @@ impl Work {
         }
     }
 
+    /// Whether `name` is an `f32` constant.
+    fn is_constant(&self, name: &str) -> bool {
+        self.made.contains_key(name) || self.file_consts.contains_key(name)
+    }
+
+    /// Shape and values of the `f32` constant `name` (a copy; `None` if it is not one or does not decode).
+    fn constant(&self, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+        match self.made.get(name) {
+            Some(c) => Some(c.clone()),
+            None => read_f32(self.file_consts.get(name)?).ok(),
+        }
+    }
+
+    /// Shape of the `f32` constant `name`, without reading its values.
+    fn constant_dims(&self, name: &str) -> Option<Vec<usize>> {
+        match self.made.get(name) {
+            Some((dims, _)) => Some(dims.clone()),
+            None => super::tensor_dims(self.file_consts.get(name)?).ok().map(|(dims, _)| dims),
+        }
+    }
+
     fn add_const(&mut self, base: &str, dims: Vec<usize>, data: Vec<f32>) -> String {
         let name = self.fresh(base);
-        self.new_inits.push(f32_tensor(&name, &dims, data.iter().copied()));
-        self.consts.insert(name.clone(), (dims, data));
+        self.made.insert(name.clone(), (dims, data));
         name
     }
 
@@ -298,7 +320,8 @@ impl Work {
     fn drop_noop_casts(&mut self) -> usize {
         let Some(order) = self.sorted() else { return 0 };
         self.nodes = order;
-        let mut float: HashSet<String> = self.consts.keys().cloned().collect();
+        let mut float: HashSet<String> = self.file_consts.keys().map(|k| k.to_string()).collect();
+        float.extend(self.made.keys().cloned());
         if let Some((name, true)) = &self.input {
             float.insert(name.clone());
         }
@@ -317,8 +340,8 @@ impl Work {
             if is_float {
                 float.insert(out.clone());
             }
-            let noop = (to_float && first_float)
-                || (op == "Identity" && n.input.first().is_some_and(|x| self.consts.contains_key(x)));
+            let noop =
+                (to_float && first_float) || (op == "Identity" && n.input.first().is_some_and(|x| self.is_constant(x)));
             if noop && n.input.len() == 1 && n.output.len() == 1 && !self.outputs.contains(out) {
                 aliases.push((out.clone(), n.input[0].clone()));
             }
@@ -462,13 +485,13 @@ impl Work {
     /// `P⁻¹`, or an existing `Transpose(P⁻¹)` of `other`.
     fn other_operand(&self, other: &str, p: &[usize], cons: &HashMap<&str, Vec<usize>>) -> Option<Operand> {
         let inv = invert(p)?;
-        if let Some((dims, data)) = self.consts.get(other) {
+        if let Some((dims, data)) = self.constant(other) {
             if dims.len() > p.len() {
                 return None;
             }
             let mut padded = vec![1; p.len() - dims.len()];
-            padded.extend_from_slice(dims);
-            let a = ArrayD::from_shape_vec(IxDyn(&padded), data.clone()).ok()?;
+            padded.extend_from_slice(&dims);
+            let a = ArrayD::from_shape_vec(IxDyn(&padded), data).ok()?;
             let t = a.permuted_axes(IxDyn(&inv));
             let dims = t.shape().to_vec();
             let data: Vec<f32> = t.iter().copied().collect();
@@ -509,8 +532,9 @@ impl Work {
                 (false, true) if kind == "Add" || kind == "Mul" => 0,
                 _ => continue,
             };
-            let Some((vdims, v)) = self.consts.get(&op.input[pos]).cloned() else { continue };
-            let Some((wdims, w)) = conv.input.get(1).and_then(|n| self.consts.get(n)).cloned() else { continue };
+            let Some((vdims, v)) = self.constant(&op.input[pos]) else { continue };
+            // The weights' shape first (no copy); their values only once everything else fits.
+            let Some(wdims) = conv.input.get(1).and_then(|n| self.constant_dims(n)) else { continue };
             let Some(&channels) = wdims.first() else { continue };
             if wdims.len() < 3 || channels == 0 || vdims.len() > wdims.len() {
                 continue;
@@ -525,11 +549,12 @@ impl Work {
             let v: Vec<f32> = if v.len() == 1 { vec![v[0]; channels] } else { v };
             let bias = match conv.input.get(2).filter(|s| !s.is_empty()) {
                 None => vec![0.0; channels],
-                Some(b) => match self.consts.get(b) {
-                    Some((_, bv)) if bv.len() == channels => bv.clone(),
+                Some(b) => match self.constant(b) {
+                    Some((_, bv)) if bv.len() == channels => bv,
                     _ => continue,
                 },
             };
+            let Some((_, w)) = self.constant(&conv.input[1]) else { continue };
             let per = w.len() / channels;
             let (w, bias): (Vec<f32>, Vec<f32>) = match kind.as_str() {
                 "Add" => (w, bias.iter().zip(&v).map(|(b, v)| b + v).collect()),
@@ -551,10 +576,16 @@ impl Work {
             let bnew = self.add_const(&bname, vec![channels], bias);
             let out = self.nodes[oi].output[0].clone();
             let conv = &mut self.nodes[ci];
-            conv.input.truncate(1);
+            let replaced: Vec<String> = conv.input.drain(1..).collect();
             conv.input.extend([wnew, bnew]);
             conv.output[0] = out;
             self.nodes.remove(oi);
+            // A chain of folds makes a new weight tensor per step: drop the ones nothing reads any more.
+            for name in replaced {
+                if self.made.contains_key(&name) && !self.nodes.iter().any(|n| n.input.contains(&name)) {
+                    self.made.remove(&name);
+                }
+            }
             return true;
         }
         false
