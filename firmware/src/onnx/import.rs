@@ -327,12 +327,13 @@ pub enum PlanKind {
     Optimized,
     /// `into_optimized()` failed for a symbolic batch; the plan is optimised for one sample per run (or for the
     /// file's fixed batch), with tract's whole declutter pass list or, when `change_axes` is `false`, without
-    /// its `ChangeAxes` pass. Found on open_nsfw (a tf2onnx ResNet-50): with a symbolic batch tract 0.23.9's
-    /// declutter fails ("Invalid axis" pulling a strided 1×1 shortcut convolution over a Reshape); at batch 1
-    /// `ChangeAxes` removes the unit batch axis and then rejects a Conv bias of shape `[C, 1]`; without that
-    /// pass it optimises, fuses each convolution's bias/normalisation/ReLU chain, and runs about 2× faster per
-    /// image than the typed plan (77–86 ms against 158 ms, quiet machine) and faster per image than a batch-8 plan
-    /// with `ChangeAxes` (docs/benchmarks.md).
+    /// its `ChangeAxes` pass. Found on open_nsfw (a converted TensorFlow ResNet-50): with a symbolic batch tract
+    /// 0.23.9's declutter fails ("Invalid axis" pulling a strided 1×1 shortcut convolution over a Reshape), with
+    /// or without the loader's rewrites ([`Rewrites`]). Rewritten, it optimises per sample with every pass
+    /// (`change_axes: true`, 25–29 ms per image on the 2-vCPU development VM). On the file's own nodes
+    /// (`OnnxModel::with_rewrites(false)`) `ChangeAxes` fails at batch 1 (it removes the unit batch axis, then
+    /// rejects a Conv bias of shape `[C, 1]`) and the plan without it runs 46–51 ms per image, still about 2×
+    /// faster than the typed plan (docs/benchmarks.md).
     OptimizedPerSample {
         /// Whether the `ChangeAxes` declutter pass ran.
         change_axes: bool,
