@@ -129,7 +129,7 @@ impl<B: Backend> ResidentMlp<B> {
     }
 
     /// Forward a batch `x (rows, input)` through the trunk and head `head`; the logits stay resident
-    /// ([`ResidentMlp::logits`]) and the activations are kept for [`ResidentMlp::backward`].
+    /// ([`ResidentMlp::logits`]) and the activations are kept for `ResidentMlp::backward`.
     pub fn forward(&mut self, backend: &B, x: &ArrayView2<'_, f32>, head: usize) -> Result<()> {
         let h = self.head_slot(head)?;
         let rows = x.nrows();

@@ -40,12 +40,12 @@
 //! trainable layers with their current weights.
 //!
 //! Everything read from a file is checked: corrupt, truncated or unsupported input gives an
-//! [`Error`](crate::Error) (`OnnxInvalid`, `OnnxUnsupported`, `OnnxCut`, `Tract`), never a panic.
+//! [`Error`] (`OnnxInvalid`, `OnnxUnsupported`, `OnnxCut`, `Tract`), never a panic.
 
 mod export;
 mod graph;
 mod import;
-mod simplify;
+pub mod simplify;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! slots that are written alternately through temp file + fsync + rename + directory fsync.
 //!
 //! - [`LearnerState`] and its parts are the on-disk schema ([`state`]).
-//! - [`encode`] / [`decode`] turn a state into the bytes of one slot and back ([`format`]); [`decode`] never
+//! - [`encode`] / [`decode`] turn a state into the bytes of one slot and back ([`format`](mod@format)); [`decode`] never
 //!   panics and returns typed errors ([`Corruption`], [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion)).
 //! - [`StateStore`] owns a directory with `state.a` / `state.b`: [`StateStore::load`] picks the newest valid
 //!   slot, [`StateStore::commit`] writes the next generation into the other one ([`slots`]).
