@@ -105,6 +105,13 @@ impl<'a> GraphIndex<'a> {
         Ok(rank)
     }
 
+    /// Every node index in the topological order of [`GraphIndex::new`] (ties by file order).
+    pub fn topological_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.rank.len()).collect();
+        order.sort_by_key(|&i| self.rank[i]);
+        order
+    }
+
     /// Node `i`.
     pub fn node(&self, i: usize) -> &'a pb::NodeProto {
         &self.g.node[i]

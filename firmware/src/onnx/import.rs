@@ -181,7 +181,7 @@ impl OnnxModel {
         if idx.is_input(cut) {
             return Err(Error::OnnxCut(format!("'{cut}' is the graph input: there is nothing to freeze")));
         }
-        FrozenPrefix::build(self, &idx, self.input_info()?, cut)
+        FrozenPrefix::build(self, &idx, cut)
     }
 
     /// Split at `cut`: the part before runs in tract, frozen; the part after becomes native trainable layers
@@ -193,7 +193,7 @@ impl OnnxModel {
         let (prefix, shape) = if idx.is_input(&tensor) {
             (None, self.input_shape.clone())
         } else {
-            let p = FrozenPrefix::build(self, &idx, self.input_info()?, &tensor)?;
+            let p = FrozenPrefix::build(self, &idx, &tensor)?;
             let shape = p.feature_shape().to_vec();
             (Some(p), shape)
         };
@@ -436,8 +436,9 @@ fn check_window_attrs(n: &pb::NodeProto, i: usize) -> Result<()> {
 }
 
 impl FrozenPrefix {
-    fn build(file: &OnnxModel, idx: &GraphIndex<'_>, input: &pb::ValueInfoProto, cut: &str) -> Result<Self> {
+    fn build(file: &OnnxModel, idx: &GraphIndex<'_>, cut: &str) -> Result<Self> {
         let (proto, input_shape, fixed_batch) = (&file.proto, file.input_shape.as_slice(), file.fixed_batch);
+        let input = file.input_info()?;
         let nodes = idx.ancestors(cut);
         for &i in &nodes {
             check_window_attrs(idx.node(i), i)?;
@@ -455,7 +456,7 @@ impl FrozenPrefix {
         let original = graph.to_model_proto();
         // The rewrites check what they read; should one still panic on a hostile graph, tract gets the original.
         let (prefix_proto, rewrites) = if file.rewrite {
-            catch_unwind(AssertUnwindSafe(|| simplify::for_tract(&original)))
+            guarded("rewriting the frozen prefix", || Ok(simplify::for_tract(&original)))
                 .unwrap_or_else(|_| (original.clone(), Rewrites::default()))
         } else {
             (original, Rewrites::default())
@@ -618,7 +619,8 @@ impl FrozenPrefix {
             None => vec![(0, n)],
             Some(b) => (0..n).step_by(b).map(|s| (s, (s + b).min(n))).collect(),
         };
-        let mut out = Array2::<f32>::zeros((0, f));
+        // Filled chunk by chunk, unless one run covers the whole batch (then its output is used as it is).
+        let mut out: Option<Array2<f32>> = None;
         for (start, end) in chunks {
             let rows = x.slice(s![start..end, ..]);
             let padded;
@@ -637,20 +639,19 @@ impl FrozenPrefix {
             }
             let got = Array2::from_shape_vec((input.nrows(), f), data).map_err(|e| shape_err("prefix output", f, e))?;
             if start == 0 && end == n && got.nrows() == n {
-                out = got; // one run for the whole batch: no copy
+                out = Some(got);
             } else {
-                if out.nrows() == 0 {
-                    out = Array2::zeros((n, f));
-                }
-                out.slice_mut(s![start..end, ..]).assign(&got.slice(s![..end - start, ..]));
+                let whole = out.get_or_insert_with(|| Array2::zeros((n, f)));
+                whole.slice_mut(s![start..end, ..]).assign(&got.slice(s![..end - start, ..]));
             }
         }
-        let finite = match out.as_slice() {
-            Some(s) => s.iter().all(|v| v.is_finite()),
-            None => out.iter().all(|v| v.is_finite()),
+        let out = out.unwrap_or_else(|| Array2::zeros((n, f)));
+        // On the contiguous buffer the scan vectorises; ndarray's element iterator does not.
+        let bad = match out.as_slice() {
+            Some(s) => s.iter().position(|v| !v.is_finite()),
+            None => out.iter().position(|v| !v.is_finite()),
         };
-        if !finite {
-            let i = out.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        if let Some(i) = bad {
             return Err(Error::NonFinite(format!("frozen prefix output (flat index {i})")));
         }
         Ok(out)

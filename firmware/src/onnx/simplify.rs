@@ -28,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::graph::attrs;
+use super::graph::{GraphIndex, attrs};
 use super::{attr, f32_tensor, pb, read_f32};
 
 /// What [`for_tract`] changed in a prefix.
@@ -102,10 +102,8 @@ const FLOAT_FROM_FIRST: [&str; 20] = [
 pub fn for_tract(model: &pb::ModelProto) -> (pb::ModelProto, Rewrites) {
     let Some(g) = model.graph.as_ref() else { return (model.clone(), Rewrites::default()) };
     let opset = super::export::default_opset(&model.opset_import);
-    let mut w = Work::new(g, opset);
-    if w.sorted().is_none() {
-        return (model.clone(), Rewrites::default());
-    }
+    let Some(nodes) = sorted(g) else { return (model.clone(), Rewrites::default()) };
+    let mut w = Work::new(g, nodes, opset);
     let mut stats =
         Rewrites { nodes_before: g.node.len(), transposes_before: count(&g.node, "Transpose"), ..Rewrites::default() };
     stats.casts_dropped = w.drop_noop_casts();
@@ -121,10 +119,7 @@ pub fn for_tract(model: &pb::ModelProto) -> (pb::ModelProto, Rewrites) {
         steps += 1;
     }
     w.prune();
-    let Some(nodes) = w.sorted() else { return (model.clone(), Rewrites::default()) };
-    stats.nodes_after = nodes.len();
-    stats.transposes_after = count(&nodes, "Transpose");
-    let used: HashSet<&str> = nodes.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
+    let used: HashSet<&str> = w.nodes.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
     let mut initializer: Vec<pb::TensorProto> =
         g.initializer.iter().filter(|t| used.contains(t.name.as_str())).cloned().collect();
     let mut made: Vec<&String> = w.made.keys().filter(|name| used.contains(name.as_str())).collect();
@@ -133,12 +128,44 @@ pub fn for_tract(model: &pb::ModelProto) -> (pb::ModelProto, Rewrites) {
         let (dims, data) = &w.made[name];
         initializer.push(f32_tensor(name, dims, data.iter().copied()));
     }
-    let mut out = model.clone();
-    if let Some(og) = out.graph.as_mut() {
-        og.node = nodes;
-        og.initializer = initializer;
-    }
+    // Field by field: cloning `g` or `model` whole would copy every weight once more only to drop it.
+    let mut rewritten = pb::GraphProto {
+        node: std::mem::take(&mut w.nodes),
+        initializer,
+        name: g.name.clone(),
+        sparse_initializer: g.sparse_initializer.clone(),
+        doc_string: g.doc_string.clone(),
+        input: g.input.clone(),
+        output: g.output.clone(),
+        value_info: g.value_info.clone(),
+        quantization_annotation: g.quantization_annotation.clone(),
+    };
+    // New nodes were put where their first reader was: order the graph once, at the end.
+    let Some(nodes) = sorted(&rewritten) else { return (model.clone(), Rewrites::default()) };
+    stats.nodes_after = nodes.len();
+    stats.transposes_after = count(&nodes, "Transpose");
+    rewritten.node = nodes;
+    let out = pb::ModelProto {
+        ir_version: model.ir_version,
+        opset_import: model.opset_import.clone(),
+        producer_name: model.producer_name.clone(),
+        producer_version: model.producer_version.clone(),
+        domain: model.domain.clone(),
+        model_version: model.model_version,
+        doc_string: model.doc_string.clone(),
+        graph: Some(rewritten),
+        metadata_props: model.metadata_props.clone(),
+        training_info: model.training_info.clone(),
+        functions: model.functions.clone(),
+    };
     (out, stats)
+}
+
+/// The nodes of `g` in the loader's topological order ([`GraphIndex`]); `None` for a graph the loader does not
+/// read (a cycle, a tensor defined twice or never).
+fn sorted(g: &pb::GraphProto) -> Option<Vec<pb::NodeProto>> {
+    let idx = GraphIndex::new(g).ok()?;
+    Some(idx.topological_order().into_iter().map(|i| g.node[i].clone()).collect())
 }
 
 fn count(nodes: &[pb::NodeProto], op: &str) -> usize {
@@ -198,7 +225,8 @@ struct Work<'a> {
 }
 
 impl<'a> Work<'a> {
-    fn new(g: &'a pb::GraphProto, opset: i64) -> Self {
+    /// `nodes`: those of `g`, topologically ordered.
+    fn new(g: &'a pb::GraphProto, nodes: Vec<pb::NodeProto>, opset: i64) -> Self {
         let float = |t: &pb::TensorProto| t.data_type == pb::tensor_proto::DataType::Float as i32;
         let mut file_consts = HashMap::new();
         for t in g.initializer.iter().filter(|t| float(t)) {
@@ -226,7 +254,7 @@ impl<'a> Work<'a> {
         }
         names.extend(g.input.iter().map(|i| i.name.clone()));
         Self {
-            nodes: g.node.clone(),
+            nodes,
             file_consts,
             made: HashMap::new(),
             outputs: g.output.iter().map(|o| o.name.clone()).collect(),
@@ -318,8 +346,6 @@ impl<'a> Work<'a> {
 
     /// Rewrite 1: drop `Cast(to = FLOAT)` of `f32` tensors and `Identity` of constants.
     fn drop_noop_casts(&mut self) -> usize {
-        let Some(order) = self.sorted() else { return 0 };
-        self.nodes = order;
         let mut float: HashSet<String> = self.file_consts.keys().map(|k| k.to_string()).collect();
         float.extend(self.made.keys().cloned());
         if let Some((name, true)) = &self.input {
@@ -607,39 +633,6 @@ impl<'a> Work<'a> {
             k += 1;
             live[k - 1]
         });
-    }
-
-    /// The nodes in a topological order (ties by position); `None` on a cycle or a tensor defined twice.
-    fn sorted(&self) -> Option<Vec<pb::NodeProto>> {
-        let mut prod: HashMap<&str, usize> = HashMap::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            for o in n.output.iter().filter(|o| !o.is_empty()) {
-                if prod.insert(o.as_str(), i).is_some() {
-                    return None;
-                }
-            }
-        }
-        let mut pending: Vec<usize> = vec![0; self.nodes.len()];
-        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
-        for (i, n) in self.nodes.iter().enumerate() {
-            let deps: HashSet<usize> = n.input.iter().filter_map(|x| prod.get(x.as_str()).copied()).collect();
-            pending[i] = deps.len();
-            for d in deps {
-                readers[d].push(i);
-            }
-        }
-        let mut ready: std::collections::BTreeSet<usize> = (0..self.nodes.len()).filter(|&i| pending[i] == 0).collect();
-        let mut order = Vec::with_capacity(self.nodes.len());
-        while let Some(i) = ready.pop_first() {
-            order.push(self.nodes[i].clone());
-            for &r in &readers[i] {
-                pending[r] -= 1;
-                if pending[r] == 0 {
-                    ready.insert(r);
-                }
-            }
-        }
-        (order.len() == self.nodes.len()).then_some(order)
     }
 }
 
