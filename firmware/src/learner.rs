@@ -405,7 +405,7 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         }
         let (train, val) = self.buffer.split()?;
         let task = TaskData { task_id: id as usize, head: 0, train: &train, val: &val };
-        let mut ctx = LearnContext { rng: &mut self.rng, progress: &mut Silent };
+        let mut ctx = LearnContext { rng: &mut self.rng, progress: &mut Silent, replay: None };
         let report = self.method.learn_task(&mut self.model, &task, &mut ctx)?;
         let mut classes: Vec<u32> = self.buffer.labels().to_vec();
         classes.sort_unstable();

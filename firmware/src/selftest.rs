@@ -218,7 +218,7 @@ pub fn run(cfg: &SelftestConfig, log: &mut dyn FnMut(String)) -> Result<Selftest
     for (t, (pair, train, val, test)) in tasks.iter().enumerate() {
         let started = Instant::now();
         let data = TaskData { task_id: t, head: t, train, val };
-        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent };
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
         let report = method.learn_task(&mut model, &data, &mut ctx)?;
         let seconds = started.elapsed().as_secs_f64();
         let row = tasks

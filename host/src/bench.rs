@@ -142,7 +142,7 @@ pub fn update(
         let mut rng = firmware::seeded_rng(seed.wrapping_add(0x5EED));
         for t in &data.tasks[..tasks] {
             let td = firmware::data::TaskData { task_id: t.id, head: t.head, train: &t.train, val: &t.val };
-            let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent };
+            let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
             report = learner.learn_task(&mut model, &td, &mut ctx)?;
         }
         let phases = phase_seconds(&report);

@@ -94,7 +94,7 @@ pub fn run(
             tracing::info!(task = task.id, outputs = needed, "head grown");
         }
         let data = firmware::data::TaskData { task_id: task.id, head: task.head, train: &task.train, val: &task.val };
-        let mut ctx = LearnContext { rng: &mut rng, progress: &mut *progress };
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut *progress, replay: None };
         let report = method.learn_task(&mut model, &data, &mut ctx)?;
         let row = evaluate_all(&mut model, stream)?;
         tracing::info!(

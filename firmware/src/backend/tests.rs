@@ -178,7 +178,7 @@ fn run_stream(method: &mut dyn Method, tasks: &[(Samples, Samples, Samples)]) ->
     let mut alpha = f64::NAN;
     for (t, (tr, va, _)) in tasks.iter().enumerate() {
         let task = TaskData { task_id: t, head: t, train: tr, val: va };
-        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent };
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
         let report = method.learn_task(&mut model, &task, &mut ctx).unwrap();
         alpha = report.alpha.unwrap_or(alpha);
     }

@@ -181,7 +181,7 @@ fn a_refused_step_changes_nothing() {
     let t1 = TaskData { task_id: 0, head: 0, train: &tr1, val: &va1 };
     let t2 = TaskData { task_id: 1, head: 1, train: &tr2, val: &va2 };
     let mut rng = crate::seeded_rng(7);
-    let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent };
+    let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
     method.learn_task(&mut model, &t1, &mut ctx).unwrap();
 
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -230,7 +230,9 @@ fn a_trimmed_basis_reports_the_energy_lost() {
         let mut m = GpmMethod::new(cfg.clone(), gcfg.clone());
         m.set_bases_budget(budget);
         let mut rng = crate::seeded_rng(7);
-        let r = m.learn_task(&mut model, &t1, &mut LearnContext { rng: &mut rng, progress: &mut Silent }).unwrap();
+        let r = m
+            .learn_task(&mut model, &t1, &mut LearnContext { rng: &mut rng, progress: &mut Silent, replay: None })
+            .unwrap();
         (r, m.gpm.unwrap())
     };
     let (free, g_free) = run(None);

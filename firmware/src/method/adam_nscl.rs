@@ -367,7 +367,7 @@ pub(crate) mod tests {
         let cfg = TrainConfig { epochs: 30, batch_size: 8, ..TrainConfig::default() };
         let mut m = AdamNscl::new(NsclConfig { lr_first: 1e-2, lr_later: 5e-2, ..NsclConfig::new(cfg, false) });
         let mut rng = crate::seeded_rng(7);
-        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent };
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
         m.learn_task(&mut model, &t1, &mut ctx).unwrap();
         let (_, acc1) = evaluate(&mut model, &va1, 0, 64).unwrap();
         assert!(acc1 > 0.85, "task 1 accuracy {acc1}");

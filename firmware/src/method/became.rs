@@ -369,7 +369,7 @@ mod tests {
         let t1 = TaskData { task_id: 0, head: 0, train: &tr1, val: &va1 };
         let t2 = TaskData { task_id: 1, head: 1, train: &tr2, val: &va2 };
         let mut run_rng = crate::seeded_rng(7);
-        let mut ctx = LearnContext { rng: &mut run_rng, progress: &mut Silent };
+        let mut ctx = LearnContext { rng: &mut run_rng, progress: &mut Silent, replay: None };
 
         let r1 = method.learn_task(&mut model, &t1, &mut ctx).unwrap();
         assert_eq!(r1.stages.len(), 1, "task 1 has no stage 2");
@@ -416,7 +416,7 @@ mod tests {
             let mut model = zoo::mlp(6, &[8], &[2, 2], false, &mut crate::seeded_rng(0)).unwrap();
             let mut method = Became::new(cfg.clone(), gcfg.clone()).with_fisher_format(format);
             let mut run_rng = crate::seeded_rng(7);
-            let mut ctx = LearnContext { rng: &mut run_rng, progress: &mut Silent };
+            let mut ctx = LearnContext { rng: &mut run_rng, progress: &mut Silent, replay: None };
             let mut traces = Vec::new();
             for t in [&t1, &t2] {
                 method
@@ -457,7 +457,7 @@ mod tests {
         let t1 = TaskData { task_id: 0, head: 0, train: &tr1, val: &va1 };
         let t2 = TaskData { task_id: 1, head: 1, train: &tr2, val: &va2 };
         let mut run_rng = crate::seeded_rng(7);
-        let mut ctx = LearnContext { rng: &mut run_rng, progress: &mut Silent };
+        let mut ctx = LearnContext { rng: &mut run_rng, progress: &mut Silent, replay: None };
         let r1 = method.learn_task(&mut model, &t1, &mut ctx).unwrap();
         assert!(r1.alpha.is_none() && r1.stages.len() == 1);
         let mut seen = None;

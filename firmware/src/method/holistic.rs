@@ -287,7 +287,7 @@ mod tests {
         let g = model.flat_grads();
         let cfg = TrainConfig { epochs: 1, batch_size: 1, ..TrainConfig::default() };
         let mut rng = crate::seeded_rng(1);
-        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent };
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
         let (tau, v, _) = tangent_finetune(&mut model, &theta0, &task, &cfg, 0.1, &mut ctx).unwrap();
         for ((t, gi), vi) in tau.iter().zip(&g).zip(&v) {
             let expect = if gi.abs() > 1e-3 { -0.1 * gi.signum() } else { *t };
@@ -306,7 +306,7 @@ mod tests {
         let cfg = TrainConfig { epochs: 30, batch_size: 8, ..TrainConfig::default() };
         let mut m = Holistic { lr: 1e-2, ..Holistic::new(cfg) };
         let mut rng = crate::seeded_rng(7);
-        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent };
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
         m.learn_task(&mut model, &t1, &mut ctx).unwrap();
         let kept = m.bytes_kept();
         assert_eq!(kept, 8 * model.num_params());

@@ -4,7 +4,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{Footprint, StepPlan};
-use crate::data::TaskData;
+use crate::data::{Samples, TaskData};
 use crate::error::{Error, Result};
 use crate::nn::{Model, ParamGrowth};
 use crate::store::{BasisState, FisherBlob};
@@ -58,6 +58,9 @@ pub struct LearnContext<'a> {
     pub rng: &'a mut ChaCha8Rng,
     /// Progress sink.
     pub progress: &'a mut dyn Progress,
+    /// Stored samples of earlier classes (the exemplar memory) that a class-incremental method
+    /// may replay; `None` when nothing is stored. Labels are global class ids, like the task's.
+    pub replay: Option<&'a Samples>,
 }
 
 /// What a method reports after learning one task.

@@ -304,7 +304,7 @@ mod tests {
         let cfg = TrainConfig { epochs: 20, batch_size: 8, lr: 0.1, ..TrainConfig::default() };
         let mut m = Trm::new(cfg);
         let mut rng = crate::seeded_rng(7);
-        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent };
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
         let r1 = m.learn_task(&mut model, &t1, &mut ctx).unwrap();
         assert!(r1.alpha.is_none());
         let (_, acc1) = evaluate(&mut model, &va1, 0, 64).unwrap();
