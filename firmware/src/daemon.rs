@@ -31,7 +31,6 @@ use ndarray::Array2;
 
 use crate::budget::BoardProfile;
 use crate::error::{Error, Result};
-use crate::gpm::GpmConfig;
 use crate::inbox::{Inbox, InboxFile, LoadedPhoto, Preprocess};
 use crate::io::{Button, Clock, NoPin, StatusLed, SystemClock};
 use crate::learner::Learner;
@@ -88,10 +87,10 @@ pub struct Device {
     export: Option<(Vec<u8>, u32)>,
 }
 
-fn become_method(cfg: &Config, profile: &BoardProfile) -> Became {
+/// The device's method: [`crate::method::FIELD_METHOD`] with the daemon's schedule and the board's Fisher format.
+fn become_method(cfg: &Config, profile: &BoardProfile) -> Result<Became> {
     let train = TrainConfig { epochs: cfg.epochs, batch_size: cfg.batch, lr: cfg.lr, ..TrainConfig::default() };
-    let gpm = GpmConfig { thresholds: vec![0.97], threshold_increment: 0.0, samples: 125, project_heads: true };
-    Became::new(train, gpm).with_fisher_format(profile.fisher_format)
+    crate::method::field_method(train, profile.fisher_format)
 }
 
 fn build_learner(
@@ -102,7 +101,7 @@ fn build_learner(
 ) -> Result<DeviceLearner> {
     let arch = cfg.model.file_stem().map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
     let names: Vec<&str> = classes.iter().map(String::as_str).collect();
-    Learner::new(profile.clone(), arch, base.trainable.clone(), become_method(cfg, profile), &names, cfg.seed)?
+    Learner::new(profile.clone(), arch, base.trainable.clone(), become_method(cfg, profile)?, &names, cfg.seed)?
         .with_store(&cfg.state)
 }
 

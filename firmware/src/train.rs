@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Samples, TaskData};
 use crate::error::{Error, Result};
-use crate::nn::{Mode, Model, Sgd, softmax_cross_entropy};
+use crate::nn::{Mode, Model, Sgd, softmax_cross_entropy_over};
 
 /// Hyper-parameters of one training stage.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,6 +28,11 @@ pub struct TrainConfig {
     pub momentum: f32,
     /// Restore the weights of the best validation loss at the end (GPM stage 1: yes; BECAME stage 2: no).
     pub restore_best: bool,
+    /// The labels trick of class-incremental learning: the training and validation loss of a task are taken over
+    /// the classes its training split contains only ([`crate::nn::softmax_cross_entropy_over`]), so the head rows
+    /// of every other class get no gradient. Off by default (the plain loss over every output).
+    #[serde(default)]
+    pub labels_trick: bool,
 }
 
 impl Default for TrainConfig {
@@ -42,6 +47,7 @@ impl Default for TrainConfig {
             lr_factor: 2.0,
             momentum: 0.0,
             restore_best: true,
+            labels_trick: false,
         }
     }
 }
@@ -123,6 +129,17 @@ pub struct TrainLog {
 
 /// Mean loss and accuracy on `samples` through head `head`, in evaluation mode, batches of `batch`.
 pub fn evaluate(model: &mut Model, samples: &Samples, head: usize, batch: usize) -> Result<(f32, f32)> {
+    evaluate_over(model, samples, head, batch, None)
+}
+
+/// [`evaluate`] with the loss and the predictions over the `active` classes only (`None`: every output).
+pub fn evaluate_over(
+    model: &mut Model,
+    samples: &Samples,
+    head: usize,
+    batch: usize,
+    active: Option<&[bool]>,
+) -> Result<(f32, f32)> {
     if samples.is_empty() {
         return Err(Error::Empty("evaluation set".into()));
     }
@@ -133,14 +150,31 @@ pub fn evaluate(model: &mut Model, samples: &Samples, head: usize, batch: usize)
     for start in (0..samples.len()).step_by(batch) {
         let end = (start + batch).min(samples.len());
         let (x, y) = samples.slice(start, end);
-        let logits = model.forward(&x, head, Mode::Eval)?;
-        let (l, _) = softmax_cross_entropy(&logits.view(), y)?;
+        let mut logits = model.forward(&x, head, Mode::Eval)?;
+        let (l, _) = softmax_cross_entropy_over(&logits.view(), y, active)?;
         loss += f64::from(l) * (end - start) as f64;
+        if let Some(a) = active {
+            for mut row in logits.rows_mut() {
+                row.iter_mut().zip(a).filter(|(_, on)| !**on).for_each(|(v, _)| *v = f32::NEG_INFINITY);
+            }
+        }
         let pred = crate::nn::argmax_rows(&logits.view());
         correct += pred.iter().zip(y).filter(|(p, t)| p == t).count();
     }
     model.clear_cache();
     Ok(((loss / samples.len() as f64) as f32, correct as f32 / samples.len() as f32))
+}
+
+/// `mask[c]` is true for every class `c < classes` that occurs among the labels of `samples` (the active set of
+/// the labels trick). Labels are checked against `classes` by the caller.
+pub fn class_mask(samples: &Samples, classes: usize) -> Vec<bool> {
+    let mut mask = vec![false; classes];
+    for &y in &samples.y {
+        if let Some(m) = mask.get_mut(y) {
+            *m = true;
+        }
+    }
+    mask
 }
 
 /// GPM's validation-driven learning-rate schedule, one call of [`Plateau::observe`] per epoch: a strictly better
@@ -220,6 +254,8 @@ pub fn train(
     }
     let classes = model.head_outputs(task.head)?;
     task.train.check_labels(classes)?;
+    let active = if cfg.labels_trick { Some(class_mask(task.train, classes)) } else { None };
+    let active = active.as_deref();
     let mut opt = Sgd::new(cfg.lr, cfg.momentum)?;
     let mut schedule = Plateau::new(cfg);
     let mut best = model.flat_params();
@@ -232,7 +268,7 @@ pub fn train(
             let batch = task.train.select(chunk);
             model.zero_grad();
             hook.before_forward(model)?;
-            let loss = model.loss_and_grad(&batch.x.view(), &batch.y, task.head)?;
+            let loss = model.loss_and_grad_over(&batch.x.view(), &batch.y, task.head, active)?;
             hook.after_backward(model, task)?;
             opt.step(model)?;
             sum += f64::from(loss) * chunk.len() as f64;
@@ -241,7 +277,7 @@ pub fn train(
         let (val_loss, val_acc) = if task.val.is_empty() {
             ((sum / task.train.len() as f64) as f32, f32::NAN)
         } else {
-            evaluate(model, task.val, task.head, 64)?
+            evaluate_over(model, task.val, task.head, 64, active.filter(|a| task.val.y.iter().all(|&y| a[y])))?
         };
         let lr = schedule.lr;
         let entry = EpochLog { train_loss: (sum / task.train.len() as f64) as f32, val_loss, val_acc, lr };

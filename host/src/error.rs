@@ -49,7 +49,7 @@ pub enum Error {
     #[error("{0}")]
     SizeMismatch(String),
     /// A stream name the tool does not know.
-    #[error("unknown stream '{0}' (known: pmnist, split-mnist, split-fmnist, custom)")]
+    #[error("unknown stream '{0}' (known: pmnist, split-mnist, split-mnist-ci, split-fmnist, split-fmnist-ci, custom)")]
     UnknownStream(String),
     /// A method name the tool does not know.
     #[error("unknown method '{0}'")]

@@ -159,7 +159,8 @@ struct BenchTableArgs {
 
 #[derive(Debug, Args)]
 struct StreamArgs {
-    /// Stream: pmnist, split-mnist, split-mnist-ci (class-incremental, growing head), split-fmnist or custom.
+    /// Stream: pmnist, split-mnist, split-mnist-ci (class-incremental, growing head), split-fmnist, split-fmnist-ci or
+    /// custom.
     #[arg(long, default_value = "split-mnist")]
     stream: String,
     /// Data folder (default: $EDGELEARN_DATA or <repo>/data).

@@ -363,6 +363,9 @@ pub struct DeviceLearnArgs {
     /// Folder for the JSON and Markdown report.
     #[arg(long, default_value = "out/device")]
     pub report_dir: PathBuf,
+    /// Board profile of the class-incremental field run (budgets, Fisher format).
+    #[arg(long, default_value = "boards/jetson-nano-4gb.toml")]
+    pub board: PathBuf,
 }
 
 /// Rows of `ds`'s test split whose label is in `classes`, labelled by position in `classes`.
@@ -428,6 +431,8 @@ pub fn device_learn(a: &DeviceLearnArgs) -> Result<()> {
     }
     let groups = stream::parse_groups(&a.groups)?;
     let stream = stream::split(&ds, &format!("{}-new-tasks", ds.name), &groups, true, a.seed, 0.05)?;
+    // The class-incremental field run starts from the file's model as it is (one head over the base classes).
+    let base_model = dm.trainable.clone();
     // One new head per task, behind the file's heads.
     let offset = dm.trainable.heads.len();
     let mut rng = firmware::seeded_rng(a.seed ^ 0x4EAD);
@@ -455,6 +460,11 @@ pub fn device_learn(a: &DeviceLearnArgs) -> Result<()> {
         None => None,
     };
 
+    if let Some(base) = &base_feats {
+        let base_classes = parse_classes(a.base_classes.as_deref().unwrap_or_default())?;
+        field_learn(a, base_model, &base_classes, base, &fstream, &groups)?;
+    }
+    println!("== task-incremental (one head per task, task id given at test time; for comparison with papers)");
     let conv = dm.trainable.trunk.iter().any(|l| matches!(l, firmware::nn::Layer::Conv2d(_)));
     let mut preset = Preset::named(if conv { "split-fmnist" } else { "split-mnist" }, None)?;
     preset.train.epochs = a.epochs;
@@ -508,6 +518,125 @@ pub fn device_learn(a: &DeviceLearnArgs) -> Result<()> {
         println!("reference outputs written to {}", path.display());
     }
     println!("device path done in {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The field path, class-incremental: the board's learner ([`firmware::learner::Learner`] under the `--board`
+/// profile, with the device's default method [`firmware::method::FIELD_METHOD`]) starts from the file's model (one
+/// head over `base_classes`), receives each new group's training samples class by class (as many as its sample
+/// buffer holds, every class equally), learns them as one task with a head that grows by one row per class, and is
+/// scored after every task over the test images of every class seen so far, with no task id. Prints the accuracy
+/// matrix and the headline: accuracy over all test images of all classes seen.
+fn field_learn(
+    a: &DeviceLearnArgs,
+    model: Model,
+    base_classes: &[usize],
+    base_test: &Samples,
+    fstream: &Stream,
+    groups: &[Vec<usize>],
+) -> Result<()> {
+    use firmware::budget::BoardProfile;
+    use firmware::daemon::{DeviceLearner, SAMPLE_CAPACITY};
+    let t0 = Instant::now();
+    let profile = BoardProfile::load(&a.board)?;
+    let train = TrainConfig { epochs: a.epochs, ..TrainConfig::default() };
+    let method = firmware::method::field_method(train, profile.fisher_format)?;
+    let names: Vec<String> = base_classes.iter().map(|c| c.to_string()).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let head = model.heads.first().ok_or_else(|| Error::Invalid("the model has no head".into()))?;
+    if head.out_features() != base_classes.len() || model.heads.len() != 1 {
+        return Err(Error::Invalid(format!(
+            "the field run needs one head over the {} base classes; the file has {} head(s), the first with {} outputs",
+            base_classes.len(),
+            model.heads.len(),
+            head.out_features()
+        )));
+    }
+    let mut learner = DeviceLearner::new(profile.clone(), "device-learn", model, method, &refs, a.seed)?;
+    println!(
+        "== class-incremental field run (the product's mode: one growing head, no task id), board {}, method {}",
+        profile.name,
+        firmware::method::FIELD_METHOD
+    );
+    // Test sets in digit labels: the base classes, then each group.
+    let digits = |s: &Samples, classes: &[usize]| -> Result<Samples> {
+        Ok(Samples::new(s.x.clone(), s.y.iter().map(|&y| classes[y]).collect())?)
+    };
+    let mut tests = vec![digits(base_test, base_classes)?];
+    for (t, g) in fstream.tasks.iter().zip(groups) {
+        tests.push(digits(&t.test, g)?);
+    }
+    let score = |learner: &DeviceLearner, upto: usize| -> Result<(Vec<f64>, f64)> {
+        let mut m = learner.model().clone();
+        let (mut per, mut hit, mut all) = (Vec::new(), 0usize, 0usize);
+        for t in &tests[..=upto] {
+            let pred = m.predict(&t.x.view(), 0)?;
+            let ok = pred
+                .iter()
+                .zip(&t.y)
+                .filter(|(p, y)| learner.class_name(**p as u32).ok().and_then(|n| n.parse::<usize>().ok()) == Some(**y))
+                .count();
+            per.push(100.0 * ok as f64 / t.len().max(1) as f64);
+            hit += ok;
+            all += t.len();
+        }
+        Ok((per, 100.0 * hit as f64 / all.max(1) as f64))
+    };
+    let mut rows = vec![score(&learner, 0)?];
+    let mut rng = firmware::seeded_rng(a.seed ^ 0xF1E1D);
+    for (ti, (t, g)) in fstream.tasks.iter().zip(groups).enumerate() {
+        // Every class of the group equally, interleaved, as many as the sample buffer holds.
+        let per_class = SAMPLE_CAPACITY / g.len();
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); g.len()];
+        for (i, &y) in t.train.y.iter().enumerate() {
+            by_class[y].push(i);
+        }
+        for idx in &mut by_class {
+            rand::seq::SliceRandom::shuffle(idx.as_mut_slice(), &mut rng);
+            idx.truncate(per_class);
+        }
+        for k in 0..per_class {
+            for (c, idx) in by_class.iter().enumerate() {
+                if let Some(&i) = idx.get(k) {
+                    let row = t.train.x.row(i);
+                    let pixels = row.as_slice().ok_or_else(|| Error::Invalid("feature row not contiguous".into()))?;
+                    learner.add_sample(&g[c].to_string(), pixels)?;
+                }
+            }
+        }
+        let n = learner.buffer().len();
+        let report = learner.learn()?;
+        rows.push(score(&learner, ti + 1)?);
+        println!(
+            "learned classes {:?} from {n} samples (α {}): accuracy over the {} classes seen, no task id: {:.2} %",
+            g,
+            report.alpha.map_or("–".into(), |x| format!("{x:.3}")),
+            learner.classes().len(),
+            rows[ti + 1].1
+        );
+    }
+    let mut head = String::from("| after ↓ / on → | classes ");
+    head.push_str(&base_classes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
+    for g in groups {
+        head.push_str(&format!(" | classes {}", g.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")));
+    }
+    println!("{head} | all seen |");
+    println!("|---{}|---|", "|---".repeat(groups.len() + 1));
+    for (i, (per, all)) in rows.iter().enumerate() {
+        let name = if i == 0 { "base model".to_string() } else { format!("classes {:?}", groups[i - 1]) };
+        let cells: Vec<String> =
+            (0..=groups.len()).map(|j| per.get(j).map_or("–".into(), |v| format!("{v:.1}"))).collect();
+        println!("| {name} | {} | {all:.2} |", cells.join(" | "));
+    }
+    let (per, all) = &rows[rows.len() - 1];
+    let acc = per.iter().sum::<f64>() / per.len().max(1) as f64;
+    println!(
+        "FIELD RESULT (class-incremental, no task id): {all:.2} % of the test images of all {} digits right \
+         (mean over the {} class groups: {acc:.2} %), {:.1} s",
+        learner.classes().len(),
+        per.len(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -126,6 +126,7 @@ impl Preset {
     /// * `split-fmnist`: LeNet-style CNN, 2-way heads, lr 0.01, batch 64, 5 epochs, 5 % validation.
     /// * `split-mnist-ci`: `split-mnist` class-incremental: one shared head that starts with 2 outputs and grows by
     ///   2 per task (stream name `split-mnist-ci`; GPM projects the head, as in every single-head run).
+    /// * `split-fmnist-ci`: `split-fmnist` class-incremental in the same way.
     ///
     /// GPM: PMNIST ε = [0.95, 0.99, 0.99] on all three layers (head included), 300 samples; Split-MNIST ε = 0.97
     /// on both trunk layers, 300 samples; Split-Fashion-MNIST ε = 0.97 + 0.003·task on every conv/linear trunk
@@ -177,8 +178,8 @@ impl Preset {
                 },
                 ewc_lambda: EWC_LAMBDA,
             },
-            "split-mnist-ci" => {
-                let mut p = Self::named("split-mnist", tasks)?;
+            "split-mnist-ci" | "split-fmnist-ci" => {
+                let mut p = Self::named(name.trim_end_matches("-ci"), tasks)?;
                 p.multi_head = false;
                 p.grow_head = true;
                 p

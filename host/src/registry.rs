@@ -3,6 +3,7 @@
 use firmware::fisher::FisherFormat;
 use firmware::gpm::GpmConfig;
 use firmware::merge::magmax::MAGMAX_LAMBDA;
+use firmware::method::class_il::ClassIl;
 use firmware::method::{
     AdamNscl, Became, Ewc, FineTune, GpmMethod, Holistic, Joint, MergeRule, Merging, Method, NsclConfig, PAM_EPSILON,
     Trm,
@@ -29,7 +30,12 @@ pub const METHODS: &[&str] = &[
     "holistic",
     "adam-nscl",
     "adam-nscl+became",
+    "field",
 ];
+
+/// What `--method field` runs: the class-incremental configuration the device uses by default
+/// ([`firmware::method::field_method`], the same for the daemon and `host device-learn`).
+pub const FIELD: &str = firmware::method::FIELD_METHOD;
 
 /// CoMA's and CoFiMA's default weight on the new task model (`coma:<a>`, `cofima:<a>` choose another): the
 /// papers leave it to tuning; 0.5 weighs old and new knowledge equally, the same for every stream.
@@ -60,6 +66,24 @@ pub fn adam_nscl(preset: &Preset) -> AdamNscl {
 /// ([`crate::backend::became_on`]). `gpm+became:<format>` (e.g. `gpm+became:q4`) stores BECAME's accumulated Fisher in a
 /// compact format (`firmware::fisher::FisherFormat`).
 pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
+    if name == "field" {
+        return Ok(Box::new(firmware::method::field_method(preset.train.clone(), FisherFormat::F32)?));
+    }
+    // Class-incremental variants: `gpm+<opts>` and `gpm+became+<opts>` (firmware::method::class_il).
+    for (base, is_became) in [("gpm+became+", true), ("gpm+", false)] {
+        if let Some(rest) = name.strip_prefix(base)
+            && !rest.is_empty()
+            && !rest.starts_with("became")
+        {
+            let (ci, lt) = ClassIl::parse_tokens(rest.split('+'))?;
+            let gpm = GpmConfig { project_heads: !preset.multi_head, ..preset.gpm.clone() };
+            return Ok(if is_became {
+                Box::new(became(preset, FisherFormat::F32).with_class_il(ci, lt))
+            } else {
+                Box::new(GpmMethod::new(preset.train.clone(), gpm).with_class_il(ci, lt))
+            });
+        }
+    }
     if let Some(kind) = name.strip_prefix("gpm+became@") {
         return crate::backend::became_on(kind.parse()?, preset);
     }

@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use super::adam_nscl::AdamNscl;
+use super::class_il::{ClassIl, HeadMerge, group_alphas, merge_groups, param_groups, task_classes, with_replay};
 use super::gpm::{gpm_layers, projected_stage, restore_gpm, update_bases};
 use super::{LearnContext, Method, MethodState, TaskReport, sgd_plan};
 use crate::budget::{Footprint, StepPlan};
@@ -53,6 +54,8 @@ pub struct Became {
     f_old_stored: Option<CompactFisher>,
     /// Stage 1 by Adam-NSCL instead of GPM (then [`Self::gpm_cfg`] and [`Self::gpm`] are unused).
     pub nscl: Option<AdamNscl>,
+    /// Class-incremental options (all off: the method as published); see [`super::class_il`].
+    pub ci: ClassIl,
     tasks_seen: usize,
 }
 
@@ -97,6 +100,7 @@ impl Became {
             f_old: Vec::new(),
             f_old_stored: None,
             nscl: None,
+            ci: ClassIl::default(),
             tasks_seen: 0,
         }
     }
@@ -118,6 +122,14 @@ impl Became {
     /// The same, storing `F_old` in `format` between tasks.
     pub fn with_fisher_format(mut self, format: FisherFormat) -> Self {
         self.fisher_format = format;
+        self
+    }
+
+    /// The same with the class-incremental options `ci`; the labels trick is set on both stages' training.
+    pub fn with_class_il(mut self, ci: ClassIl, labels_trick: bool) -> Self {
+        self.ci = ci;
+        self.stage1.labels_trick = labels_trick;
+        self.stage2.labels_trick = labels_trick;
         self
     }
 
@@ -143,8 +155,9 @@ impl Method for Became {
     /// (e.g. `gpm+became:q4`).
     fn name(&self) -> String {
         let base = if self.nscl.is_some() { "adam-nscl+became" } else { "gpm+became" };
+        let base = format!("{base}{}", self.ci.suffix(self.stage1.labels_trick));
         match self.fisher_format {
-            FisherFormat::F32 => base.into(),
+            FisherFormat::F32 => base,
             f => format!("{base}:{f}"),
         }
     }
@@ -264,14 +277,20 @@ impl Became {
         observe: &mut dyn FnMut(&BecameTrace<'_>),
     ) -> Result<TaskReport> {
         let first = self.tasks_seen == 0;
+        let new_rows = task_classes(model, task)?;
+        let replay = ctx.replay;
+        let with = |on: bool| if on { with_replay(task.train, replay).map(Some) } else { Ok(None) };
+        let (train1, train2) = (with(self.ci.replay_stage1)?, with(self.ci.replay_stage2)?);
+        let task1 = TaskData { train: train1.as_ref().unwrap_or(task.train), ..*task };
+        let task2 = TaskData { train: train2.as_ref().unwrap_or(task.train), ..*task };
         let (log1, t1) = match &mut self.nscl {
-            Some(n) => n.train_stage(model, task, ctx, "stage1")?,
+            Some(n) => n.train_stage(model, &task1, ctx, "stage1")?,
             None => {
                 let gpm = match &mut self.gpm {
                     Some(g) => g,
                     None => self.gpm.insert(Gpm::for_model(model, self.gpm_cfg.clone())?),
                 };
-                projected_stage(gpm, first, model, task, &self.stage1, ctx, "stage1")?
+                projected_stage(gpm, first, model, &task1, &self.stage1, ctx, "stage1")?
             }
         };
         let mut report =
@@ -287,7 +306,7 @@ impl Became {
             let theta_gp = model.flat_params();
             let t0 = Instant::now();
             let stage2 = TrainConfig { restore_best: false, ..self.stage2.clone() };
-            let log2 = train(model, task, &stage2, &mut NoHook, ctx.rng, ctx.progress, "stage2")?;
+            let log2 = train(model, &task2, &stage2, &mut NoHook, ctx.rng, ctx.progress, "stage2")?;
             report.stages.push(("stage2".into(), log2));
             report.timings.push(("stage2".into(), t0.elapsed().as_secs_f64()));
             let theta_hat = model.flat_params();
@@ -297,9 +316,23 @@ impl Became {
             let t_fisher_cur = t0.elapsed().as_secs_f64();
 
             let t0 = Instant::now();
-            let alpha = became_alpha(&f_cur, &self.f_old, &theta_gp, &theta_hat)?;
-            let merged = interpolate(&theta_gp, &theta_hat, alpha)?;
+            let (alpha, merged) = match self.ci.head_merge {
+                HeadMerge::Global => {
+                    let alpha = became_alpha(&f_cur, &self.f_old, &theta_gp, &theta_hat)?;
+                    (alpha, interpolate(&theta_gp, &theta_hat, alpha)?)
+                }
+                rule => {
+                    let groups = param_groups(model, task.head, &new_rows)?;
+                    let mut a = group_alphas(&f_cur, &self.f_old, &theta_gp, &theta_hat, &groups)?;
+                    if rule == HeadMerge::KeepOld {
+                        a[1] = 0.0;
+                    }
+                    tracing::info!(task = task.task_id, trunk = a[0], old_rows = a[1], new_rows = a[2], "grouped α");
+                    (a[0], merge_groups(&theta_gp, &theta_hat, &groups, a)?)
+                }
+            };
             model.set_flat_params(&merged)?;
+            self.ci.correct_head(model, task, &new_rows, &self.stage2, ctx)?;
             report.timings.push(("merge".into(), t0.elapsed().as_secs_f64()));
 
             let t0 = Instant::now();

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use super::class_il::{ClassIl, task_classes, with_replay};
 use super::{LearnContext, Method, MethodState, TaskReport, sgd_plan};
 use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
@@ -22,13 +23,22 @@ pub struct GpmMethod {
     pub gpm: Option<Gpm>,
     /// Bytes the bases may take ([`Gpm::max_bytes`]; `None`: unlimited).
     pub bases_budget: Option<u64>,
+    /// Class-incremental options ([`super::class_il`]; the head-merge choice does not apply, nothing is merged).
+    pub ci: ClassIl,
     tasks_seen: usize,
 }
 
 impl GpmMethod {
     /// GPM with the given settings.
     pub fn new(train: TrainConfig, gpm_cfg: GpmConfig) -> Self {
-        Self { train, gpm_cfg, gpm: None, bases_budget: None, tasks_seen: 0 }
+        Self { train, gpm_cfg, gpm: None, bases_budget: None, ci: ClassIl::default(), tasks_seen: 0 }
+    }
+
+    /// The same with the class-incremental options `ci` and the labels trick on or off.
+    pub fn with_class_il(mut self, ci: ClassIl, labels_trick: bool) -> Self {
+        self.ci = ci;
+        self.train.labels_trick = labels_trick;
+        self
     }
 
     /// Number of tasks learned so far.
@@ -111,7 +121,7 @@ pub(crate) fn restore_gpm(model: &Model, cfg: &GpmConfig, bases: &[BasisState]) 
 
 impl Method for GpmMethod {
     fn name(&self) -> String {
-        "gpm".into()
+        format!("gpm{}", self.ci.suffix(self.train.labels_trick))
     }
 
     fn learn_task(&mut self, model: &mut Model, task: &TaskData<'_>, ctx: &mut LearnContext<'_>) -> Result<TaskReport> {
@@ -119,7 +129,11 @@ impl Method for GpmMethod {
             Some(g) => g,
             None => self.gpm.insert(Gpm::for_model(model, self.gpm_cfg.clone())?),
         };
-        let (log, t_train) = projected_stage(gpm, self.tasks_seen == 0, model, task, &self.train, ctx, "stage1")?;
+        let new_rows = task_classes(model, task)?;
+        let train1 = if self.ci.replay_stage1 { Some(with_replay(task.train, ctx.replay)?) } else { None };
+        let task1 = TaskData { train: train1.as_ref().unwrap_or(task.train), ..*task };
+        let (log, t_train) = projected_stage(gpm, self.tasks_seen == 0, model, &task1, &self.train, ctx, "stage1")?;
+        self.ci.correct_head(model, task, &new_rows, &self.train, ctx)?;
         let (t_basis, updates) = update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?;
         self.tasks_seen += 1;
         Ok(TaskReport {

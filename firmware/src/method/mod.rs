@@ -13,6 +13,7 @@ use crate::train::{Progress, TrainConfig, TrainLog};
 mod adam;
 mod adam_nscl;
 mod became;
+pub mod class_il;
 mod ewc;
 mod finetune;
 mod gpm;
@@ -34,6 +35,24 @@ pub use holistic::{CORRECTION_SAMPLES, HOLISTIC_LR, Holistic, JVP_STEP};
 pub use joint::Joint;
 pub use merging::{MergeRule, Merging, PAM_EPSILON};
 pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};
+
+/// The class-incremental configuration the device learns with by default (the learner, the daemon,
+/// `host device-learn` and the demo; `host simulate --method field` runs the same): GPM + BECAME with the
+/// [`class_il`] options named by its tokens. Chosen by the class-incremental ablation in docs/results.md.
+pub const FIELD_METHOD: &str = "gpm+became+lt+split+wa+r2+bh";
+
+/// The GPM settings of the device: ε = 0.97 on every projected layer, 125 samples per layer (the conv nets'
+/// setting of GPM, also cheap enough for the board), the one shared head projected.
+pub fn field_gpm() -> crate::gpm::GpmConfig {
+    crate::gpm::GpmConfig { thresholds: vec![0.97], threshold_increment: 0.0, samples: 125, project_heads: true }
+}
+
+/// [`FIELD_METHOD`] with the training schedule `train` (both stages), [`field_gpm`] and `F_old` stored in `format`.
+pub fn field_method(train: TrainConfig, format: crate::fisher::FisherFormat) -> Result<Became> {
+    let tokens = FIELD_METHOD.strip_prefix("gpm+became").unwrap_or_default().split('+').filter(|t| !t.is_empty());
+    let (ci, lt) = class_il::ClassIl::parse_tokens(tokens)?;
+    Ok(Became::new(train, field_gpm()).with_fisher_format(format).with_class_il(ci, lt))
+}
 
 /// The error `export_state` returns for a host-side comparison method that keeps `bytes` between tasks which the
 /// state store's schema (parameters, bases, one Fisher) has no place for.

@@ -24,7 +24,7 @@ pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use layer::{Layer, Mode};
 pub use linear::Linear;
-pub use loss::{argmax_rows, softmax_cross_entropy};
+pub use loss::{argmax_rows, softmax_cross_entropy, softmax_cross_entropy_over};
 pub use model::{Model, ParamGrowth, batch_tensor};
 pub use norm::{BATCH_NORM_EPS, BatchNorm};
 pub use optim::Sgd;

@@ -4,7 +4,7 @@ use ndarray::{Array1, Array2, ArrayD, ArrayView2, Ix1, IxDyn, s};
 
 use super::layer::{Layer, Mode};
 use super::linear::Linear;
-use super::loss::{argmax_rows, softmax_cross_entropy};
+use super::loss::{argmax_rows, softmax_cross_entropy_over};
 use super::param::{Param, ParamInfo};
 use crate::error::{Error, Result, shape_err};
 
@@ -96,8 +96,20 @@ impl Model {
 
     /// One forward + backward on a labelled batch; returns the mean cross-entropy. Gradients accumulate.
     pub fn loss_and_grad(&mut self, x: &ArrayView2<'_, f32>, labels: &[usize], head: usize) -> Result<f32> {
+        self.loss_and_grad_over(x, labels, head, None)
+    }
+
+    /// [`Model::loss_and_grad`] with the loss over the `active` classes only
+    /// ([`crate::nn::softmax_cross_entropy_over`], the labels trick); `None` is the plain loss.
+    pub fn loss_and_grad_over(
+        &mut self,
+        x: &ArrayView2<'_, f32>,
+        labels: &[usize],
+        head: usize,
+        active: Option<&[bool]>,
+    ) -> Result<f32> {
         let logits = self.forward(x, head, Mode::Train)?;
-        let (loss, grad) = softmax_cross_entropy(&logits.view(), labels)?;
+        let (loss, grad) = softmax_cross_entropy_over(&logits.view(), labels, active)?;
         self.backward(grad, head)?;
         Ok(loss)
     }
