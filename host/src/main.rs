@@ -219,6 +219,11 @@ struct SimArgs {
     /// line), cpu (the native learner), cuda (an error when CUDA is not usable here).
     #[arg(long, default_value = "auto")]
     backend: firmware::backend::BackendKind,
+    /// Exemplar memory of N samples (class-balanced reservoir, `firmware::replay`): the method is handed the
+    /// stored samples of earlier tasks before each task, and each task's training samples are offered to it after.
+    /// 0: no replay. Needs one shared head (--single-head or --grow-head).
+    #[arg(long, default_value_t = 0)]
+    replay: usize,
 }
 
 #[derive(Debug, Args)]
@@ -428,13 +433,16 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
             }
             let total: usize = stream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * preset.train.epochs;
             let mut bar = Bar::new(&format!("{method_name} seed {seed}"), total as u64);
-            let (result, _) = simulate::run(&stream, model, method.as_mut(), seed, &mut bar)?;
+            let (result, _) = simulate::run_with_replay(&stream, model, method.as_mut(), seed, a.replay, &mut bar)?;
             bar.finish();
             tracing::info!(method = %method_name, seed, acc = result.summary.acc, bwt = result.summary.bwt, "run done");
             runs.push(result);
         }
         let agg = Aggregate::new(runs)?;
-        let stem = format!("{}-{}", agg.stream, agg.method);
+        let stem = match a.replay {
+            0 => format!("{}-{}", agg.stream, agg.method),
+            n => format!("{}-{}-replay{n}", agg.stream, agg.method),
+        };
         report::write_json(&a.out.join(format!("{stem}.json")), &agg)?;
         let md = report::markdown(&agg, &command);
         report::write_text(&a.out.join(format!("{stem}.md")), &md)?;
