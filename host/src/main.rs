@@ -502,7 +502,10 @@ fn footprint_cmd(a: FootprintArgs) -> anyhow::Result<()> {
             other => registry::build(other, &preset)?,
         };
         method.set_bases_budget(Some(profile.budget.bases));
-        let fp = method.footprint(&model)?;
+        let mut fp = method.footprint(&model)?;
+        // The device learner's replay buffer, sized from the replay budget over the model input.
+        fp.replay =
+            firmware::replay::ReplayBuffer::with_budget(profile.budget.replay, model.input_len()).capacity_bytes();
         for ((budget, needed), (_, limit)) in fp.entries().into_iter().zip(profile.budget.entries()) {
             let fits = if needed <= limit { "yes".to_string() } else { format!("**no** ({} over)", needed - limit) };
             println!("| {} | {budget} | {needed} | {limit} | {fits} |", method.name());
