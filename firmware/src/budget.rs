@@ -1,8 +1,8 @@
 //! Board profiles (`boards/*.toml`) and the learner's memory budgets.
 //!
 //! A [`BoardProfile`] names the board's target, glibc, CUDA architecture, how many output classes the learner may
-//! grow to, how the accumulated Fisher is stored, and five byte [`Budgets`]: parameters, GPM bases, Fisher,
-//! training workspace and one state-file slot. The schema is documented in `boards/README.md`; unknown keys are
+//! grow to, how the accumulated Fisher is stored, and six byte [`Budgets`]: parameters, GPM bases, Fisher,
+//! training workspace, one state-file slot and the replay buffer ([`crate::replay`]). The schema is documented in `boards/README.md`; unknown keys are
 //! rejected so that a typo does not pass silently.
 //!
 //! Before every learning step the learner computes a [`Footprint`] — what the step needs in each budget, from the
@@ -21,10 +21,11 @@
 //! | `bases` | the GPM bases as they are before the step, `Σ d_in·k · 4` |
 //! | `fisher` | what the method keeps between tasks besides bases: `F_old` in its [`FisherFormat`] (BECAME), Fisher and θ_old (EWC, f32) |
 //! | `workspace` | gradients (one per parameter), SGD momentum, activations of the largest batch the step runs (training batch, Fisher batch of 64, GPM representation samples) with the caches backward keeps, the transient full-length copies of the method (best-validation copy, θ_GP, θ̂, F_cur, θ*, F(θ*), …), the Fisher estimator's f64 accumulator, the GPM projectors, representation matrices and SVD work arrays |
-//! | `state_file` | one slot after the step: frame header and CRC, parameters and their layout, bases at the largest size the bases budget lets them reach, the stored Fisher, plus what the caller adds (registries, metrics) |
+//! | `state_file` | one slot after the step: frame header and CRC, parameters and their layout, bases at the largest size the bases budget lets them reach, the stored Fisher, plus what the caller adds (registries, metrics, the replay buffer's samples after the step) |
+//! | `replay` | the exemplar memory ([`crate::replay::ReplayBuffer`]) at its capacity, `4 · features + 4` bytes a sample; a method's own footprint has none, [`crate::learner::Learner::footprint`] adds it (and the transient copy of the stored samples handed to the method, to `workspace`) |
 //!
 //! Incoming samples (the learner's fixed-capacity buffer) are allocated once at start and are not part of these
-//! budgets.
+//! budgets; the stored samples of the replay buffer are (`replay`).
 
 use std::fmt;
 use std::path::Path;
@@ -85,27 +86,42 @@ pub struct Budgets {
     pub workspace: u64,
     /// One slot of the state store on disk (header, payload and CRC).
     pub state_file: u64,
+    /// The replay buffer (exemplar memory) of stored samples, `4 · features + 4` bytes a sample
+    /// ([`crate::replay::ReplayBuffer::with_budget`]).
+    #[serde(default)]
+    pub replay: u64,
 }
 
 impl Budgets {
     /// Budgets large enough never to refuse anything (`u64::MAX` each).
-    pub const UNLIMITED: Budgets =
-        Budgets { params: u64::MAX, bases: u64::MAX, fisher: u64::MAX, workspace: u64::MAX, state_file: u64::MAX };
+    pub const UNLIMITED: Budgets = Budgets {
+        params: u64::MAX,
+        bases: u64::MAX,
+        fisher: u64::MAX,
+        workspace: u64::MAX,
+        state_file: u64::MAX,
+        replay: u64::MAX,
+    };
 
     /// `(name, value)` of each budget in a fixed order (the order [`Footprint::check`] tests them in).
-    pub fn entries(&self) -> [(&'static str, u64); 5] {
+    pub fn entries(&self) -> [(&'static str, u64); 6] {
         [
             ("params", self.params),
             ("bases", self.bases),
             ("fisher", self.fisher),
             ("workspace", self.workspace),
             ("state_file", self.state_file),
+            ("replay", self.replay),
         ]
     }
 
-    /// `params + bases + fisher + workspace`: the learner's RAM budget (saturating).
+    /// `params + bases + fisher + workspace + replay`: the learner's RAM budget (saturating).
     pub fn ram(&self) -> u64 {
-        self.params.saturating_add(self.bases).saturating_add(self.fisher).saturating_add(self.workspace)
+        self.params
+            .saturating_add(self.bases)
+            .saturating_add(self.fisher)
+            .saturating_add(self.workspace)
+            .saturating_add(self.replay)
     }
 }
 
@@ -158,6 +174,7 @@ struct RawBudgets {
     fisher: i64,
     workspace: i64,
     state_file: i64,
+    replay: i64,
 }
 
 impl BoardProfile {
@@ -227,6 +244,7 @@ impl BoardProfile {
             fisher: budget_of("budget.fisher", b.fisher)?,
             workspace: budget_of("budget.workspace", b.workspace)?,
             state_file: budget_of("budget.state_file", b.state_file)?,
+            replay: budget_of("budget.replay", b.replay)?,
         };
         Ok(Self {
             name: raw.name,
@@ -256,17 +274,21 @@ pub struct Footprint {
     pub workspace: u64,
     /// One state-file slot after the step.
     pub state_file: u64,
+    /// The replay buffer at its capacity (0 in a method's own footprint; the learner adds it).
+    #[serde(default)]
+    pub replay: u64,
 }
 
 impl Footprint {
     /// `(name, bytes)` in the order of [`Budgets::entries`].
-    pub fn entries(&self) -> [(&'static str, u64); 5] {
+    pub fn entries(&self) -> [(&'static str, u64); 6] {
         [
             ("params", self.params),
             ("bases", self.bases),
             ("fisher", self.fisher),
             ("workspace", self.workspace),
             ("state_file", self.state_file),
+            ("replay", self.replay),
         ]
     }
 
@@ -291,9 +313,13 @@ impl Footprint {
             .collect()
     }
 
-    /// `params + bases + fisher + workspace` (saturating).
+    /// `params + bases + fisher + workspace + replay` (saturating).
     pub fn ram(&self) -> u64 {
-        self.params.saturating_add(self.bases).saturating_add(self.fisher).saturating_add(self.workspace)
+        self.params
+            .saturating_add(self.bases)
+            .saturating_add(self.fisher)
+            .saturating_add(self.workspace)
+            .saturating_add(self.replay)
     }
 
     /// The footprint of a step described by `plan` on `model` (see the module docs for what is counted).
@@ -352,7 +378,7 @@ impl Footprint {
             None => max_bases_bytes(&plan.gpm_layers),
         };
         let state_file = state_file_estimate(model, plan.gpm_layers.len(), bases_after, plan.stored_fisher_bytes)?;
-        Ok(Self { params: 4 * n, bases: bases_now, fisher: plan.kept_bytes, workspace, state_file })
+        Ok(Self { params: 4 * n, bases: bases_now, fisher: plan.kept_bytes, workspace, state_file, replay: 0 })
     }
 }
 
@@ -529,8 +555,8 @@ impl fmt::Display for Footprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "params {} B, bases {} B, fisher {} B, workspace {} B, state file {} B",
-            self.params, self.bases, self.fisher, self.workspace, self.state_file
+            "params {} B, bases {} B, fisher {} B, workspace {} B, state file {} B, replay {} B",
+            self.params, self.bases, self.fisher, self.workspace, self.state_file, self.replay
         )
     }
 }

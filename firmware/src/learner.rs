@@ -20,6 +20,12 @@
 //! method is used unchanged: GPM's bases are over layer inputs and do not change when the head grows; per-parameter
 //! vectors (BECAME's `F_old`, EWC's Fisher and anchor) are resized through [`Method::params_grown`], new entries
 //! getting zero Fisher.
+//!
+//! The learner keeps an exemplar memory ([`ReplayBuffer`], class-balanced reservoir) sized from the profile's
+//! `replay` budget over the model input (the samples as they arrive; with a frozen prefix, the features after it,
+//! which are this learner's input). [`Learner::learn`] hands its stored samples to the method
+//! ([`LearnContext::replay`]) and, after the task is learned, offers the task's samples to it; it is part of the
+//! committed state. A stored buffer over the budget is refused on load ([`Error::OverBudget`]).
 
 use std::path::Path;
 
@@ -31,8 +37,10 @@ use crate::data::{Samples, TaskData};
 use crate::error::{Error, Result, shape_err};
 use crate::method::{LearnContext, Method, MethodState, TaskReport};
 use crate::nn::{Linear, Model};
+use crate::replay::ReplayBuffer;
 use crate::store::{
-    CRC_LEN, ClassEntry, HEADER_LEN, InboxLedger, LearnerState, LedgerFile, MetricsHistory, StateStore, TaskEntry,
+    CRC_LEN, ClassEntry, HEADER_LEN, InboxLedger, LearnerState, LedgerFile, MetricsHistory, ReplayState, StateStore,
+    TaskEntry,
 };
 use crate::train::Silent;
 
@@ -108,6 +116,22 @@ impl<const CAP: usize> SampleBuffer<CAP> {
         self.labels.clear();
     }
 
+    /// Every sample held, in arrival order.
+    pub fn all(&self) -> Result<Samples> {
+        self.rows(&(0..self.len()).collect::<Vec<_>>())
+    }
+
+    fn rows(&self, idx: &[usize]) -> Result<Samples> {
+        let mut x = Array2::<f32>::zeros((idx.len(), self.features));
+        for (row, &i) in idx.iter().enumerate() {
+            x.row_mut(row)
+                .as_slice_mut()
+                .expect("rows of a new array are contiguous")
+                .copy_from_slice(&self.pixels[i * self.features..(i + 1) * self.features]);
+        }
+        Samples::new(x, idx.iter().map(|&i| self.labels[i] as usize).collect())
+    }
+
     /// The samples held, split into (train, validation): every [`VAL_EVERY`]-th sample is validation when at least
     /// [`VAL_EVERY`] are held, otherwise all are training samples.
     pub fn split(&self) -> Result<(Samples, Samples)> {
@@ -115,14 +139,7 @@ impl<const CAP: usize> SampleBuffer<CAP> {
         let val_of = |i: usize| n >= VAL_EVERY && i % VAL_EVERY == VAL_EVERY - 1;
         let pick = |val: bool| -> Result<Samples> {
             let idx: Vec<usize> = (0..n).filter(|&i| val_of(i) == val).collect();
-            let mut x = Array2::<f32>::zeros((idx.len(), self.features));
-            for (row, &i) in idx.iter().enumerate() {
-                x.row_mut(row)
-                    .as_slice_mut()
-                    .expect("rows of a new array are contiguous")
-                    .copy_from_slice(&self.pixels[i * self.features..(i + 1) * self.features]);
-            }
-            Samples::new(x, idx.iter().map(|&i| self.labels[i] as usize).collect())
+            self.rows(&idx)
         };
         Ok((pick(false)?, pick(true)?))
     }
@@ -142,9 +159,15 @@ pub struct Learner<M: Method + Clone, const CAP: usize> {
     metrics: MetricsHistory,
     inbox: InboxLedger,
     buffer: SampleBuffer<CAP>,
+    replay: ReplayBuffer,
     store: Option<StateStore>,
     rng: ChaCha8Rng,
+    /// The replay buffer's own random stream, so that the method's stream is the same with and without replay.
+    replay_rng: ChaCha8Rng,
 }
+
+/// Seed offset of the replay buffer's random stream.
+const REPLAY_SEED: u64 = 0x5EED_0B0F;
 
 fn check_class_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_CLASS_NAME || name.chars().any(char::is_control) {
@@ -204,6 +227,7 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
             }
         }
         let buffer = SampleBuffer::new(model.input_len());
+        let replay = ReplayBuffer::with_budget(profile.budget.replay, model.input_len());
         Ok(Self {
             profile,
             arch: arch.into(),
@@ -214,8 +238,10 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
             metrics: MetricsHistory::default(),
             inbox: InboxLedger::default(),
             buffer,
+            replay,
             store: None,
             rng: crate::seeded_rng(seed),
+            replay_rng: crate::seeded_rng(seed.wrapping_add(REPLAY_SEED)),
         })
     }
 
@@ -264,6 +290,17 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         &self.buffer
     }
 
+    /// The replay buffer (stored samples of learned tasks).
+    pub fn replay(&self) -> &ReplayBuffer {
+        &self.replay
+    }
+
+    /// The stored samples of the classes `ids` (a replay request); [`Error::UnknownClass`] for a class with no
+    /// stored sample. Changes nothing.
+    pub fn replay_samples(&self, ids: &[u32]) -> Result<Samples> {
+        self.replay.restrict(&ids.iter().map(|&c| c as usize).collect::<Vec<_>>())
+    }
+
     /// Drop the buffered samples (not learned); returns how many there were.
     pub fn clear_buffer(&mut self) -> usize {
         let n = self.buffer.len();
@@ -302,11 +339,19 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         self.tasks.iter().find(|t| t.id == id).ok_or(Error::UnknownTask { id, known: self.tasks.len() })
     }
 
-    /// What the next [`Learner::learn`] needs in each budget: the method's footprint plus the registries and
-    /// metrics in the state file.
+    /// What the next [`Learner::learn`] needs in each budget: the method's footprint plus the registries,
+    /// metrics and replay samples (as many as the buffer holds after the task) in the state file, the replay
+    /// buffer at its capacity, and the copy of its stored samples handed to the method in the workspace.
     pub fn footprint(&self) -> Result<Footprint> {
         let mut fp = self.method.footprint(&self.model)?;
-        fp.state_file = fp.state_file.saturating_add(self.registry_bytes(1));
+        let per = crate::replay::bytes_per_sample(self.replay.features());
+        let after = (self.replay.len() + self.buffer.len()).min(self.replay.capacity()) as u64;
+        let seen = (self.classes.len() as u64).saturating_mul(15) + 4 * 10;
+        fp.state_file = fp.state_file.saturating_add(self.registry_bytes(1)).saturating_add(after * per + seen);
+        fp.replay = self.replay.capacity_bytes();
+        // The replayed copy: values and usize labels.
+        let copy = (self.replay.len() as u64).saturating_mul(4 * self.replay.features() as u64 + 8);
+        fp.workspace = fp.workspace.saturating_add(copy);
         Ok(fp)
     }
 
@@ -404,9 +449,17 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
             return Err(e);
         }
         let (train, val) = self.buffer.split()?;
+        // The stored samples before this task are replayed; the buffer after it (this task's samples offered) is
+        // built on the side and swapped in only when the task was learned.
+        let stored = if self.replay.is_empty() { None } else { Some(self.replay.samples()?) };
+        let mut replay = self.replay.clone();
+        let mut replay_rng = self.replay_rng.clone();
+        replay.offer_all(&self.buffer.all()?, &mut replay_rng)?;
         let task = TaskData { task_id: id as usize, head: 0, train: &train, val: &val };
-        let mut ctx = LearnContext { rng: &mut self.rng, progress: &mut Silent, replay: None };
+        let mut ctx = LearnContext { rng: &mut self.rng, progress: &mut Silent, replay: stored.as_ref() };
         let report = self.method.learn_task(&mut self.model, &task, &mut ctx)?;
+        self.replay = replay;
+        self.replay_rng = replay_rng;
         let mut classes: Vec<u32> = self.buffer.labels().to_vec();
         classes.sort_unstable();
         classes.dedup();
@@ -440,6 +493,7 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         state.classes = self.classes.clone();
         state.metrics = self.metrics.clone();
         state.inbox = self.inbox.clone();
+        state.replay = ReplayState::of(&self.replay)?;
         Ok(state)
     }
 
@@ -453,8 +507,9 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
 
     /// Load the newest committed state (after a restart). `Ok(None)` on a fresh store, otherwise the generation.
     /// Everything is rebuilt on the side and swapped in only when it is complete and consistent with this model
-    /// and profile; on any error (corrupt slots, a newer format, another model, over budget) the learner is
-    /// unchanged. Buffered samples are discarded on success.
+    /// and profile; on any error (corrupt slots, a newer format, another model, over budget, a stored replay
+    /// buffer over the `replay` budget or of another sample width) the learner is unchanged. A state file older
+    /// than format version 3 loads with an empty replay buffer. Buffered samples are discarded on success.
     pub fn load(&mut self) -> Result<Option<u64>> {
         let store = self.store.as_mut().ok_or_else(|| Error::Config("no state store (use with_store)".into()))?;
         let Some(loaded) = store.load()? else { return Ok(None) };
@@ -493,8 +548,10 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
                 return Err(Error::OverBudget { budget, needed, limit });
             }
         }
+        let replay = state.replay.to_buffer(self.replay.capacity(), self.model.input_len())?;
         let generation = state.generation;
         self.model = model;
+        self.replay = replay;
         self.method = method;
         self.classes = state.classes;
         self.tasks = state.tasks;

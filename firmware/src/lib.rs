@@ -4,9 +4,10 @@
 //! ([`train`]) → [`gpm`] bases / [`fisher`] / [`merge`] → continual-learning [`method`]s → [`metrics`]; all learner
 //! state persists through the crash-safe [`store`]. Board profiles and memory budgets are in [`budget`]; the
 //! [`learner`] ties a model, a method, the class registry and the store together for class-incremental learning in
-//! the field. Models come in and go out as ONNX ([`onnx`]): a frozen prefix
-//! runs in tract, the layers after the cut train natively. The heavy operations of a task update (GEMM, im2col,
-//! projection, Fisher, merge) also run behind a compute [`backend`]: the CPU always, CUDA with the `cuda` feature.
+//! the field, with the class-balanced exemplar memory of [`replay`]. Models come in and go out as ONNX ([`onnx`]): a
+//! frozen prefix runs in tract, the layers after the cut train natively. The heavy operations of a task update (GEMM,
+//! im2col, projection, Fisher, merge) also run behind a compute [`backend`]: the CPU always, CUDA with the `cuda`
+//! feature.
 //! In the field ([`daemon`]): a status LED and a learn button ([`io`]), a serial command protocol ([`protocol`])
 //! and photos dropped into folders ([`inbox`]) drive the learner with no screen.
 //!
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod nn;
 pub mod onnx;
 pub mod protocol;
+pub mod replay;
 pub mod selftest;
 pub mod store;
 pub mod train;

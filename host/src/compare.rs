@@ -243,6 +243,8 @@ mod tests {
             reports,
             num_params: 10,
             seconds: 1.0,
+            replay_samples: 0,
+            replay_bytes: 0,
         }
     }
 

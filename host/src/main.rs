@@ -220,6 +220,11 @@ struct SimArgs {
     /// line), cpu (the native learner), cuda (an error when CUDA is not usable here).
     #[arg(long, default_value = "auto")]
     backend: firmware::backend::BackendKind,
+    /// Exemplar memory of N samples (class-balanced reservoir, `firmware::replay`): the method is handed the
+    /// stored samples of earlier tasks before each task, and each task's training samples are offered to it after.
+    /// 0: no replay. Needs one shared head (--single-head or --grow-head).
+    #[arg(long, default_value_t = 0)]
+    replay: usize,
 }
 
 #[derive(Debug, Args)]
@@ -429,13 +434,16 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
             }
             let total: usize = stream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * preset.train.epochs;
             let mut bar = Bar::new(&format!("{method_name} seed {seed}"), total as u64);
-            let (result, _) = simulate::run(&stream, model, method.as_mut(), seed, &mut bar)?;
+            let (result, _) = simulate::run_with_replay(&stream, model, method.as_mut(), seed, a.replay, &mut bar)?;
             bar.finish();
             tracing::info!(method = %method_name, seed, acc = result.summary.acc, bwt = result.summary.bwt, "run done");
             runs.push(result);
         }
         let agg = Aggregate::new(runs)?;
-        let stem = format!("{}-{}", agg.stream, agg.method);
+        let stem = match a.replay {
+            0 => format!("{}-{}", agg.stream, agg.method),
+            n => format!("{}-{}-replay{n}", agg.stream, agg.method),
+        };
         report::write_json(&a.out.join(format!("{stem}.json")), &agg)?;
         let md = report::markdown(&agg, &command);
         report::write_text(&a.out.join(format!("{stem}.md")), &md)?;
@@ -495,7 +503,10 @@ fn footprint_cmd(a: FootprintArgs) -> anyhow::Result<()> {
             other => registry::build(other, &preset)?,
         };
         method.set_bases_budget(Some(profile.budget.bases));
-        let fp = method.footprint(&model)?;
+        let mut fp = method.footprint(&model)?;
+        // The device learner's replay buffer, sized from the replay budget over the model input.
+        fp.replay =
+            firmware::replay::ReplayBuffer::with_budget(profile.budget.replay, model.input_len()).capacity_bytes();
         for ((budget, needed), (_, limit)) in fp.entries().into_iter().zip(profile.budget.entries()) {
             let fits = if needed <= limit { "yes".to_string() } else { format!("**no** ({} over)", needed - limit) };
             println!("| {} | {budget} | {needed} | {limit} | {fits} |", method.name());

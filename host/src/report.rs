@@ -53,6 +53,12 @@ pub struct Aggregate {
     pub seconds: MeanStd,
     /// Bytes kept by the method after the last task (mean over seeds).
     pub bytes_kept: f64,
+    /// Capacity of the replay buffer in samples (`--replay`; 0: no replay), the same in every run.
+    #[serde(default)]
+    pub replay_samples: usize,
+    /// Bytes the replay buffer held after the last task (mean over seeds).
+    #[serde(default)]
+    pub replay_bytes: f64,
     /// The individual runs.
     pub runs: Vec<RunResult>,
 }
@@ -63,6 +69,9 @@ impl Aggregate {
         let first = runs.first().ok_or_else(|| Error::Invalid("no runs to aggregate".into()))?;
         if runs.iter().any(|r| r.stream != first.stream || r.method != first.method) {
             return Err(Error::Invalid("aggregate mixes streams or methods".into()));
+        }
+        if runs.iter().any(|r| r.replay_samples != first.replay_samples) {
+            return Err(Error::Invalid("aggregate mixes replay buffer sizes".into()));
         }
         let col = |f: &dyn Fn(&RunResult) -> f64| MeanStd::of(&runs.iter().map(f).collect::<Vec<_>>());
         let fwts: Vec<f64> = runs.iter().filter_map(|r| r.summary.fwt).collect();
@@ -99,6 +108,8 @@ impl Aggregate {
             basis_sizes,
             seconds: col(&|r| r.seconds),
             bytes_kept: col(&|r| r.reports.last().map_or(0.0, |x| x.bytes_kept as f64)).mean,
+            replay_samples: first.replay_samples,
+            replay_bytes: col(&|r| r.replay_bytes as f64).mean,
             runs,
         })
     }
@@ -108,13 +119,17 @@ fn pct(m: &MeanStd) -> String {
     format!("{:.2} ± {:.2}", 100.0 * m.mean, 100.0 * m.std)
 }
 
-/// A Markdown summary table with one row per aggregate (ACC, BWT, FWT, forgetting in percent points).
+/// A Markdown summary table with one row per aggregate (ACC, BWT, FWT, forgetting in percent points). When any
+/// aggregate replays, two more columns give the replay buffer's capacity (samples) and the bytes it held at the end.
 pub fn summary_table(aggs: &[Aggregate]) -> String {
-    let mut s = String::from(
-        "| stream | method | seeds | ACC % | BWT % | FWT % | forgetting % | time s | bytes kept |\n|---|---|---|---|---|---|---|---|---|\n",
-    );
+    let replay = aggs.iter().any(|a| a.replay_samples > 0);
+    let mut s =
+        String::from("| stream | method | seeds | ACC % | BWT % | FWT % | forgetting % | time s | bytes kept |");
+    s.push_str(if replay { " replay samples | replay bytes |\n" } else { "\n" });
+    s.push_str("|---|---|---|---|---|---|---|---|---|");
+    s.push_str(if replay { "---|---|\n" } else { "\n" });
     for a in aggs {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} |",
             a.stream,
@@ -127,6 +142,10 @@ pub fn summary_table(aggs: &[Aggregate]) -> String {
             a.seconds.mean,
             a.bytes_kept
         );
+        if replay {
+            let _ = write!(s, " {} | {:.0} |", a.replay_samples, a.replay_bytes);
+        }
+        s.push('\n');
     }
     s
 }
@@ -162,6 +181,14 @@ pub fn matrix_table(run: &RunResult) -> String {
 pub fn markdown(agg: &Aggregate, command: &str) -> String {
     let mut s = format!("## {} on {}\n\nCommand: `{}`\n\n", agg.method, agg.stream, command);
     s.push_str(&summary_table(std::slice::from_ref(agg)));
+    if agg.replay_samples > 0 {
+        let _ = writeln!(
+            s,
+            "\nReplay buffer: {} samples (class-balanced reservoir), {:.0} bytes held after the last task (mean over \
+             seeds).",
+            agg.replay_samples, agg.replay_bytes
+        );
+    }
     if agg.alpha.iter().any(Option::is_some) {
         s.push_str("\nα per task (mean ± std over seeds):\n\n| task | α |\n|---|---|\n");
         for (t, a) in agg.alpha.iter().enumerate() {

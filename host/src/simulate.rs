@@ -5,11 +5,12 @@ use std::time::Instant;
 use firmware::method::{LearnContext, Method, TaskReport};
 use firmware::metrics::{AccuracyMatrix, Summary};
 use firmware::nn::Model;
+use firmware::replay::ReplayBuffer;
 use firmware::train::{Progress, evaluate};
 use serde::{Deserialize, Serialize};
 
 use crate::data::stream::Stream;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Everything measured in one run of one method over one stream with one seed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +33,12 @@ pub struct RunResult {
     pub num_params: usize,
     /// Wall-clock seconds for the whole run (learning and evaluation).
     pub seconds: f64,
+    /// Capacity of the run's replay buffer in samples (`--replay`; 0: no replay).
+    #[serde(default)]
+    pub replay_samples: usize,
+    /// Bytes the replay buffer held after the last task (`4 · features + 4` per stored sample).
+    #[serde(default)]
+    pub replay_bytes: u64,
 }
 
 /// Batch size used for test-set evaluation.
@@ -66,19 +73,46 @@ pub fn outputs_needed(stream: &Stream, i: usize) -> Option<usize> {
 }
 
 /// Learn the stream's tasks in order with `method`, evaluating on all tasks' test sets after each one.
-/// The untrained model is evaluated first to give FWT its random-init reference.
+/// The untrained model is evaluated first to give FWT its random-init reference. No replay: [`run_with_replay`]
+/// with a buffer of 0 samples.
+pub fn run(
+    stream: &Stream,
+    model: Model,
+    method: &mut dyn Method,
+    seed: u64,
+    progress: &mut dyn Progress,
+) -> Result<(RunResult, Model)> {
+    run_with_replay(stream, model, method, seed, 0, progress)
+}
+
+/// [`run`] with an exemplar memory of `replay` samples ([`ReplayBuffer`], class-balanced reservoir): before each
+/// task the method gets the stored samples in [`LearnContext::replay`] (`None` while the buffer is empty), and
+/// after it learned the task the task's training samples are offered to the buffer, in order. The buffer draws
+/// from its own seeded stream, so the method's random stream is the same with and without replay. Replay needs
+/// one shared head (labels are global class ids): a multi-head stream with `replay > 0` is refused.
 ///
 /// Class-incremental in the field: when the model's single head has fewer outputs than the classes seen up to the
 /// next task ([`outputs_needed`]; a model built by [`crate::presets::Preset::build_model`] with `grow_head`), the
 /// head grows first ([`Model::grow_head`], new rows at zero) and the method resizes what it keeps per parameter
 /// ([`Method::params_grown`]). With a full-width head (every other run) nothing grows.
-pub fn run(
+pub fn run_with_replay(
     stream: &Stream,
     mut model: Model,
     method: &mut dyn Method,
     seed: u64,
+    replay: usize,
     progress: &mut dyn Progress,
 ) -> Result<(RunResult, Model)> {
+    if replay > 0 && stream.multi_head {
+        return Err(Error::Invalid(format!(
+            "--replay needs one shared head (labels are global class ids); stream {} has a head per task: use \
+             --single-head or --grow-head",
+            stream.name
+        )));
+    }
+    let features = stream.tasks.first().map_or(0, |t| t.train.features());
+    let mut buffer = ReplayBuffer::new(replay, features);
+    let mut replay_rng = firmware::seeded_rng(seed.wrapping_add(0x5EED_0B0F));
     let t0 = Instant::now();
     let mut rng = firmware::seeded_rng(seed.wrapping_add(0x5EED));
     let mut matrix = AccuracyMatrix::new(stream.tasks.len());
@@ -94,8 +128,10 @@ pub fn run(
             tracing::info!(task = task.id, outputs = needed, "head grown");
         }
         let data = firmware::data::TaskData { task_id: task.id, head: task.head, train: &task.train, val: &task.val };
-        let mut ctx = LearnContext { rng: &mut rng, progress: &mut *progress, replay: None };
+        let stored = if buffer.is_empty() { None } else { Some(buffer.samples()?) };
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut *progress, replay: stored.as_ref() };
         let report = method.learn_task(&mut model, &data, &mut ctx)?;
+        buffer.offer_all(&task.train, &mut replay_rng)?;
         let row = evaluate_all(&mut model, stream)?;
         tracing::info!(
             method = %method.name(),
@@ -103,6 +139,7 @@ pub fn run(
             acc_on_task = row[task.id],
             mean_so_far = row[..=task.id].iter().sum::<f64>() / (task.id + 1) as f64,
             alpha = ?report.alpha,
+            replay_stored = buffer.len(),
             "task learned"
         );
         matrix.push_row(row)?;
@@ -119,6 +156,8 @@ pub fn run(
         reports,
         num_params: model.num_params(),
         seconds: t0.elapsed().as_secs_f64(),
+        replay_samples: replay,
+        replay_bytes: buffer.bytes(),
     };
     Ok((result, model))
 }

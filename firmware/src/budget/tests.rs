@@ -24,6 +24,7 @@ bases = 786432
 fisher = 131072
 workspace = 655360
 state_file = 1572864
+replay = 262144
 "#;
 
 fn boards_dir() -> std::path::PathBuf {
@@ -75,7 +76,7 @@ fn bad_profiles_are_typed_errors() {
     assert!(matches!(&e, ProfileError::Parse { message, .. } if message.contains("max_classes")), "{e}");
     let e = parse_err(&TINY.replace("jetpack = \"\"", "jetpack = \"\"\nmax_clases = 3"));
     assert!(matches!(&e, ProfileError::Parse { message, .. } if message.contains("max_clases")), "{e}");
-    let e = parse_err(&TINY.replace("state_file = 1572864", "state_file = 1572864\nswap = 1"));
+    let e = parse_err(&TINY.replace("replay = 262144", "replay = 262144\nswap = 1"));
     assert!(matches!(&e, ProfileError::Parse { message, .. } if message.contains("swap")), "{e}");
     let e = parse_err(&TINY.replace("max_classes = 10", "max_classes = \"ten\""));
     assert!(matches!(e, ProfileError::Parse { .. }), "{e}");
@@ -107,8 +108,8 @@ fn bad_profiles_are_typed_errors() {
 
 #[test]
 fn check_names_the_budget_and_the_overrun() {
-    let b = Budgets { params: 100, bases: 100, fisher: 100, workspace: 1000, state_file: 5000 };
-    let fp = Footprint { params: 100, bases: 0, fisher: 40, workspace: 1234, state_file: 6000 };
+    let b = Budgets { params: 100, bases: 100, fisher: 100, workspace: 1000, state_file: 5000, replay: 100 };
+    let fp = Footprint { params: 100, bases: 0, fisher: 40, workspace: 1234, state_file: 6000, replay: 0 };
     let e = fp.check(&b).unwrap_err();
     assert!(matches!(e, Error::OverBudget { budget: "workspace", needed: 1234, limit: 1000 }), "{e}");
     let msg = e.to_string();

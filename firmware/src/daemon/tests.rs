@@ -197,7 +197,7 @@ fn device_answers_every_request_and_refuses_bad_ones_with_typed_errors() {
     assert_eq!((s.generation, s.phase, s.tasks, s.classes, s.buffered), (0, Phase::Idle, 0, 4, 0));
     assert_eq!((s.capacity as usize, s.inbox_pending, s.samples_learned, s.last_alpha), (SAMPLE_CAPACITY, 0, 0, None));
     let names: Vec<&str> = s.budget.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, ["params", "bases", "fisher", "workspace", "state_file"]);
+    assert_eq!(names, ["params", "bases", "fisher", "workspace", "state_file", "replay"]);
     assert!(s.budget.iter().all(|b| b.used <= b.limit), "{:?}", s.budget);
     // The head's 100×4 weights and the 800×100 layer are trainable parameters (f32); no basis before a task.
     assert!(s.budget[0].used >= 4 * (800 * 100 + 100 * 4), "{:?}", s.budget);

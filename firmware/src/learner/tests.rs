@@ -4,7 +4,7 @@ use crate::fisher::FisherFormat;
 use crate::gpm::GpmConfig;
 use crate::method::{Became, Ewc, FineTune, GpmMethod};
 use crate::nn::zoo;
-use crate::store::{CRC32C, FORMAT_VERSION};
+use crate::store::{CRC32C, FORMAT_VERSION, ReplayState};
 use crate::train::TrainConfig;
 use rand::Rng;
 
@@ -355,5 +355,93 @@ fn a_stored_state_for_another_model_is_refused() {
     let mut small =
         Dev::new(p, "mlp-12-16", model, became(FisherFormat::F32), &["c0"], 1).unwrap().with_store(&dir).unwrap();
     assert!(matches!(small.load(), Err(Error::TooManyClasses { max: 1, .. })));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Budgets with room for `samples` replay samples of the test model's input, nothing else limited.
+fn replay_budget(samples: u64) -> Budgets {
+    Budgets { replay: samples * crate::replay::bytes_per_sample(FEATURES), ..Budgets::UNLIMITED }
+}
+
+#[test]
+fn the_replay_buffer_fills_class_balanced_and_lives_in_the_state() {
+    let dir = tmp("replay");
+    let mut l = learner(FisherFormat::F16, replay_budget(10), 8).with_store(&dir).unwrap();
+    assert_eq!((l.replay().capacity(), l.replay().len()), (10, 0));
+    assert_eq!(l.footprint().unwrap().replay, 10 * 52);
+    feed(&mut l, &[0, 1], 20, 1);
+    l.learn().unwrap();
+    assert_eq!(l.replay().class_counts(), vec![(0, 5), (1, 5)]);
+    l.commit().unwrap();
+    feed(&mut l, &[2], 20, 2);
+    l.learn().unwrap();
+    let counts = l.replay().class_counts();
+    assert_eq!(counts.iter().map(|c| c.1).sum::<usize>(), 10);
+    assert!(counts.iter().all(|c| (3..=4).contains(&c.1)), "{counts:?}");
+    assert_eq!(l.replay_samples(&[2]).unwrap().len(), counts[2].1);
+    l.commit().unwrap();
+
+    // A restart gets the same buffer back.
+    let mut again = learner(FisherFormat::F16, replay_budget(10), 8).with_store(&dir).unwrap();
+    assert_eq!(again.load().unwrap(), Some(2));
+    assert_eq!(again.replay(), l.replay());
+    assert_eq!(again.state().unwrap(), l.state().unwrap());
+
+    // A replay request for a class with nothing stored, bad samples: typed errors, nothing changes.
+    let before = snapshot(&again);
+    assert!(matches!(again.replay_samples(&[0, 6]), Err(Error::UnknownClass(_))));
+    assert!(matches!(again.add_sample("c0", &[f32::NAN; FEATURES]), Err(Error::NonFinite(_))));
+    assert!(matches!(again.add_sample("c0", &[0.5; FEATURES + 1]), Err(Error::Shape { .. })));
+    assert_eq!(snapshot(&again), before);
+    assert_eq!(again.replay(), l.replay());
+
+    // A board whose replay budget is smaller than the stored buffer refuses the state, and changes nothing.
+    let mut small = learner(FisherFormat::F16, replay_budget(9), 8).with_store(&dir).unwrap();
+    let before = snapshot(&small);
+    let e = small.load().unwrap_err();
+    assert!(matches!(e, Error::OverBudget { budget: "replay", needed: 520, limit: 468 }), "{e}");
+    assert_eq!(snapshot(&small), before);
+    assert!(small.replay().is_empty());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_version_2_state_file_loads_with_an_empty_replay_buffer() {
+    let dir = tmp("replay-v2");
+    let mut l = learner(FisherFormat::F16, replay_budget(10), 8).with_store(&dir).unwrap();
+    feed(&mut l, &[0, 1], 20, 1);
+    l.learn().unwrap();
+    l.commit().unwrap();
+    // The version 2 layout by hand: the version 3 payload of the same state without its (empty) replay buffer,
+    // which postcard writes as the last four bytes 00 00 00 00.
+    let mut state = l.state().unwrap();
+    state.generation = 1;
+    state.replay = ReplayState::default();
+    let payload = postcard::to_allocvec(&state).unwrap();
+    assert_eq!(payload[payload.len() - 4..], [0, 0, 0, 0]);
+    let payload = &payload[..payload.len() - 4];
+    let mut v2 = Vec::new();
+    v2.extend_from_slice(b"ELST");
+    v2.extend_from_slice(&2u16.to_le_bytes());
+    v2.extend_from_slice(&0u16.to_le_bytes());
+    v2.extend_from_slice(&1u64.to_le_bytes());
+    v2.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    v2.extend_from_slice(payload);
+    let crc = CRC32C.checksum(&v2);
+    v2.extend_from_slice(&crc.to_le_bytes());
+    std::fs::remove_file(dir.join("state.b")).ok();
+    std::fs::write(dir.join("state.a"), &v2).unwrap();
+
+    let mut again = learner(FisherFormat::F16, replay_budget(10), 8).with_store(&dir).unwrap();
+    assert_eq!(again.load().unwrap(), Some(1));
+    assert!(again.replay().is_empty());
+    assert_eq!(again.replay().capacity(), 10);
+    assert_eq!(again.state().unwrap().params, l.state().unwrap().params);
+    assert_eq!(again.tasks(), l.tasks());
+    // It goes on learning and storing samples, and commits as the current version.
+    feed(&mut again, &[2], 10, 3);
+    again.learn().unwrap();
+    assert_eq!(again.replay().class_counts(), vec![(2, 10)]);
+    assert_eq!(again.commit().unwrap(), 2);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -3,7 +3,7 @@
 
 use super::state::{
     BasisState, ClassEntry, FisherBlob, InboxLedger, LayerSlot, LearnerState, LedgerFile, MetricsHistory, ModelDesc,
-    ParamEntry, TaskEntry,
+    ParamEntry, ReplaySeen, ReplayState, TaskEntry,
 };
 
 /// splitmix64: a well-mixed 64-bit hash of `x`.
@@ -95,6 +95,17 @@ pub fn synthetic(generation: u64, scale: usize) -> LearnerState {
                     crc: value(generation, 6, u64::from(i)).to_bits(),
                 })
                 .collect(),
+        },
+        replay: {
+            // Two stored samples per class seen so far, of the model's input width.
+            let classes = tasks_done * outputs;
+            let labels: Vec<u32> = (0..2 * classes).map(|i| i / 2).collect();
+            ReplayState {
+                features: n_in,
+                values: (0..labels.len() as u64 * u64::from(n_in)).map(|i| value(generation, 7, i)).collect(),
+                labels,
+                seen: (0..classes).map(|class| ReplaySeen { class, seen: 2 + generation % 7 }).collect(),
+            }
         },
     }
 }

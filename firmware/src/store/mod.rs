@@ -1,6 +1,6 @@
 //! The crash-safe state store: all learner state (parameters, GPM bases, Fisher, task/class registry, metrics
-//! history) in one postcard value, framed with a magic, a format version, a generation and a CRC-32C, kept in two
-//! slots that are written alternately through temp file + fsync + rename + directory fsync.
+//! history, replay buffer) in one postcard value, framed with a magic, a format version, a generation and a
+//! CRC-32C, kept in two slots that are written alternately through temp file + fsync + rename + directory fsync.
 //!
 //! - [`LearnerState`] and its parts are the on-disk schema ([`state`]).
 //! - [`encode`] / [`decode`] turn a state into the bytes of one slot and back ([`format`](mod@format)); [`decode`] never
@@ -39,5 +39,5 @@ pub use format::{
 pub use slots::{LoadedState, Slot, SlotReport, SlotStatus, StateStore};
 pub use state::{
     BasisState, ClassEntry, FISHER_F32LE, FisherBlob, InboxLedger, LayerSlot, LearnerState, LedgerFile, MetricsHistory,
-    ModelDesc, ParamEntry, TaskEntry,
+    ModelDesc, ParamEntry, ReplaySeen, ReplayState, TaskEntry,
 };

@@ -14,6 +14,7 @@ use crate::fisher::{CompactFisher, FisherFormat};
 use crate::gpm::{Gpm, LayerRef};
 use crate::metrics::AccuracyMatrix;
 use crate::nn::{Model, ParamInfo};
+use crate::replay::{ReplayBuffer, ReplayParts};
 
 /// Format tag of a Fisher blob holding plain little-endian f32 values, one per parameter.
 pub const FISHER_F32LE: &str = "f32le";
@@ -43,6 +44,72 @@ pub struct LearnerState {
     /// Which inbox photos the last committed task learned, and how many samples were learned in all (format
     /// version 2; a version 1 file reads as an empty ledger).
     pub inbox: InboxLedger,
+    /// The replay buffer's stored samples (format version 3; older files read as an empty buffer).
+    pub replay: ReplayState,
+}
+
+/// The replay buffer ([`crate::replay::ReplayBuffer`]) as stored: its samples and per-class seen counts. Its
+/// capacity is not stored: it comes from the board profile's `replay` budget when the state is loaded, and a
+/// stored buffer larger than that is refused ([`Error::OverBudget`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplayState {
+    /// Values per sample (0 for an empty buffer written by a learner that never stored one).
+    pub features: u32,
+    /// Class id of each stored sample.
+    pub labels: Vec<u32>,
+    /// `labels.len() · features` values, sample after sample.
+    pub values: Vec<f32>,
+    /// Samples offered per class (the per-class reservoir's counters), ascending class ids.
+    pub seen: Vec<ReplaySeen>,
+}
+
+/// How many samples of one class the replay buffer has been offered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaySeen {
+    /// Class id.
+    pub class: u32,
+    /// Samples of it offered so far.
+    pub seen: u64,
+}
+
+impl ReplayState {
+    /// The stored form of `buffer`.
+    pub fn of(buffer: &ReplayBuffer) -> Result<Self> {
+        let parts = buffer.to_parts();
+        Ok(Self {
+            features: to_u32(parts.features, "replay features")?,
+            labels: parts.labels,
+            values: parts.values,
+            seen: parts.seen.into_iter().map(|(class, seen)| ReplaySeen { class, seen }).collect(),
+        })
+    }
+
+    /// The buffer of `capacity` samples of `features` values this state holds; an empty stored buffer (an older
+    /// state file) gives an empty buffer. Refused: more samples than `capacity` ([`Error::OverBudget`], budget
+    /// `replay`), samples of another width than `features` ([`Error::Shape`]), and what
+    /// [`ReplayBuffer::from_parts`] refuses.
+    pub fn to_buffer(&self, capacity: usize, features: usize) -> Result<ReplayBuffer> {
+        if self.labels.is_empty() && self.seen.is_empty() {
+            return Ok(ReplayBuffer::new(capacity, features));
+        }
+        if self.features as usize != features {
+            return Err(shape_err("stored replay samples", features, self.features));
+        }
+        ReplayBuffer::from_parts(
+            capacity,
+            ReplayParts {
+                features,
+                labels: self.labels.clone(),
+                values: self.values.clone(),
+                seen: self.seen.iter().map(|s| (s.class, s.seen)).collect(),
+            },
+        )
+    }
+
+    /// Bytes of the stored samples (`len · (4 · features + 4)`).
+    pub fn bytes(&self) -> u64 {
+        (self.labels.len() as u64).saturating_mul(crate::replay::bytes_per_sample(self.features as usize))
+    }
 }
 
 /// The inbox photos learned by the newest committed task, committed atomically with the parameters they changed:
@@ -428,6 +495,31 @@ impl LearnerState {
             }
             if let Some(c) = t.classes.iter().find(|c| !class_ids.contains(c)) {
                 return Err(bad(format!("task {} refers to unknown class {c}", t.id)));
+            }
+        }
+        let r = &self.replay;
+        if Some(r.values.len() as u64) != (r.labels.len() as u64).checked_mul(u64::from(r.features)) {
+            return Err(bad(format!(
+                "replay buffer: {} values for {} samples of {}",
+                r.values.len(),
+                r.labels.len(),
+                r.features
+            )));
+        }
+        if r.values.iter().any(|v| !v.is_finite()) {
+            return Err(bad("replay buffer has a non-finite value"));
+        }
+        if r.seen.windows(2).any(|w| w[0].class >= w[1].class) {
+            return Err(bad("replay buffer: seen counts not in ascending class order"));
+        }
+        let mut stored = std::collections::BTreeMap::<u32, u64>::new();
+        for &l in &r.labels {
+            *stored.entry(l).or_default() += 1;
+        }
+        for (l, n) in stored {
+            let seen = r.seen.binary_search_by_key(&l, |s| s.class).map_or(0, |i| r.seen[i].seen);
+            if seen < n {
+                return Err(bad(format!("replay buffer: class {l} stores {n} samples but saw {seen}")));
             }
         }
         let m = &self.metrics;

@@ -76,11 +76,26 @@ fn tiny() -> LearnerState {
             samples_learned: 2,
             files: vec![LedgerFile { class: "cat".into(), name: "a.png".into(), len: 70, crc: 0x1234_5678 }],
         },
+        replay: ReplayState {
+            features: 2,
+            labels: vec![7],
+            values: vec![0.5, 1.0],
+            seen: vec![ReplaySeen { class: 7, seen: 3 }],
+        },
     }
 }
 
 /// The exact bytes of [`tiny`]; docs/state-format.md shows them. A change here is a format change.
-const TINY_HEX: &str = "454c53540200000001000000000000007a000000010174010201066c696e6561\
+const TINY_HEX: &str = "454c535403000000010000000000000089000000010174010201066c696e6561\
+                        720101030000003f000080bf0000004002017702010200016201010201000002\
+                        01020000803f0000000001056633326c65030c0000803e000000000000803f01\
+                        0001610001070107036361740101000000000000f03f00010001010102010363\
+                        617405612e706e6746f8acd19101020107020000003f0000803f010703be0b42\
+                        59";
+
+/// The bytes of [`tiny`] without its replay buffer as format version 2 wrote them (the example of the version 2
+/// document, written by the version 2 code).
+const TINY_V2_HEX: &str = "454c53540200000001000000000000007a000000010174010201066c696e6561\
                         720101030000003f000080bf0000004002017702010200016201010201000002\
                         01020000803f0000000001056633326c65030c0000803e000000000000803f01\
                         0001610001070107036361740101000000000000f03f00010001010102010363\
@@ -91,6 +106,11 @@ const TINY_V1_HEX: &str = "454c5354010000000100000000000000680000000101740102010
                         720101030000003f000080bf0000004002017702010200016201010201000002\
                         01020000803f0000000001056633326c65030c0000803e000000000000803f01\
                         0001610001070107036361740101000000000000f03f000100010101750468e0";
+
+fn unhex(h: &str) -> Vec<u8> {
+    let h = h.replace(' ', "");
+    (0..h.len() / 2).map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap()).collect()
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -110,7 +130,7 @@ fn version_1_files_still_load_with_an_empty_ledger() {
         (0..TINY_V1_HEX.len() / 2).map(|i| u8::from_str_radix(&TINY_V1_HEX[2 * i..2 * i + 2], 16).unwrap()).collect();
     assert_eq!(read_frame(&v1, MAX).unwrap().format_version, 1);
     let state = decode(&v1, MAX).unwrap();
-    assert_eq!(state, LearnerState { inbox: InboxLedger::default(), ..tiny() });
+    assert_eq!(state, LearnerState { inbox: InboxLedger::default(), replay: ReplayState::default(), ..tiny() });
     // A store holding only a version 1 slot loads it and commits the next generation as the current version.
     let dir = TempDir::new("v1");
     write_slot_bytes(&dir, Slot::A, &v1);
@@ -121,6 +141,38 @@ fn version_1_files_still_load_with_an_empty_ledger() {
     assert_eq!(store.commit(&mut next).unwrap(), 2);
     let again = StateStore::open(&dir.0).unwrap().load().unwrap().unwrap();
     assert_eq!(again.state, next);
+}
+
+#[test]
+fn version_2_files_still_load_with_an_empty_replay_buffer() {
+    let v2 = unhex(TINY_V2_HEX);
+    assert_eq!(read_frame(&v2, MAX).unwrap().format_version, 2);
+    let state = decode(&v2, MAX).unwrap();
+    assert_eq!(state, LearnerState { replay: ReplayState::default(), ..tiny() });
+    // Loaded and committed again, it is written as the current version.
+    let dir = TempDir::new("v2");
+    write_slot_bytes(&dir, Slot::A, &v2);
+    let mut store = StateStore::open(&dir.0).unwrap();
+    let mut next = store.load().unwrap().unwrap().state;
+    assert_eq!(store.commit(&mut next).unwrap(), 2);
+    let bytes = fs::read(dir.0.join(Slot::B.file_name())).unwrap();
+    assert_eq!(read_frame(&bytes, MAX).unwrap().format_version, FORMAT_VERSION);
+    assert_eq!(StateStore::open(&dir.0).unwrap().load().unwrap().unwrap().state, next);
+}
+
+#[test]
+fn inconsistent_replay_buffers_are_refused() {
+    let cases: [fn(&mut ReplayState); 4] = [
+        |r| r.values.push(0.0),
+        |r| r.values[1] = f32::NAN,
+        |r| r.seen[0].seen = 0,
+        |r| r.seen.insert(0, ReplaySeen { class: 9, seen: 1 }),
+    ];
+    for (i, f) in cases.into_iter().enumerate() {
+        let mut s = tiny();
+        f(&mut s.replay);
+        assert!(matches!(decode(&encode(&s, MAX).unwrap(), MAX), Err(Error::CorruptState(_))), "case {i}");
+    }
 }
 
 #[test]
@@ -581,6 +633,7 @@ fn fuzz_seeds() -> Vec<(String, Vec<u8>)> {
                 .map(|i| u8::from_str_radix(&TINY_V1_HEX[2 * i..2 * i + 2], 16).unwrap())
                 .collect(),
         ),
+        ("seed-valid-v2-tiny".into(), unhex(TINY_V2_HEX)),
         ("seed-valid-synthetic-0-0".into(), valid(&fixture::synthetic(0, 0))),
         ("seed-valid-synthetic-1-1".into(), valid(&fixture::synthetic(1, 1))),
         ("seed-valid-synthetic-7-3".into(), valid(&fixture::synthetic(7, 3))),
