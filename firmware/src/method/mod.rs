@@ -19,6 +19,7 @@ mod gpm;
 mod holistic;
 mod joint;
 mod merging;
+mod prototype;
 mod trm;
 
 pub use adam::{ADAM_BETA1, ADAM_BETA2, ADAM_EPS, AdamHook, AdamMoments, adam_stage_config};
@@ -33,6 +34,10 @@ pub(crate) use gpm::update_bases;
 pub use holistic::{CORRECTION_SAMPLES, HOLISTIC_LR, Holistic, JVP_STEP};
 pub use joint::Joint;
 pub use merging::{MergeRule, Merging, PAM_EPSILON};
+pub use prototype::{
+    ClassMeans, FEATURE_BATCH, Prototype, PrototypeRule, SLDA_SHRINKAGE, SharedCovariance, UNSEEN_CLASS_BIAS, ncm_head,
+    slda_head, trunk_features,
+};
 pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};
 
 /// The error `export_state` returns for a host-side comparison method that keeps `bytes` between tasks which the
