@@ -5,7 +5,7 @@ use firmware::gpm::GpmConfig;
 use firmware::merge::magmax::MAGMAX_LAMBDA;
 use firmware::method::{
     AdamNscl, Became, Ewc, FineTune, GpmMethod, Holistic, Joint, MergeRule, Merging, Method, NsclConfig, PAM_EPSILON,
-    Trm,
+    Prototype, Trm,
 };
 
 use crate::error::{Error, Result};
@@ -29,6 +29,8 @@ pub const METHODS: &[&str] = &[
     "holistic",
     "adam-nscl",
     "adam-nscl+became",
+    "ncm",
+    "slda",
 ];
 
 /// CoMA's and CoFiMA's default weight on the new task model (`coma:<a>`, `cofima:<a>` choose another): the
@@ -102,6 +104,8 @@ pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
         "holistic" => Box::new(Holistic::new(train)),
         "adam-nscl" => Box::new(adam_nscl(preset)),
         "adam-nscl+became" => Box::new(Became::with_adam_nscl(adam_nscl(preset), train)),
+        "ncm" => Box::new(Prototype::ncm()),
+        "slda" => Box::new(Prototype::slda()),
         other => return Err(Error::UnknownMethod(format!("{other} (known: {})", METHODS.join(", ")))),
     })
 }
