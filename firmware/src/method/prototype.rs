@@ -30,7 +30,7 @@
 //! - *Validation split*: unused (nothing is tuned). *Replay* ([`LearnContext::replay`]): ignored; these methods
 //!   are the baseline that stores nothing.
 //! - *State*: the means and Σ have no place in the state store's schema (parameters, bases, one Fisher), so
-//!   [`Method::export_state`] refuses with a typed error once anything is kept ([`super::host_only_state`]); they
+//!   [`Method::export_state`] refuses with a typed error once anything is kept (`host_only_state`); they
 //!   are for host-side comparison until the store learns to hold them.
 
 use std::time::Instant;
