@@ -6,7 +6,7 @@ use firmware::merge::magmax::MAGMAX_LAMBDA;
 use firmware::method::class_il::ClassIl;
 use firmware::method::{
     AdamNscl, Became, Ewc, FineTune, GpmMethod, Holistic, Joint, MergeRule, Merging, Method, NsclConfig, PAM_EPSILON,
-    Trm,
+    Prototype, Trm,
 };
 
 use crate::error::{Error, Result};
@@ -30,6 +30,8 @@ pub const METHODS: &[&str] = &[
     "holistic",
     "adam-nscl",
     "adam-nscl+became",
+    "ncm",
+    "slda",
     "field",
 ];
 
@@ -126,6 +128,8 @@ pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
         "holistic" => Box::new(Holistic::new(train)),
         "adam-nscl" => Box::new(adam_nscl(preset)),
         "adam-nscl+became" => Box::new(Became::with_adam_nscl(adam_nscl(preset), train)),
+        "ncm" => Box::new(Prototype::ncm()),
+        "slda" => Box::new(Prototype::slda()),
         other => return Err(Error::UnknownMethod(format!("{other} (known: {})", METHODS.join(", ")))),
     })
 }

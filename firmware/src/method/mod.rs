@@ -20,6 +20,7 @@ mod gpm;
 mod holistic;
 mod joint;
 mod merging;
+mod prototype;
 mod trm;
 
 pub use adam::{ADAM_BETA1, ADAM_BETA2, ADAM_EPS, AdamHook, AdamMoments, adam_stage_config};
@@ -34,6 +35,10 @@ pub(crate) use gpm::update_bases;
 pub use holistic::{CORRECTION_SAMPLES, HOLISTIC_LR, Holistic, JVP_STEP};
 pub use joint::Joint;
 pub use merging::{MergeRule, Merging, PAM_EPSILON};
+pub use prototype::{
+    ClassMeans, FEATURE_BATCH, Prototype, PrototypeRule, SLDA_SHRINKAGE, SharedCovariance, UNSEEN_CLASS_BIAS, ncm_head,
+    slda_head, trunk_features,
+};
 pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};
 
 /// The class-incremental configuration the device learns with by default (the learner, the daemon,

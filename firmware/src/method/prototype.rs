@@ -1,0 +1,778 @@
+//! Prototype heads over the frozen trunk, the no-training baselines of class-incremental learning on the device:
+//! nearest class mean (NCM, as in iCaRL, Rebuffi et al., CVPR 2017) and streaming linear discriminant analysis
+//! (SLDA, Hayes & Kanan, CVPR-W 2020, "Lifelong Machine Learning with Deep Streaming Linear Discriminant
+//! Analysis"). Neither stores a sample nor trains anything: both keep running statistics of the features
+//! `z = φ(x)`, the trunk's output (the input of the model's head), and the trunk is never changed.
+//!
+//! Both classifiers are linear in `z`, so each task ends by writing them **into the head**, and the ordinary
+//! evaluation (`Model::forward`, argmax) scores them unchanged:
+//! - NCM: `argmin_c ‖z − μ_c‖² = argmax_c (μ_cᵀz − ½‖μ_c‖²)`, so `w_c = μ_c`, `b_c = −½‖μ_c‖²` ([`ncm_head`]).
+//! - SLDA: `argmax_c (μ_cᵀΛz − ½ μ_cᵀΛμ_c)` with the shrinkage-regularised precision
+//!   `Λ = ((1−ε)Σ + εI)⁻¹`, ε = [`SLDA_SHRINKAGE`] as in the authors' code, so `w_c = Λμ_c`,
+//!   `b_c = −½ μ_cᵀΛμ_c` ([`slda_head`]). `Λμ_c` comes from a Cholesky solve (faer), never an explicit inverse.
+//!
+//! Choices the papers leave open or that the device forces:
+//! - *Features* are the trunk's output in evaluation mode, in batches of [`FEATURE_BATCH`] (the evaluation batch of
+//!   `host simulate`). A LeNet's batch norms use batch statistics, so its features depend on the batch a sample is
+//!   in, in training here as in evaluation; an MLP's do not.
+//! - *NCM on raw features.* iCaRL L2-normalises the features (and the means) before NCM; `z/‖z‖` is not linear in
+//!   `z`, so it cannot live in a linear head. This NCM is Euclidean on the raw features.
+//! - *SLDA's covariance* follows the paper's streaming update sample by sample, exactly ([`SharedCovariance`]):
+//!   the weight `t/(t+1)` uses `t`, the count of every sample seen (all classes, all tasks), and a class's first
+//!   sample is measured against the mean's initial value 0, as in the authors' `fit`. A task is absorbed in
+//!   batches (one GEMM per batch) that give the same Σ as one sample at a time (tested).
+//! - *Statistics* (means, counts, Σ) are f64; the head they are written to is f32.
+//! - *The head.* The head of the task is replaced by a Linear of the same shape **with** a bias (parameter names
+//!   `head.{h}.weight`, `head.{h}.bias`, as [`Model::new`] names them): a bias-free head gains `classes` parameters.
+//!   Classes of the head not seen yet get a zero weight row and the bias [`UNSEEN_CLASS_BIAS`], a finite large
+//!   negative, so that they never win (a growing head, `Model::grow_head`, has no such rows).
+//! - *Multi-head streams*: means per `(head, class)`; one covariance for every head (one feature space).
+//! - *Validation split*: unused (nothing is tuned). *Replay* ([`LearnContext::replay`]): ignored; these methods
+//!   are the baseline that stores nothing.
+//! - *State*: the means and Σ have no place in the state store's schema (parameters, bases, one Fisher), so
+//!   [`Method::export_state`] refuses with a typed error once anything is kept (`host_only_state`); they
+//!   are for host-side comparison until the store learns to hold them.
+
+use std::time::Instant;
+
+use faer::linalg::solvers::Solve;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Ix2, s};
+
+use super::{LearnContext, Method, MethodState, TaskReport, host_only_state, import_nothing};
+use crate::budget::{Footprint, StepPlan};
+use crate::data::TaskData;
+use crate::error::{Error, Result, shape_err};
+use crate::nn::{Linear, Mode, Model, batch_tensor};
+
+/// SLDA's shrinkage ε in `Λ = ((1−ε)Σ + εI)⁻¹` (10⁻⁴, the authors' default).
+pub const SLDA_SHRINKAGE: f64 = 1e-4;
+
+/// The bias `b_c` of a head row whose class has no sample yet (its weight row is 0): a finite large negative,
+/// so that `w_cᵀz + b_c = −10⁹` never wins an argmax and stays finite for code that checks finiteness.
+pub const UNSEEN_CLASS_BIAS: f32 = -1e9;
+
+/// Samples per trunk pass when computing features `z = φ(x)` (the evaluation batch of `host simulate`).
+pub const FEATURE_BATCH: usize = 256;
+
+/// Which prototype classifier is written into the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrototypeRule {
+    /// Nearest class mean: `ŷ = argmin_c ‖z − μ_c‖²` ([`ncm_head`]).
+    Ncm,
+    /// Streaming LDA: `ŷ = argmax_c (μ_cᵀΛz − ½ μ_cᵀΛμ_c)`, `Λ = ((1−ε)Σ + εI)⁻¹` ([`slda_head`]).
+    Slda,
+}
+
+/// Batch boundaries `[(start, end))` over `n` items, at most `batch` each, never leaving a last batch of one item
+/// behind another batch (batch norms need two values per channel): it joins the batch before.
+fn batch_ranges(n: usize, batch: usize) -> Vec<(usize, usize)> {
+    let batch = batch.max(2);
+    let mut out = Vec::with_capacity(n.div_ceil(batch));
+    let mut start = 0;
+    while start < n {
+        let mut end = (start + batch).min(n);
+        if n - end == 1 {
+            end = n;
+        }
+        out.push((start, end));
+        start = end;
+    }
+    out
+}
+
+/// The features `z = φ(x)` of a batch `x (n, input_len)`: the trunk's output in evaluation mode, the input of the
+/// model's heads, `(n, d)`. Errors on a wrong input width, a trunk whose output is not `(n, d)`, or a non-finite
+/// feature. Leaves the trunk's cached activations in place (call [`Model::clear_cache`] when done).
+pub fn trunk_features(model: &mut Model, x: &ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+    if x.ncols() != model.input_len() {
+        return Err(shape_err("prototype features: model input", model.input_len(), x.ncols()));
+    }
+    let mut h = batch_tensor(x, &model.input_shape)?;
+    for layer in &mut model.trunk {
+        h = layer.forward(h, Mode::Eval)?;
+    }
+    let z = h.into_dimensionality::<Ix2>().map_err(|e| shape_err("prototype features", "(batch, d)", e))?;
+    if let Some(i) = z.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite(format!(
+            "trunk feature {} of sample {}",
+            i % z.ncols().max(1),
+            i / z.ncols().max(1)
+        )));
+    }
+    Ok(z)
+}
+
+/// Running class means of one head's classes, in f64: for each sample `(z, y)`,
+/// `μ_y ← μ_y + (z − μ_y)/(n_y + 1)`, `n_y ← n_y + 1` (so `μ_y` is the mean of the `n_y` samples of class `y`).
+/// A class without samples has `n_y = 0` and `μ_y = 0`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClassMeans {
+    /// `μ_c`, one row per class, `(classes, d)`.
+    pub mean: Array2<f64>,
+    /// `n_c`, samples seen per class.
+    pub count: Vec<u64>,
+}
+
+impl ClassMeans {
+    /// `classes` empty classes (`μ_c = 0`, `n_c = 0`) over `d` features.
+    pub fn new(classes: usize, d: usize) -> Self {
+        Self { mean: Array2::zeros((classes, d)), count: vec![0; classes] }
+    }
+
+    /// Number of classes (rows of `μ`).
+    pub fn classes(&self) -> usize {
+        self.count.len()
+    }
+
+    /// Feature width `d`.
+    pub fn dim(&self) -> usize {
+        self.mean.ncols()
+    }
+
+    /// Add empty classes up to `classes` (`μ_c = 0`, `n_c = 0` for the new ones; the old ones unchanged). Fewer
+    /// classes than now is an [`Error::Config`] (heads never shrink).
+    pub fn grow(&mut self, classes: usize) -> Result<()> {
+        let now = self.classes();
+        if classes < now {
+            return Err(Error::Config(format!("class means hold {now} classes; they cannot shrink to {classes}")));
+        }
+        if classes > now {
+            let mut mean = Array2::zeros((classes, self.dim()));
+            mean.slice_mut(s![..now, ..]).assign(&self.mean);
+            self.mean = mean;
+            self.count.resize(classes, 0);
+        }
+        Ok(())
+    }
+
+    /// Bytes kept: `8·classes·d` (μ) + `8·classes` (n).
+    pub fn bytes(&self) -> usize {
+        8 * (self.mean.len() + self.count.len())
+    }
+
+    fn check(&self, d: usize, y: &[usize]) -> Result<()> {
+        if d != self.dim() {
+            return Err(shape_err("class means: feature width", self.dim(), d));
+        }
+        match y.iter().find(|&&c| c >= self.classes()) {
+            Some(&label) => Err(Error::LabelOutOfRange { label, classes: self.classes() }),
+            None => Ok(()),
+        }
+    }
+
+    /// One sample `(z, y)`: returns `d = z − μ_y` with `μ_y` before the update, then
+    /// `μ_y ← μ_y + d/(n_y + 1)`, `n_y ← n_y + 1`. Errors (nothing changed) on a wrong width or a label
+    /// `y ≥ classes`.
+    pub fn update(&mut self, z: &ArrayView1<'_, f64>, y: usize) -> Result<Array1<f64>> {
+        self.check(z.len(), &[y])?;
+        let d = z - &self.mean.row(y);
+        let n = self.count[y] as f64;
+        self.mean.row_mut(y).scaled_add(1.0 / (n + 1.0), &d);
+        self.count[y] += 1;
+        Ok(d)
+    }
+
+    /// Samples `(z_i, y_i)` in order, exactly as [`ClassMeans::update`] one at a time; returns the deviations
+    /// `D (n, d)`, row `i` = `z_i − μ_{y_i}` just before sample `i`'s own update. Errors (nothing changed) on a
+    /// width or label mismatch.
+    pub fn absorb(&mut self, z: &ArrayView2<'_, f32>, y: &[usize]) -> Result<Array2<f64>> {
+        if z.nrows() != y.len() {
+            return Err(shape_err("class means: samples vs labels", z.nrows(), y.len()));
+        }
+        self.check(z.ncols(), y)?;
+        let mut dev = Array2::<f64>::zeros(z.dim());
+        for ((zi, &c), mut di) in z.outer_iter().zip(y).zip(dev.outer_iter_mut()) {
+            let inv = 1.0 / (self.count[c] as f64 + 1.0);
+            let mut mu = self.mean.row_mut(c);
+            for ((dv, m), &zv) in di.iter_mut().zip(mu.iter_mut()).zip(zi) {
+                *dv = f64::from(zv) - *m;
+                *m += *dv * inv;
+            }
+            self.count[c] += 1;
+        }
+        Ok(dev)
+    }
+}
+
+/// SLDA's shared covariance Σ (f64, `d × d`), updated one sample `(z_t, y_t)` at a time as in Hayes & Kanan:
+///
+/// `Σ_{t+1} = (t·Σ_t + t/(t+1) · (z_t − μ_{y_t})(z_t − μ_{y_t})ᵀ) / (t+1)`,
+///
+/// with `μ_{y_t}` the class mean before sample `t`'s own update and `t` the number of samples seen before it (every
+/// class, every task). `Σ_0 = 0`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SharedCovariance {
+    /// Σ, `(d, d)`.
+    pub sigma: Array2<f64>,
+    /// `t`, samples absorbed so far.
+    pub updates: u64,
+}
+
+impl SharedCovariance {
+    /// `Σ = 0`, `t = 0` over `d` features.
+    pub fn new(d: usize) -> Self {
+        Self { sigma: Array2::zeros((d, d)), updates: 0 }
+    }
+
+    /// Feature width `d`.
+    pub fn dim(&self) -> usize {
+        self.sigma.nrows()
+    }
+
+    /// Bytes kept: `8·d²` (Σ) + 8 (t).
+    pub fn bytes(&self) -> usize {
+        8 * (self.sigma.len() + 1)
+    }
+
+    /// The reference streaming step, one sample, in the paper's order: with `d = z − μ_y` (μ before the
+    /// update), `Σ ← (t·Σ + t/(t+1)·d dᵀ)/(t+1)`, then `μ_y ← μ_y + d/(n_y+1)` ([`ClassMeans::update`]),
+    /// `t ← t + 1`. Errors (nothing changed) on a width or label mismatch.
+    pub fn update_one(&mut self, means: &mut ClassMeans, z: &ArrayView1<'_, f64>, y: usize) -> Result<()> {
+        if means.dim() != self.dim() {
+            return Err(shape_err("SLDA covariance vs means", self.dim(), means.dim()));
+        }
+        let d = means.update(z, y)?;
+        let t = self.updates as f64;
+        let outer = d.view().insert_axis(Axis(1)).dot(&d.view().insert_axis(Axis(0)));
+        self.sigma = (&self.sigma * t + &outer * (t / (t + 1.0))) / (t + 1.0);
+        self.updates += 1;
+        Ok(())
+    }
+
+    /// Add the deviations `D (n, d)` of `n` consecutive samples ([`ClassMeans::absorb`]), the same Σ as `n` calls
+    /// of [`SharedCovariance::update_one`]: unrolling the recursion,
+    ///
+    /// `Σ_{t+n} = (t·Σ_t + Σ_{i<n} (t+i)/(t+i+1) · d_i d_iᵀ) / (t+n) = (t·Σ_t + Dᵀ diag(ω) D)/(t+n)`,
+    /// `ω_i = (t+i)/(t+i+1)`,
+    ///
+    /// computed as one GEMM. Errors (nothing changed) on a width mismatch or a non-finite deviation.
+    pub fn add_deviations(&mut self, dev: &ArrayView2<'_, f64>) -> Result<()> {
+        if dev.ncols() != self.dim() {
+            return Err(shape_err("SLDA covariance: deviation width", self.dim(), dev.ncols()));
+        }
+        if dev.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite("SLDA covariance update".into()));
+        }
+        let n = dev.nrows() as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        let t = self.updates as f64;
+        let total = t + n as f64;
+        let mut weighted = dev.to_owned();
+        for (i, mut row) in weighted.outer_iter_mut().enumerate() {
+            let ti = t + i as f64;
+            row *= ti / (ti + 1.0);
+        }
+        general_mat_mul(1.0 / total, &weighted.t(), dev, t / total, &mut self.sigma);
+        self.updates += n;
+        Ok(())
+    }
+
+    /// `Λ·R` for the columns of `rhs (d, k)`, `Λ = ((1−ε)Σ + εI)⁻¹`, by a Cholesky factorisation of
+    /// `(1−ε)Σ + εI` (symmetric positive definite for `0 < ε ≤ 1`; its lower triangle is read). Errors on
+    /// `ε ∉ (0, 1]`, a width mismatch or a failed factorisation.
+    pub fn precision_times(&self, shrinkage: f64, rhs: &ArrayView2<'_, f64>) -> Result<Array2<f64>> {
+        check_shrinkage(shrinkage)?;
+        let d = self.dim();
+        if rhs.nrows() != d {
+            return Err(shape_err("SLDA precision: right-hand side rows", d, rhs.nrows()));
+        }
+        let a = faer::Mat::<f64>::from_fn(d, d, |i, j| {
+            (1.0 - shrinkage) * self.sigma[[i, j]] + if i == j { shrinkage } else { 0.0 }
+        });
+        let llt = a
+            .llt(faer::Side::Lower)
+            .map_err(|e| Error::Numerical(format!("Cholesky of SLDA's (1−ε)Σ + εI, d = {d}: {e:?}")))?;
+        let b = faer::Mat::<f64>::from_fn(d, rhs.ncols(), |i, j| rhs[[i, j]]);
+        let x = llt.solve(&b);
+        Ok(Array2::from_shape_fn((d, rhs.ncols()), |(i, j)| x[(i, j)]))
+    }
+}
+
+fn check_shrinkage(eps: f64) -> Result<()> {
+    if eps.is_finite() && eps > 0.0 && eps <= 1.0 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("SLDA shrinkage ε must be in (0, 1], got {eps}")))
+    }
+}
+
+/// Cast a head to f32, refusing values that overflow.
+fn head_f32(w: &Array2<f64>, b: &Array1<f64>) -> Result<(Array2<f32>, Array1<f32>)> {
+    let (w, b) = (w.mapv(|v| v as f32), b.mapv(|v| v as f32));
+    if w.iter().chain(b.iter()).any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite("prototype head (f32 overflow)".into()));
+    }
+    Ok((w, b))
+}
+
+/// The NCM head: `w_c = μ_c`, `b_c = −½‖μ_c‖²` for every class with samples, so that
+/// `argmax_c (w_cᵀz + b_c) = argmin_c ‖z − μ_c‖²`; `w_c = 0`, `b_c =` [`UNSEEN_CLASS_BIAS`] for the others.
+pub fn ncm_head(means: &ClassMeans) -> Result<(Array2<f32>, Array1<f32>)> {
+    let mut w = means.mean.clone();
+    let mut b = Array1::<f64>::zeros(means.classes());
+    for (c, (mut row, bias)) in w.outer_iter_mut().zip(b.iter_mut()).enumerate() {
+        if means.count[c] == 0 {
+            row.fill(0.0);
+            *bias = f64::from(UNSEEN_CLASS_BIAS);
+        } else {
+            *bias = -0.5 * row.dot(&row);
+        }
+    }
+    head_f32(&w, &b)
+}
+
+/// The SLDA head: `w_c = Λμ_c`, `b_c = −½ μ_cᵀΛμ_c` with `Λ = ((1−ε)Σ + εI)⁻¹` (all classes in one Cholesky
+/// solve, [`SharedCovariance::precision_times`]), for every class with samples; `w_c = 0`,
+/// `b_c =` [`UNSEEN_CLASS_BIAS`] for the others.
+pub fn slda_head(means: &ClassMeans, cov: &SharedCovariance, shrinkage: f64) -> Result<(Array2<f32>, Array1<f32>)> {
+    if means.dim() != cov.dim() {
+        return Err(shape_err("SLDA head: means vs covariance", cov.dim(), means.dim()));
+    }
+    let lam_mu = cov.precision_times(shrinkage, &means.mean.t())?; // (d, classes)
+    let mut w = lam_mu.reversed_axes();
+    let mut b = Array1::<f64>::zeros(means.classes());
+    for (c, (mut row, bias)) in w.outer_iter_mut().zip(b.iter_mut()).enumerate() {
+        if means.count[c] == 0 {
+            row.fill(0.0);
+            *bias = f64::from(UNSEEN_CLASS_BIAS);
+        } else {
+            *bias = -0.5 * means.mean.row(c).dot(&row);
+        }
+    }
+    head_f32(&w, &b)
+}
+
+/// A prototype head over the frozen trunk, NCM or SLDA ([`PrototypeRule`]); see the module documentation.
+///
+/// Each task: `z = φ(x)` for the task's training samples, the running statistics absorb them
+/// ([`ClassMeans::absorb`], and for SLDA [`SharedCovariance::add_deviations`]), and the task's head is rewritten
+/// with [`ncm_head`] or [`slda_head`]. Nothing is committed (statistics, head) unless the whole task succeeds.
+#[derive(Debug, Clone)]
+pub struct Prototype {
+    /// The classifier.
+    pub rule: PrototypeRule,
+    /// SLDA's ε in `Λ = ((1−ε)Σ + εI)⁻¹` (unused by NCM).
+    pub shrinkage: f64,
+    /// Class means per head (`None` for heads no task has used).
+    means: Vec<Option<ClassMeans>>,
+    /// SLDA's covariance, shared by every head.
+    cov: Option<SharedCovariance>,
+    tasks_seen: usize,
+}
+
+impl Prototype {
+    /// A prototype head with `rule` (SLDA's ε = [`SLDA_SHRINKAGE`]).
+    pub fn new(rule: PrototypeRule) -> Self {
+        Self { rule, shrinkage: SLDA_SHRINKAGE, means: Vec::new(), cov: None, tasks_seen: 0 }
+    }
+
+    /// Nearest class mean: `ŷ = argmin_c ‖φ(x) − μ_c‖²`.
+    pub fn ncm() -> Self {
+        Self::new(PrototypeRule::Ncm)
+    }
+
+    /// Streaming LDA: `ŷ = argmax_c (μ_cᵀΛφ(x) − ½ μ_cᵀΛμ_c)`, `Λ = ((1−ε)Σ + εI)⁻¹`, ε = [`SLDA_SHRINKAGE`].
+    pub fn slda() -> Self {
+        Self::new(PrototypeRule::Slda)
+    }
+
+    /// The same method with SLDA's ε in `Λ = ((1−ε)Σ + εI)⁻¹` set to `shrinkage`; [`Error::Config`] unless
+    /// `0 < ε ≤ 1`.
+    pub fn with_shrinkage(mut self, shrinkage: f64) -> Result<Self> {
+        check_shrinkage(shrinkage)?;
+        self.shrinkage = shrinkage;
+        Ok(self)
+    }
+
+    /// The class means `μ_c`, `n_c` of head `head` (`None` before a task used it).
+    pub fn means(&self, head: usize) -> Option<&ClassMeans> {
+        self.means.get(head).and_then(Option::as_ref)
+    }
+
+    /// SLDA's shared covariance Σ (`None` for NCM and before the first task).
+    pub fn covariance(&self) -> Option<&SharedCovariance> {
+        self.cov.as_ref()
+    }
+
+    /// Number of tasks learned so far.
+    pub fn tasks_seen(&self) -> usize {
+        self.tasks_seen
+    }
+}
+
+impl Method for Prototype {
+    fn name(&self) -> String {
+        match self.rule {
+            PrototypeRule::Ncm => "ncm".into(),
+            PrototypeRule::Slda => "slda".into(),
+        }
+    }
+
+    fn learn_task(
+        &mut self,
+        model: &mut Model,
+        task: &TaskData<'_>,
+        _ctx: &mut LearnContext<'_>,
+    ) -> Result<TaskReport> {
+        let name = self.name();
+        let h = task.head;
+        let classes = model.head_outputs(h)?;
+        if task.train.is_empty() {
+            return Err(Error::Empty(format!("{name}: task {} has no training samples", task.task_id)));
+        }
+        if task.train.x.nrows() != task.train.y.len() {
+            return Err(shape_err("samples: rows vs labels", task.train.x.nrows(), task.train.y.len()));
+        }
+        task.train.check_labels(classes)?;
+        let d = model.heads[h].in_features();
+        // Working copies, committed only when the whole task succeeded.
+        let mut means = self.means(h).cloned().unwrap_or_else(|| ClassMeans::new(classes, d));
+        if means.dim() != d {
+            return Err(shape_err(&format!("{name}: class means vs head {h} input"), means.dim(), d));
+        }
+        means.grow(classes)?;
+        let mut cov = match self.rule {
+            PrototypeRule::Ncm => None,
+            PrototypeRule::Slda => Some(self.cov.clone().unwrap_or_else(|| SharedCovariance::new(d))),
+        };
+        if let Some(c) = &cov
+            && c.dim() != d
+        {
+            return Err(shape_err(&format!("{name}: covariance vs head {h} input"), c.dim(), d));
+        }
+        let (mut t_features, mut t_fit) = (0.0, 0.0);
+        let fitted = (|| -> Result<()> {
+            for (start, end) in batch_ranges(task.train.len(), FEATURE_BATCH) {
+                let t0 = Instant::now();
+                let z = trunk_features(model, &task.train.x.slice(s![start..end, ..]))?;
+                let t1 = Instant::now();
+                t_features += (t1 - t0).as_secs_f64();
+                let dev = means.absorb(&z.view(), &task.train.y[start..end])?;
+                if let Some(c) = &mut cov {
+                    c.add_deviations(&dev.view())?;
+                }
+                t_fit += t1.elapsed().as_secs_f64();
+            }
+            Ok(())
+        })();
+        model.clear_cache();
+        fitted?;
+        let t2 = Instant::now();
+        let (w, b) = match &cov {
+            None => ncm_head(&means)?,
+            Some(c) => slda_head(&means, c, self.shrinkage)?,
+        };
+        let head = Linear::from_weights(&format!("head.{h}"), w, Some(b))?;
+        model.heads[h] = head;
+        if self.means.len() <= h {
+            self.means.resize(h + 1, None);
+        }
+        self.means[h] = Some(means);
+        self.cov = cov;
+        self.tasks_seen += 1;
+        Ok(TaskReport {
+            task_id: task.task_id,
+            timings: vec![
+                ("features".into(), t_features),
+                ("fit".into(), t_fit),
+                ("head".into(), t2.elapsed().as_secs_f64()),
+            ],
+            bytes_kept: self.bytes_kept(),
+            ..TaskReport::default()
+        })
+    }
+
+    /// Means and counts of every head (`8·classes·(d+1)` each), plus SLDA's Σ and `t` (`8·(d² + 1)`).
+    fn bytes_kept(&self) -> usize {
+        self.means.iter().flatten().map(ClassMeans::bytes).sum::<usize>()
+            + self.cov.as_ref().map_or(0, SharedCovariance::bytes)
+    }
+
+    /// No training: one feature pass in batches of [`FEATURE_BATCH`]. Kept (the `fisher` line): means and counts
+    /// for every output of every head, plus SLDA's Σ, as they are after the task. Workspace on top of the pass:
+    /// the deviations of a batch (f64), working copies of the means and Σ, and for SLDA the Cholesky factor and
+    /// `Λμ` (f64); the new head (f32). A bias-free head gains its bias (`params`).
+    fn footprint(&self, model: &Model) -> Result<Footprint> {
+        let d = model.heads.iter().map(Linear::in_features).max().unwrap_or(0) as u64;
+        let outputs: u64 = model.heads.iter().map(|hd| hd.out_features() as u64).sum();
+        let widest = model.heads.iter().map(|hd| hd.out_features() as u64).max().unwrap_or(0);
+        let means = 8 * outputs * (d + 1);
+        let cov = if self.rule == PrototypeRule::Slda { 8 * (d * d + 1) } else { 0 };
+        let plan = StepPlan { batch_size: FEATURE_BATCH, kept_bytes: means + cov, ..StepPlan::default() };
+        let mut fp = Footprint::estimate(model, &plan)?;
+        let batch = 8 * FEATURE_BATCH as u64 * d;
+        let copies = 8 * widest * (d + 1) + cov;
+        let solve = if self.rule == PrototypeRule::Slda { 8 * d * d + 2 * 8 * d * widest } else { 0 };
+        let head = 4 * widest * (d + 1);
+        fp.workspace = fp.workspace.saturating_add(batch + copies + solve + head);
+        let missing_bias: u64 =
+            model.heads.iter().filter(|hd| hd.bias.is_none()).map(|hd| hd.out_features() as u64).sum();
+        fp.params = fp.params.saturating_add(4 * missing_bias);
+        Ok(fp)
+    }
+
+    /// Nothing before the first task; afterwards a typed error: the means and Σ have no place in the store.
+    fn export_state(&self) -> Result<MethodState> {
+        if self.bytes_kept() > 0 {
+            return Err(host_only_state(&self.name(), self.bytes_kept()));
+        }
+        Ok(MethodState::default())
+    }
+
+    /// Only an empty state (no task, no bases, no Fisher) is accepted.
+    fn import_state(&mut self, _model: &Model, state: MethodState) -> Result<()> {
+        import_nothing(&self.name(), &state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::Rng;
+
+    use super::*;
+    use crate::data::Samples;
+    use crate::nn::argmax_rows;
+
+    /// A model whose trunk is empty (features = inputs) with one bias-free head of `classes` outputs over `d`.
+    fn identity_model(d: usize, classes: usize) -> Model {
+        let head = Linear::from_weights("head.0", Array2::zeros((classes, d)), None).unwrap();
+        Model::new(vec![d], Vec::new(), vec![head]).unwrap()
+    }
+
+    fn learn(method: &mut Prototype, model: &mut Model, train: &Samples, task_id: usize) -> Result<TaskReport> {
+        let mut rng = crate::seeded_rng(0);
+        let mut progress = crate::train::Silent;
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut progress, replay: None };
+        let val = Samples::new(Array2::zeros((0, train.features())), Vec::new()).unwrap();
+        method.learn_task(model, &TaskData { task_id, head: 0, train, val: &val }, &mut ctx)
+    }
+
+    /// `n` points per class around `centres` (uniform noise of half-width `spread`).
+    fn blobs(centres: &[(usize, [f32; 2])], n: usize, spread: f32, seed: u64) -> Samples {
+        let mut rng = crate::seeded_rng(seed);
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for _ in 0..n {
+            for &(c, [a, b]) in centres {
+                x.push(a + rng.random_range(-spread..spread));
+                x.push(b + rng.random_range(-spread..spread));
+                y.push(c);
+            }
+        }
+        Samples::new(Array2::from_shape_vec((y.len(), 2), x).unwrap(), y).unwrap()
+    }
+
+    fn grid() -> Array2<f32> {
+        Array2::from_shape_fn((121, 2), |(i, j)| if j == 0 { (i / 11) as f32 - 3.0 } else { (i % 11) as f32 - 3.0 })
+    }
+
+    #[test]
+    fn ncm_picks_the_nearest_mean() {
+        let mut model = identity_model(2, 3);
+        let mut m = Prototype::ncm();
+        let train = blobs(&[(0, [0.0, 0.0]), (1, [4.0, 0.0]), (2, [0.0, 4.0])], 20, 1.0, 1);
+        let report = learn(&mut m, &mut model, &train, 0).unwrap();
+        let means = m.means(0).unwrap().clone();
+        assert_eq!(means.count, vec![20, 20, 20]);
+        for c in 0..3 {
+            let idx: Vec<usize> = (0..train.len()).filter(|&i| train.y[i] == c).collect();
+            let direct = train.select(&idx).x.mapv(f64::from).mean_axis(Axis(0)).unwrap();
+            for (a, b) in direct.iter().zip(means.mean.row(c)) {
+                assert!((a - b).abs() < 1e-12, "running mean {b} vs direct {a}");
+            }
+        }
+        assert_eq!(report.bytes_kept, 8 * (3 * 2 + 3));
+        assert!(model.heads[0].bias.is_some(), "the bias-free head got a bias");
+        let names: Vec<String> = model.params().iter().map(|p| p.name.clone()).collect();
+        assert_eq!(names, vec!["head.0.weight", "head.0.bias"]);
+        let x = grid();
+        let pred = model.predict(&x.view(), 0).unwrap();
+        for (row, p) in x.outer_iter().zip(pred) {
+            let dist =
+                |c: usize| row.iter().zip(means.mean.row(c)).map(|(&a, &b)| (f64::from(a) - b).powi(2)).sum::<f64>();
+            let best = (0..3).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap();
+            assert!(
+                p == best || (dist(p) - dist(best)).abs() < 1e-4,
+                "{row} → {p}, nearest mean is {best} ({} vs {})",
+                dist(p),
+                dist(best)
+            );
+        }
+    }
+
+    #[test]
+    fn slda_batched_update_equals_streaming() {
+        let (d, classes) = (3, 4);
+        let mut rng = crate::seeded_rng(7);
+        let mut batched = (ClassMeans::new(classes, d), SharedCovariance::new(d));
+        let mut stream = batched.clone();
+        // Two tasks, absorbed in uneven batches; the second continues the global count t.
+        for (n, chunks) in [(37usize, [5usize, 13, 19]), (23, [1, 2, 20])] {
+            let z = Array2::from_shape_fn((n, d), |_| rng.random_range(-2.0f32..3.0));
+            let y: Vec<usize> = (0..n).map(|_| rng.random_range(0..classes)).collect();
+            let mut start = 0;
+            for len in chunks {
+                let (zc, yc) = (z.slice(s![start..start + len, ..]), &y[start..start + len]);
+                let dev = batched.0.absorb(&zc, yc).unwrap();
+                batched.1.add_deviations(&dev.view()).unwrap();
+                start += len;
+            }
+            for (zi, &yi) in z.outer_iter().zip(&y) {
+                stream.1.update_one(&mut stream.0, &zi.mapv(f64::from).view(), yi).unwrap();
+            }
+        }
+        assert_eq!(batched.1.updates, 60);
+        assert_eq!(batched.0.count, stream.0.count);
+        for (a, b) in batched.0.mean.iter().zip(&stream.0.mean) {
+            assert!((a - b).abs() < 1e-12);
+        }
+        for (a, b) in batched.1.sigma.iter().zip(&stream.1.sigma) {
+            assert!((a - b).abs() < 1e-12 * (1.0 + b.abs()), "batched Σ {a} vs streaming {b}");
+        }
+        // The streaming formula by hand for the first two samples: Σ₁ = 0, Σ₂ = ½·½·d dᵀ with d = z₂ − μ_y(before).
+        let mut pair = (ClassMeans::new(1, 1), SharedCovariance::new(1));
+        let dev = pair.0.absorb(&Array2::from_shape_vec((2, 1), vec![1.0f32, 3.0]).unwrap().view(), &[0, 0]).unwrap();
+        pair.1.add_deviations(&dev.view()).unwrap();
+        assert_eq!(pair.0.mean[[0, 0]], 2.0);
+        assert!((pair.1.sigma[[0, 0]] - 0.25 * 4.0).abs() < 1e-15);
+    }
+
+    /// Λ by the 2×2 adjugate, independent of the Cholesky route.
+    fn lambda_2x2(sigma: &Array2<f64>, eps: f64) -> [[f64; 2]; 2] {
+        let a = |i: usize, j: usize| (1.0 - eps) * sigma[[i, j]] + if i == j { eps } else { 0.0 };
+        let det = a(0, 0) * a(1, 1) - a(0, 1) * a(1, 0);
+        [[a(1, 1) / det, -a(0, 1) / det], [-a(1, 0) / det, a(0, 0) / det]]
+    }
+
+    #[test]
+    fn the_head_reproduces_both_classifiers() {
+        // Elongated classes: SLDA's shared covariance matters, NCM's Euclidean distance does not see it.
+        let train = {
+            let mut rng = crate::seeded_rng(3);
+            let mut x = Vec::new();
+            let mut y = Vec::new();
+            for i in 0..60 {
+                let c = i % 3;
+                let t: f32 = rng.random_range(-3.0..3.0);
+                let e: f32 = rng.random_range(-0.3..0.3);
+                let centre = [[0.0f32, 0.0], [1.5, 1.0], [-1.0, 2.0]][c];
+                x.extend([centre[0] + t + e, centre[1] + 0.5 * t - e]);
+                y.push(c);
+            }
+            Samples::new(Array2::from_shape_vec((60, 2), x).unwrap(), y).unwrap()
+        };
+        let x = grid();
+        for rule in [PrototypeRule::Ncm, PrototypeRule::Slda] {
+            let mut model = identity_model(2, 3);
+            let mut m = Prototype::new(rule);
+            learn(&mut m, &mut model, &train, 0).unwrap();
+            let mu = &m.means(0).unwrap().mean;
+            let logits = model.forward(&x.view(), 0, Mode::Eval).unwrap();
+            for (row, l) in x.outer_iter().zip(logits.outer_iter()) {
+                let z = [f64::from(row[0]), f64::from(row[1])];
+                // Discriminant in its quadratic form: −½ (z − μ_c)ᵀ Λ (z − μ_c) (Λ = I for NCM) differs from the
+                // head's logit by −½ zᵀΛz, the same for every class.
+                let lam = match rule {
+                    PrototypeRule::Ncm => [[1.0, 0.0], [0.0, 1.0]],
+                    PrototypeRule::Slda => lambda_2x2(&m.covariance().unwrap().sigma, SLDA_SHRINKAGE),
+                };
+                let quad = |v: [f64; 2]| {
+                    v[0] * (lam[0][0] * v[0] + lam[0][1] * v[1]) + v[1] * (lam[1][0] * v[0] + lam[1][1] * v[1])
+                };
+                let g: Vec<f64> = (0..3).map(|c| -0.5 * quad([z[0] - mu[[c, 0]], z[1] - mu[[c, 1]]])).collect();
+                for c in 0..3 {
+                    let expected = g[c] + 0.5 * quad(z);
+                    assert!(
+                        (f64::from(l[c]) - expected).abs() < 1e-3 * (1.0 + expected.abs()),
+                        "{rule:?}: logit {} vs discriminant {expected} at {row}",
+                        l[c]
+                    );
+                }
+                let best = (0..3).max_by(|&a, &b| g[a].total_cmp(&g[b])).unwrap();
+                let got = argmax_rows(&l.insert_axis(Axis(0)))[0];
+                assert!(got == best || (g[got] - g[best]).abs() < 1e-3, "{rule:?} at {row}: {got} vs {best}");
+            }
+        }
+    }
+
+    #[test]
+    fn growing_classes_keeps_old_decisions() {
+        let first = blobs(&[(0, [0.0, 0.0]), (1, [4.0, 0.0])], 15, 1.0, 4);
+        let second = blobs(&[(2, [0.0, 4.0]), (3, [4.0, 4.0])], 15, 1.0, 5);
+        let probe = blobs(&[(0, [0.0, 0.0]), (1, [4.0, 0.0])], 10, 0.5, 6);
+        for rule in [PrototypeRule::Ncm, PrototypeRule::Slda] {
+            let mut model = identity_model(2, 2);
+            let mut m = Prototype::new(rule);
+            learn(&mut m, &mut model, &first, 0).unwrap();
+            let before = model.forward(&probe.x.view(), 0, Mode::Eval).unwrap();
+            let growth = model.grow_head(0, 4).unwrap();
+            m.params_grown(&growth).unwrap();
+            learn(&mut m, &mut model, &second, 1).unwrap();
+            let after = model.forward(&probe.x.view(), 0, Mode::Eval).unwrap();
+            assert_eq!(m.means(0).unwrap().count, vec![15, 15, 15, 15]);
+            // Old classes keep winning on their own samples.
+            assert_eq!(argmax_rows(&before.view()), probe.y);
+            assert_eq!(argmax_rows(&after.view()), probe.y, "{rule:?}");
+            if rule == PrototypeRule::Ncm {
+                // NCM's old rows do not move at all.
+                assert_eq!(after.slice(s![.., ..2]), before, "NCM's old logits changed");
+            }
+        }
+        // A full-width head: the classes not seen yet never win.
+        let mut model = identity_model(2, 4);
+        let mut m = Prototype::slda();
+        learn(&mut m, &mut model, &first, 0).unwrap();
+        let b = model.heads[0].bias.as_ref().unwrap().value.clone();
+        assert_eq!(b[[2]], UNSEEN_CLASS_BIAS);
+        assert!(model.predict(&grid().view(), 0).unwrap().iter().all(|&p| p < 2));
+    }
+
+    #[test]
+    fn bad_input_changes_nothing() {
+        let mut model = identity_model(2, 2);
+        let flat = model.flat_params();
+        let mut m = Prototype::slda();
+        let bad = Samples::new(Array2::zeros((3, 2)), vec![0, 1, 2]).unwrap();
+        assert!(matches!(learn(&mut m, &mut model, &bad, 0), Err(Error::LabelOutOfRange { label: 2, .. })));
+        let nan = Samples { x: Array2::from_elem((2, 2), f32::NAN), y: vec![0, 1] };
+        assert!(matches!(learn(&mut m, &mut model, &nan, 0), Err(Error::NonFinite(_))));
+        let wide = Samples::new(Array2::zeros((2, 3)), vec![0, 1]).unwrap();
+        assert!(matches!(learn(&mut m, &mut model, &wide, 0), Err(Error::Shape { .. })));
+        let empty = Samples::new(Array2::zeros((0, 2)), Vec::new()).unwrap();
+        assert!(matches!(learn(&mut m, &mut model, &empty, 0), Err(Error::Empty(_))));
+        assert_eq!((m.bytes_kept(), m.tasks_seen()), (0, 0));
+        assert_eq!(model.flat_params(), flat);
+        assert!(m.export_state().is_ok());
+        assert!(matches!(Prototype::slda().with_shrinkage(0.0), Err(Error::Config(_))));
+        learn(&mut m, &mut model, &blobs(&[(0, [0.0, 0.0]), (1, [1.0, 1.0])], 3, 0.5, 8), 0).unwrap();
+        assert!(matches!(m.export_state(), Err(Error::Config(_))));
+        assert_eq!(m.bytes_kept(), 8 * (2 * 3) + 8 * (4 + 1));
+    }
+
+    #[test]
+    fn batches_never_leave_a_single_sample_behind() {
+        assert_eq!(batch_ranges(5, 2), vec![(0, 2), (2, 5)]);
+        assert_eq!(batch_ranges(4, 2), vec![(0, 2), (2, 4)]);
+        assert_eq!(batch_ranges(1, 256), vec![(0, 1)]);
+        assert_eq!(batch_ranges(513, 256), vec![(0, 256), (256, 513)]);
+        assert!(batch_ranges(0, 8).is_empty());
+    }
+
+    #[test]
+    fn features_are_the_heads_input_and_the_footprint_counts_what_is_kept() {
+        let mut rng = crate::seeded_rng(9);
+        let mut model = crate::nn::zoo::mlp(6, &[5, 4], &[3], false, &mut rng).unwrap();
+        let x = Array2::from_shape_fn((7, 6), |_| rng.random_range(-1.0f32..1.0));
+        let z = trunk_features(&mut model, &x.view()).unwrap();
+        model.forward(&x.view(), 0, Mode::Eval).unwrap();
+        assert_eq!(model.heads[0].cached_input().unwrap(), &z);
+        let fp = Prototype::slda().footprint(&model).unwrap();
+        assert_eq!(fp.fisher, 8 * 3 * (4 + 1) + 8 * (16 + 1));
+        let ncm = Prototype::ncm().footprint(&model).unwrap();
+        assert_eq!(ncm.fisher, 8 * 3 * (4 + 1));
+        assert_eq!(ncm.params, 4 * (model.num_params() as u64 + 3));
+    }
+}
