@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine, the product's whole path on real MNIST:
 #   1. host: pre-train a small CNN on digits 0-3 and export it as ONNX (our Rust exporter, checked by reloading);
-#   2. device code: load that ONNX file, run its convolutional trunk as a frozen prefix in tract, learn three new
-#      tasks (digits 4/5, 6/7, 8/9, one new head each) on the trainable layers with GPM+BECAME, print the accuracy
-#      matrix and alpha per task, and re-export the adapted model as ONNX;
+#   2. device code: load that ONNX file, run its convolutional trunk as a frozen prefix in tract and
+#      a) the product's field mode (class-incremental, the headline): the board's learner (boards/jetson-nano-4gb.toml,
+#         the device's default method firmware::method::FIELD_METHOD), provisioned with the base digits 0-3, learns
+#         4/5, 6/7, 8/9 into one growing head and is scored over all digits seen with no task id;
+#      b) for comparison with papers, task-incremental: the same three tasks with one new head each and GPM+BECAME,
+#         the accuracy matrix and alpha per task, and the adapted model re-exported as ONNX;
 #   3. an external client (onnx.checker + onnxruntime, scripts/check-onnx.py) checks the re-exported file and
 #      compares its outputs with the device's on real test images.
 #
@@ -25,7 +28,7 @@ mkdir -p "$out"
 echo "== host: pre-train on digits 0-3 and export ONNX"
 $HOST pretrain --dataset mnist --classes 0,1,2,3 --model cnn --epochs 2 --seed 0 \
   --params "$out/base-model.json" --out "$out/base-model.onnx"
-echo "== device: load the ONNX file, learn digits 4/5, 6/7, 8/9 with GPM+BECAME, re-export"
+echo "== device: load the ONNX file, learn digits 4/5, 6/7, 8/9 (class-incremental field run first), re-export"
 $HOST device-learn --model "$out/base-model.onnx" --cut last:2 --base-classes 0,1,2,3 --groups "4,5;6,7;8,9" \
   --method gpm+became --out "$out/adapted.onnx" --reference "$out/adapted-ref.json" --report-dir "$out"
 echo "== check the re-exported model with onnx.checker and onnxruntime"

@@ -462,7 +462,17 @@ pub fn device_learn(a: &DeviceLearnArgs) -> Result<()> {
 
     if let Some(base) = &base_feats {
         let base_classes = parse_classes(a.base_classes.as_deref().unwrap_or_default())?;
-        field_learn(a, base_model, &base_classes, base, &fstream, &groups)?;
+        // Factory provisioning: the base classes' own training images (the first PROVISION_PER_CLASS of each, in
+        // file order) through the frozen prefix.
+        let mut rows = Vec::new();
+        for &c in &base_classes {
+            rows.extend((0..ds.train_y.len()).filter(|&i| ds.train_y[i] == c).take(PROVISION_PER_CLASS));
+        }
+        rows.sort_unstable();
+        let labels: Vec<usize> =
+            rows.iter().filter_map(|&i| base_classes.iter().position(|&c| c == ds.train_y[i])).collect();
+        let provision = Samples::new(dm.features_batched(&ds.train_x.select(Axis(0), &rows).view(), 256)?, labels)?;
+        field_learn(a, base_model, &base_classes, &provision, base, &fstream, &groups)?;
     }
     println!("== task-incremental (one head per task, task id given at test time; for comparison with papers)");
     let conv = dm.trainable.trunk.iter().any(|l| matches!(l, firmware::nn::Layer::Conv2d(_)));
@@ -521,16 +531,25 @@ pub fn device_learn(a: &DeviceLearnArgs) -> Result<()> {
     Ok(())
 }
 
+/// Training images per base class the field run is provisioned with (see [`field_learn`]).
+pub const PROVISION_PER_CLASS: usize = 256;
+
 /// The field path, class-incremental: the board's learner ([`firmware::learner::Learner`] under the `--board`
 /// profile, with the device's default method [`firmware::method::FIELD_METHOD`]) starts from the file's model (one
 /// head over `base_classes`), receives each new group's training samples class by class (as many as its sample
 /// buffer holds, every class equally), learns them as one task with a head that grows by one row per class, and is
 /// scored after every task over the test images of every class seen so far, with no task id. Prints the accuracy
 /// matrix and the headline: accuracy over all test images of all classes seen.
+///
+/// Before it ships, the board is **provisioned** with its base classes: the learner's first task is `provision`
+/// (training images of the base classes the factory has, labels = positions in `base_classes`), so that the
+/// device starts with GPM bases, a Fisher and exemplars of the base classes, not with a bare model whose old
+/// classes nothing protects.
 fn field_learn(
     a: &DeviceLearnArgs,
     model: Model,
     base_classes: &[usize],
+    provision: &Samples,
     base_test: &Samples,
     fstream: &Stream,
     groups: &[Vec<usize>],
@@ -583,6 +602,17 @@ fn field_learn(
         Ok((per, 100.0 * hit as f64 / all.max(1) as f64))
     };
     let mut rows = vec![score(&learner, 0)?];
+    for (i, &y) in provision.y.iter().enumerate() {
+        let row = provision.x.row(i);
+        let pixels = row.as_slice().ok_or_else(|| Error::Invalid("feature row not contiguous".into()))?;
+        learner.add_sample(&names[y], pixels)?;
+    }
+    learner.learn()?;
+    println!(
+        "provisioned with {} training images of the base classes: accuracy on them {:.2} %",
+        provision.len(),
+        score(&learner, 0)?.1
+    );
     let mut rng = firmware::seeded_rng(a.seed ^ 0xF1E1D);
     for (ti, (t, g)) in fstream.tasks.iter().zip(groups).enumerate() {
         // Every class of the group equally, interleaved, as many as the sample buffer holds.

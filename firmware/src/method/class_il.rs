@@ -351,7 +351,7 @@ mod tests {
         let mut model = zoo::mlp(2, &[2], &[3], true, &mut rng).unwrap();
         {
             let lin = &mut model.heads[0];
-            let ps = lin.params_mut();
+            let mut ps = lin.params_mut();
             let (w, rest) = ps.split_first_mut().unwrap();
             w.value.as_slice_mut().unwrap().copy_from_slice(&[3.0, 4.0, 0.0, 1.0, 0.0, 10.0]);
             rest[0].value.as_slice_mut().unwrap().copy_from_slice(&[1.0, 1.0, 2.0]);
