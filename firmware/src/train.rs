@@ -277,7 +277,13 @@ pub fn train(
         let (val_loss, val_acc) = if task.val.is_empty() {
             ((sum / task.train.len() as f64) as f32, f32::NAN)
         } else {
-            evaluate_over(model, task.val, task.head, 64, active.filter(|a| task.val.y.iter().all(|&y| a[y])))?
+            evaluate_over(
+                model,
+                task.val,
+                task.head,
+                64,
+                active.filter(|a| task.val.y.iter().all(|&y| a.get(y).copied().unwrap_or(false))),
+            )?
         };
         let lr = schedule.lr;
         let entry = EpochLog { train_loss: (sum / task.train.len() as f64) as f32, val_loss, val_acc, lr };

@@ -382,4 +382,26 @@ mod tests {
         assert_eq!([count(0), count(1), count(2), count(3)], [2, 2, 2, 2]);
         assert!(balanced_set(&train, None, &mut crate::seeded_rng(0)).unwrap().is_none());
     }
+
+    #[test]
+    fn labels_trick_leaves_other_classes_rows_untouched() {
+        use crate::train::Silent;
+        let mut rng = crate::seeded_rng(5);
+        let x = ndarray::Array2::from_shape_fn((16, 3), |(i, j)| ((i * 7 + j * 3) % 5) as f32 - 2.0);
+        let y: Vec<usize> = (0..16).map(|i| 2 + i % 2).collect();
+        let train_set = Samples::new(x, y).unwrap();
+        let val = Samples::new(ndarray::Array2::zeros((0, 3)), vec![]).unwrap();
+        let task = TaskData { task_id: 1, head: 0, train: &train_set, val: &val };
+        for trick in [true, false] {
+            let mut model = zoo::mlp(3, &[4], &[4], true, &mut crate::seeded_rng(6)).unwrap();
+            let before = model.heads[0].w().to_owned();
+            let cfg = TrainConfig { epochs: 2, batch_size: 4, lr: 0.1, labels_trick: trick, ..TrainConfig::default() };
+            crate::train::train(&mut model, &task, &cfg, &mut crate::train::NoHook, &mut rng, &mut Silent, "t")
+                .unwrap();
+            let after = model.heads[0].w();
+            let old_rows_same = (0..2).all(|r| before.row(r) == after.row(r));
+            assert_eq!(old_rows_same, trick, "labels trick {trick}: rows of classes 0, 1 unchanged = {old_rows_same}");
+            assert!((2..4).all(|r| before.row(r) != after.row(r)), "the task's rows learn");
+        }
+    }
 }
