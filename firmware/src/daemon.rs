@@ -127,7 +127,8 @@ impl Device {
     /// inbox (moving photos the committed state already learned to `processed/`).
     pub fn open(cfg: Config) -> Result<Self> {
         let profile = BoardProfile::load(&cfg.board)?;
-        let file = OnnxModel::open(&cfg.model)?;
+        // The file is decoded whole in RAM: one larger than the learner's whole RAM budget cannot be the board's.
+        let file = OnnxModel::open_within(&cfg.model, profile.budget.ram())?;
         let base = file.split(&Cut::parse(&cfg.cut)?)?;
         if base.trainable.heads.len() != 1 {
             return Err(Error::Config(format!(

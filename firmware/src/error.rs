@@ -134,7 +134,7 @@ pub enum Error {
         over = .needed.saturating_sub(*.limit)
     )]
     OverBudget {
-        /// Which budget: `params`, `bases`, `fisher`, `workspace` or `state_file`.
+        /// Which budget: `params`, `bases`, `fisher`, `workspace`, `replay`, `state_file` or `model_file`.
         budget: &'static str,
         /// Bytes the request needs.
         needed: u64,

@@ -61,6 +61,18 @@ pub struct OnnxModel {
 }
 
 impl OnnxModel {
+    /// Read and check an ONNX file of at most `max_bytes` bytes: a larger file (by its metadata) is refused with
+    /// [`Error::OverBudget`] (`budget` `"model_file"`) before a byte of it is read.
+    pub fn open_within(path: &Path, max_bytes: u64) -> Result<Self> {
+        let len = std::fs::metadata(path)
+            .map_err(|source| Error::Io { context: format!("reading ONNX file {}", path.display()), source })?
+            .len();
+        if len > max_bytes {
+            return Err(Error::OverBudget { budget: "model_file", needed: len, limit: max_bytes });
+        }
+        Self::open(path)
+    }
+
     /// Read and check an ONNX file.
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path)

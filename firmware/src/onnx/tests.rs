@@ -325,6 +325,26 @@ fn corrupt_truncated_and_foreign_bytes_are_typed_errors() {
 }
 
 #[test]
+fn a_model_file_over_the_budget_is_refused_before_it_is_read() {
+    // A 2 GiB sparse file: refused from its metadata, with nothing read (the old path read it whole first).
+    let dir = std::env::temp_dir().join(format!("edgelearn-model-budget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("huge.onnx");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(2 << 30).unwrap();
+    let err = OnnxModel::open_within(&path, 256 << 20);
+    assert!(
+        matches!(err, Err(Error::OverBudget { budget: "model_file", needed, limit }) if needed == 2 << 30 && limit == 256 << 20),
+        "{err:?}"
+    );
+    // Within the budget the ordinary checks run (here: not an ONNX model).
+    std::fs::write(&path, b"not onnx").unwrap();
+    let err = OnnxModel::open_within(&path, 256 << 20);
+    assert!(err.is_err() && !matches!(err, Err(Error::OverBudget { .. })), "{err:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn cut_parses() {
     assert_eq!(Cut::parse("input").unwrap(), Cut::Input);
     assert_eq!(Cut::parse("last:3").unwrap(), Cut::LastTrainable(3));
