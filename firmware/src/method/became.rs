@@ -9,7 +9,9 @@
 use std::time::Instant;
 
 use super::adam_nscl::AdamNscl;
-use super::class_il::{ClassIl, HeadMerge, group_alphas, merge_groups, param_groups, task_classes, with_replay};
+use super::class_il::{
+    ClassIl, HeadMerge, first_task_plain, group_alphas, merge_groups, param_groups, task_classes, with_replay,
+};
 use super::gpm::{gpm_layers, projected_stage, restore_gpm, update_bases};
 use super::{LearnContext, Method, MethodState, TaskReport, sgd_plan};
 use crate::budget::{Footprint, StepPlan};
@@ -290,7 +292,7 @@ impl Became {
                     Some(g) => g,
                     None => self.gpm.insert(Gpm::for_model(model, self.gpm_cfg.clone())?),
                 };
-                projected_stage(gpm, first, model, &task1, &self.stage1, ctx, "stage1")?
+                projected_stage(gpm, first, model, &task1, &first_task_plain(&self.stage1, first), ctx, "stage1")?
             }
         };
         let mut report =

@@ -131,6 +131,14 @@ impl ClassIl {
     }
 }
 
+/// `cfg` for the method's first task: the labels trick off. Before its first task the method knows nothing of the
+/// classes the model may already answer (a pre-trained head: the device's base classes), so the new classes must
+/// learn to beat them; later tasks' old classes are the method's own, protected by its bases, Fisher and memory.
+/// (On a stream whose first task covers the whole head the two are the same.)
+pub fn first_task_plain(cfg: &TrainConfig, first: bool) -> TrainConfig {
+    TrainConfig { labels_trick: cfg.labels_trick && !first, ..cfg.clone() }
+}
+
 /// The group of a flat parameter: trunk, a head row of a class the task does not contain, or of one it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::class_il::{ClassIl, task_classes, with_replay};
+use super::class_il::{ClassIl, first_task_plain, task_classes, with_replay};
 use super::{LearnContext, Method, MethodState, TaskReport, sgd_plan};
 use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
@@ -132,7 +132,9 @@ impl Method for GpmMethod {
         let new_rows = task_classes(model, task)?;
         let train1 = if self.ci.replay_stage1 { Some(with_replay(task.train, ctx.replay)?) } else { None };
         let task1 = TaskData { train: train1.as_ref().unwrap_or(task.train), ..*task };
-        let (log, t_train) = projected_stage(gpm, self.tasks_seen == 0, model, &task1, &self.train, ctx, "stage1")?;
+        let first = self.tasks_seen == 0;
+        let cfg = first_task_plain(&self.train, first);
+        let (log, t_train) = projected_stage(gpm, first, model, &task1, &cfg, ctx, "stage1")?;
         self.ci.correct_head(model, task, &new_rows, &self.train, ctx)?;
         let (t_basis, updates) = update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?;
         self.tasks_seen += 1;
