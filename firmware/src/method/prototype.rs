@@ -311,14 +311,19 @@ fn head_f32(w: &Array2<f64>, b: &Array1<f64>) -> Result<(Array2<f32>, Array1<f32
 /// The NCM head: `w_c = μ_c`, `b_c = −½‖μ_c‖²` for every class with samples, so that
 /// `argmax_c (w_cᵀz + b_c) = argmin_c ‖z − μ_c‖²`; `w_c = 0`, `b_c =` [`UNSEEN_CLASS_BIAS`] for the others.
 pub fn ncm_head(means: &ClassMeans) -> Result<(Array2<f32>, Array1<f32>)> {
-    let mut w = means.mean.clone();
+    prototype_head(means, means.mean.clone())
+}
+
+/// The head of a prototype rule with weights `w` (one row per class): `b_c = −½ μ_cᵀ w_c` for every class with
+/// samples; `w_c = 0`, `b_c =` [`UNSEEN_CLASS_BIAS`] for the others.
+fn prototype_head(means: &ClassMeans, mut w: Array2<f64>) -> Result<(Array2<f32>, Array1<f32>)> {
     let mut b = Array1::<f64>::zeros(means.classes());
     for (c, (mut row, bias)) in w.outer_iter_mut().zip(b.iter_mut()).enumerate() {
         if means.count[c] == 0 {
             row.fill(0.0);
             *bias = f64::from(UNSEEN_CLASS_BIAS);
         } else {
-            *bias = -0.5 * row.dot(&row);
+            *bias = -0.5 * means.mean.row(c).dot(&row);
         }
     }
     head_f32(&w, &b)
@@ -332,17 +337,7 @@ pub fn slda_head(means: &ClassMeans, cov: &SharedCovariance, shrinkage: f64) -> 
         return Err(shape_err("SLDA head: means vs covariance", cov.dim(), means.dim()));
     }
     let lam_mu = cov.precision_times(shrinkage, &means.mean.t())?; // (d, classes)
-    let mut w = lam_mu.reversed_axes();
-    let mut b = Array1::<f64>::zeros(means.classes());
-    for (c, (mut row, bias)) in w.outer_iter_mut().zip(b.iter_mut()).enumerate() {
-        if means.count[c] == 0 {
-            row.fill(0.0);
-            *bias = f64::from(UNSEEN_CLASS_BIAS);
-        } else {
-            *bias = -0.5 * means.mean.row(c).dot(&row);
-        }
-    }
-    head_f32(&w, &b)
+    prototype_head(means, lam_mu.reversed_axes())
 }
 
 /// A prototype head over the frozen trunk, NCM or SLDA ([`PrototypeRule`]); see the module documentation.
