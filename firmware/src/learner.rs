@@ -489,6 +489,7 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         let mut state = LearnerState::from_model(&self.model, self.arch.clone())?;
         state.bases = ms.bases;
         state.fisher = ms.fisher;
+        state.slda = ms.slda;
         state.tasks = self.tasks.clone();
         state.classes = self.classes.clone();
         state.metrics = self.metrics.clone();
@@ -529,14 +530,20 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
             return Err(Error::TooManyClasses { name, max: self.profile.max_classes });
         }
         let old = &self.model.heads[0];
-        let bias = old.bias.as_ref().map(|_| ndarray::Array1::zeros(outputs));
+        // The SLDA head gains a bias on the first task: the stored layout says whether the head has one.
+        let has_bias = old.bias.is_some() || state.layout.iter().any(|p| p.name == "head.0.bias");
+        let bias = has_bias.then(|| ndarray::Array1::zeros(outputs));
         let head = Linear::from_weights("head.0", Array2::zeros((outputs, old.in_features())), bias)?;
         let mut model = Model::new(self.model.input_shape.clone(), self.model.trunk.clone(), vec![head])?;
         model.clear_cache();
         state.restore_params(&mut model)?;
         let mut method = self.method.clone();
-        let ms =
-            MethodState { tasks_seen: state.tasks.len(), bases: state.bases.clone(), fisher: state.fisher.clone() };
+        let ms = MethodState {
+            tasks_seen: state.tasks.len(),
+            bases: state.bases.clone(),
+            fisher: state.fisher.clone(),
+            slda: state.slda.clone(),
+        };
         method.import_state(&model, ms)?;
         method.set_bases_budget(Some(self.profile.budget.bases));
         let fp = method.footprint(&model)?;

@@ -13,6 +13,28 @@ use host::progress::{Bar, LogWriter};
 use host::report::{self, Aggregate};
 use host::{registry, simulate};
 
+/// Every allocation is counted, so that `host bench replay` can report the heap a task peaks at (a counter per
+/// allocation; nothing else changes).
+#[global_allocator]
+static ALLOC: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
+
+/// The counting allocator, as the replay benchmark reads it.
+struct Heap;
+
+impl host::bench_replay::HeapMeter for Heap {
+    fn current(&self) -> usize {
+        ALLOC.current_usage()
+    }
+    fn peak(&self) -> usize {
+        ALLOC.peak_usage()
+    }
+    fn reset_peak(&self) {
+        ALLOC.reset_peak_usage()
+    }
+}
+
+const HEAP: Heap = Heap;
+
 /// Host tool of the edge continual learner.
 #[derive(Debug, Parser)]
 #[command(name = "host", version, about)]
@@ -113,6 +135,37 @@ enum BenchCmd {
     Update(BenchUpdateArgs),
     /// Markdown tables (Rust vs PyTorch, as ratios) from update JSON files; optionally into a doc section.
     Table(BenchTableArgs),
+    /// Per-task time and peak heap of a class-incremental method with and without an exemplar memory, side by
+    /// side in one run; write JSON.
+    Replay(BenchReplayArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchReplayArgs {
+    /// Class-incremental stream (one growing head): split-mnist-ci or split-fmnist-ci.
+    #[arg(long, default_value = "split-mnist-ci")]
+    stream: String,
+    /// Method (any name `host simulate` knows); the default is the device's.
+    #[arg(long, default_value = "field")]
+    method: String,
+    /// Tasks to learn and measure.
+    #[arg(long, default_value_t = 5)]
+    tasks: usize,
+    /// Buffer sizes in samples, comma-separated; the first is the reference of the ratios.
+    #[arg(long, value_delimiter = ',', default_value = "0,200")]
+    replay: Vec<usize>,
+    /// Epochs per stage (the preset's by default).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Seed (model init, shuffling, buffer).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -552,6 +605,21 @@ fn bench_cmd(cmd: BenchCmd) -> anyhow::Result<()> {
             print!("{}", host::bench::describe(&t));
             if let Some(out) = &a.out {
                 report::write_json(out, &t)?;
+                println!("written to {}", out.display());
+            }
+            Ok(())
+        }
+        BenchCmd::Replay(a) => {
+            let mut preset = Preset::named(&a.stream, None)?;
+            if let Some(e) = a.epochs {
+                preset.train.epochs = e;
+            }
+            preset.train.validate()?;
+            let dir = a.data_dir.unwrap_or_else(data::data_dir);
+            let b = host::bench_replay::replay_cost(&preset, &a.method, a.tasks, &a.replay, &dir, a.seed, &HEAP)?;
+            print!("{}", host::bench_replay::replay_table(&b));
+            if let Some(out) = &a.out {
+                report::write_json(out, &b)?;
                 println!("written to {}", out.display());
             }
             Ok(())

@@ -412,14 +412,15 @@ fn a_version_2_state_file_loads_with_an_empty_replay_buffer() {
     feed(&mut l, &[0, 1], 20, 1);
     l.learn().unwrap();
     l.commit().unwrap();
-    // The version 2 layout by hand: the version 3 payload of the same state without its (empty) replay buffer,
-    // which postcard writes as the last four bytes 00 00 00 00.
+    // The version 2 layout by hand: the current payload of the same state without its (empty) replay buffer and
+    // its SLDA statistics (none), which postcard writes as the last five bytes 00 00 00 00 00.
     let mut state = l.state().unwrap();
     state.generation = 1;
     state.replay = ReplayState::default();
+    assert!(state.slda.is_none());
     let payload = postcard::to_allocvec(&state).unwrap();
-    assert_eq!(payload[payload.len() - 4..], [0, 0, 0, 0]);
-    let payload = &payload[..payload.len() - 4];
+    assert_eq!(payload[payload.len() - 5..], [0, 0, 0, 0, 0]);
+    let payload = &payload[..payload.len() - 5];
     let mut v2 = Vec::new();
     v2.extend_from_slice(b"ELST");
     v2.extend_from_slice(&2u16.to_le_bytes());

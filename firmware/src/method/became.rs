@@ -12,7 +12,8 @@ use super::adam_nscl::AdamNscl;
 use super::class_il::{
     ClassIl, HeadMerge, first_task_plain, group_alphas, merge_groups, param_groups, task_classes, with_replay,
 };
-use super::gpm::{gpm_layers, projected_stage, restore_gpm, update_bases};
+use super::gpm::{gpm_layers, projected_stage, restore_gpm, restore_slda, update_bases};
+use super::prototype::SldaStats;
 use super::{LearnContext, Method, MethodState, TaskReport, sgd_plan};
 use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
@@ -58,6 +59,8 @@ pub struct Became {
     pub nscl: Option<AdamNscl>,
     /// Class-incremental options (all off: the method as published); see [`super::class_il`].
     pub ci: ClassIl,
+    /// SLDA statistics of the `slda` class-incremental option.
+    slda: Option<SldaStats>,
     tasks_seen: usize,
 }
 
@@ -103,6 +106,7 @@ impl Became {
             f_old_stored: None,
             nscl: None,
             ci: ClassIl::default(),
+            slda: None,
             tasks_seen: 0,
         }
     }
@@ -172,6 +176,7 @@ impl Method for Became {
         self.gpm.as_ref().map_or(0, Gpm::bytes)
             + self.nscl.as_ref().map_or(0, AdamNscl::bytes)
             + self.f_old_stored.as_ref().map_or(0, CompactFisher::bytes)
+            + self.slda.as_ref().map_or(0, SldaStats::bytes)
     }
 
     /// GPM's footprint, plus: `F_old` in [`Became::fisher_format`] (the `fisher` budget), the Fisher estimator
@@ -230,6 +235,7 @@ impl Method for Became {
             tasks_seen: self.tasks_seen,
             bases: self.gpm.as_ref().map(BasisState::from_gpm).transpose()?.unwrap_or_default(),
             fisher: self.f_old_stored.as_ref().map(FisherBlob::from_compact).transpose()?,
+            slda: self.slda.as_ref().map(SldaStats::to_state).transpose()?,
         })
     }
 
@@ -261,7 +267,9 @@ impl Method for Became {
             return Err(Error::Config("stored BECAME state has tasks but no bases".into()));
         }
         let gpm = restore_gpm(model, &self.gpm_cfg, &state.bases)?;
+        let slda = restore_slda(model, self.ci.slda_head, state.slda.as_ref())?;
         self.gpm = gpm;
+        self.slda = slda;
         (self.f_old, self.f_old_stored) = (f_old, stored);
         self.tasks_seen = state.tasks_seen;
         Ok(())
@@ -279,6 +287,7 @@ impl Became {
         observe: &mut dyn FnMut(&BecameTrace<'_>),
     ) -> Result<TaskReport> {
         let first = self.tasks_seen == 0;
+        let before = self.ci.slda_begin(model, task, ctx.replay, self.slda.as_ref())?;
         let new_rows = task_classes(model, task)?;
         let replay = ctx.replay;
         let with = |on: bool| if on { with_replay(task.train, replay).map(Some) } else { Ok(None) };
@@ -360,6 +369,10 @@ impl Became {
             report.timings.push(("basis".into(), t_basis));
             report.basis_sizes = gpm.basis_sizes();
             report.basis_energy_lost = updates.iter().map(|u| u.energy_lost).collect();
+        }
+        // Last: the Fisher and the bases above are the trained model's, not the SLDA head's.
+        if let Some(t) = self.ci.slda_end(model, task, replay, before.as_ref(), &mut self.slda)? {
+            report.timings.push(("slda".into(), t));
         }
         self.tasks_seen += 1;
         report.bytes_kept = self.bytes_kept();

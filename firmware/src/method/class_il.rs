@@ -35,6 +35,7 @@ use crate::nn::Model;
 use crate::train::{GradHook, TrainConfig, class_mask, train};
 
 use super::LearnContext;
+use super::prototype::{ClassMeans, SldaStats, compensate_drift, ensure_head_bias, feature_means, slda_refit};
 
 /// What BECAME's merge covers with one α ([`crate::merge::became_alpha`] over each group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,11 +63,18 @@ pub struct ClassIl {
     /// Fine-tune the head alone on a class-balanced set (the stored samples and as many per class of the task's
     /// own) after the merge.
     pub balanced_head: bool,
+    /// After each task, write the head as streaming LDA over the trained trunk's features
+    /// ([`crate::method::prototype::slda_refit`]).
+    pub slda_head: bool,
+    /// With `slda_head`: move the stored class means by the drift the stored samples' features show over the task
+    /// ([`crate::method::prototype::compensate_drift`]).
+    pub drift: bool,
 }
 
 impl ClassIl {
     /// The options as name tokens (`+lt` labels trick, `+keepold` / `+split` head merge, `+wa` weight aligning,
-    /// `+r1` / `+r2` replay in stage 1 / 2, `+bh` balanced head fine-tuning), in that order; empty when all off.
+    /// `+r1` / `+r2` replay in stage 1 / 2, `+bh` balanced head fine-tuning, `+slda` streaming-LDA head, `+sdc` its drift compensation), in that
+    /// order; empty when all off.
     pub fn suffix(&self, labels_trick: bool) -> String {
         let mut s = String::new();
         let on = [
@@ -77,6 +85,8 @@ impl ClassIl {
             (self.replay_stage1, "+r1"),
             (self.replay_stage2, "+r2"),
             (self.balanced_head, "+bh"),
+            (self.slda_head, "+slda"),
+            (self.drift, "+sdc"),
         ];
         for (flag, tok) in on {
             if flag {
@@ -99,9 +109,11 @@ impl ClassIl {
                 "r1" => ci.replay_stage1 = true,
                 "r2" => ci.replay_stage2 = true,
                 "bh" => ci.balanced_head = true,
+                "slda" => ci.slda_head = true,
+                "sdc" => ci.drift = true,
                 other => {
                     return Err(Error::Config(format!(
-                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh)"
+                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc)"
                     )));
                 }
             }
@@ -128,6 +140,62 @@ impl ClassIl {
             balanced_head_finetune(model, task, cfg, ctx)?;
         }
         Ok(())
+    }
+}
+
+impl ClassIl {
+    /// The `slda` option before a task's training: on the method's first task the head gets a bias (before
+    /// anything is kept per parameter), on later ones the kept training head replaces the SLDA head
+    /// ([`SldaStats::swap_in_train_head`]); with `sdc` and stored samples, their class means at the trunk as it
+    /// is now (the "before" of [`ClassIl::slda_end`]). `None` when there is nothing to compare later.
+    pub fn slda_begin(
+        &self,
+        model: &mut Model,
+        task: &TaskData<'_>,
+        replay: Option<&Samples>,
+        stats: Option<&SldaStats>,
+    ) -> Result<Option<ClassMeans>> {
+        if !self.slda_head {
+            return Ok(None);
+        }
+        match stats {
+            None => {
+                ensure_head_bias(model, task.head)?;
+            }
+            Some(st) => st.swap_in_train_head(model, task.head)?,
+        }
+        let classes = model.head_outputs(task.head)?;
+        match replay.filter(|r| self.drift && !r.is_empty()) {
+            Some(r) => feature_means(model, r, classes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The `slda` option after training (and merge): with `before` (from [`ClassIl::slda_begin`]) the stored
+    /// samples' drift moves the old classes' means ([`compensate_drift`]); then the task's features are absorbed
+    /// and the head rewritten ([`slda_refit`]). Returns the seconds spent (`None` without the option).
+    pub fn slda_end(
+        &self,
+        model: &mut Model,
+        task: &TaskData<'_>,
+        replay: Option<&Samples>,
+        before: Option<&ClassMeans>,
+        stats: &mut Option<SldaStats>,
+    ) -> Result<Option<f64>> {
+        if !self.slda_head {
+            return Ok(None);
+        }
+        let t0 = std::time::Instant::now();
+        // Work on a copy: nothing changes unless the refit succeeds too.
+        let mut work = stats.clone();
+        if let (Some(r), Some(before), Some(st)) = (replay, before, work.as_mut()) {
+            let after = feature_means(model, r, before.classes())?;
+            let moved = compensate_drift(st, before, &after)?;
+            tracing::debug!(task = task.task_id, classes = moved, "SLDA means moved by the stored samples' drift");
+        }
+        slda_refit(model, task, &mut work)?;
+        *stats = work;
+        Ok(Some(t0.elapsed().as_secs_f64()))
     }
 }
 

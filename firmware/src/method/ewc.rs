@@ -126,6 +126,7 @@ impl Method for Ewc {
             tasks_seen: usize::from(!self.fisher.is_empty()),
             bases: Vec::new(),
             fisher: (!self.fisher.is_empty()).then(|| FisherBlob::from_f32(&self.fisher)),
+            slda: None,
         })
     }
 

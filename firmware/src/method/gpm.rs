@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use super::class_il::{ClassIl, first_task_plain, task_classes, with_replay};
+use super::prototype::SldaStats;
 use super::{LearnContext, Method, MethodState, TaskReport, sgd_plan};
 use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
@@ -25,13 +26,15 @@ pub struct GpmMethod {
     pub bases_budget: Option<u64>,
     /// Class-incremental options ([`super::class_il`]; the head-merge choice does not apply, nothing is merged).
     pub ci: ClassIl,
+    /// SLDA statistics of the `slda` option (`None` before the first task or without it).
+    slda: Option<SldaStats>,
     tasks_seen: usize,
 }
 
 impl GpmMethod {
     /// GPM with the given settings.
     pub fn new(train: TrainConfig, gpm_cfg: GpmConfig) -> Self {
-        Self { train, gpm_cfg, gpm: None, bases_budget: None, ci: ClassIl::default(), tasks_seen: 0 }
+        Self { train, gpm_cfg, gpm: None, bases_budget: None, ci: ClassIl::default(), slda: None, tasks_seen: 0 }
     }
 
     /// The same with the class-incremental options `ci` and the labels trick on or off.
@@ -100,6 +103,25 @@ pub(crate) fn gpm_layers(gpm: Option<&Gpm>, model: &Model, cfg: &GpmConfig) -> R
     })
 }
 
+/// SLDA statistics restored from the store for `model` (head 0's input width): refused when the method does not
+/// have the `slda` option but the state has statistics.
+pub(crate) fn restore_slda(
+    model: &Model,
+    slda_head: bool,
+    stored: Option<&crate::store::SldaState>,
+) -> Result<Option<SldaStats>> {
+    match stored {
+        None => Ok(None),
+        Some(_) if !slda_head => {
+            Err(Error::Config("the stored state has SLDA statistics; the method has no slda head".into()))
+        }
+        Some(st) => {
+            let d = model.heads.first().map_or(0, |h| h.in_features());
+            SldaStats::from_state(st, d).map(Some)
+        }
+    }
+}
+
 /// Bases restored from the store for `model` (an error when they do not fit its projected layers).
 pub(crate) fn restore_gpm(model: &Model, cfg: &GpmConfig, bases: &[BasisState]) -> Result<Option<Gpm>> {
     if bases.is_empty() {
@@ -129,28 +151,34 @@ impl Method for GpmMethod {
             Some(g) => g,
             None => self.gpm.insert(Gpm::for_model(model, self.gpm_cfg.clone())?),
         };
+        let first = self.tasks_seen == 0;
+        let before = self.ci.slda_begin(model, task, ctx.replay, self.slda.as_ref())?;
         let new_rows = task_classes(model, task)?;
         let train1 = if self.ci.replay_stage1 { Some(with_replay(task.train, ctx.replay)?) } else { None };
         let task1 = TaskData { train: train1.as_ref().unwrap_or(task.train), ..*task };
-        let first = self.tasks_seen == 0;
         let cfg = first_task_plain(&self.train, first);
         let (log, t_train) = projected_stage(gpm, first, model, &task1, &cfg, ctx, "stage1")?;
         self.ci.correct_head(model, task, &new_rows, &self.train, ctx)?;
         let (t_basis, updates) = update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?;
+        let mut timings = vec![("stage1".into(), t_train), ("basis".into(), t_basis)];
+        if let Some(t) = self.ci.slda_end(model, task, ctx.replay, before.as_ref(), &mut self.slda)? {
+            timings.push(("slda".into(), t));
+        }
         self.tasks_seen += 1;
+        let bytes_kept = gpm.bytes() + self.slda.as_ref().map_or(0, SldaStats::bytes);
         Ok(TaskReport {
             task_id: task.task_id,
             stages: vec![("stage1".into(), log)],
             alpha: None,
             basis_sizes: gpm.basis_sizes(),
-            timings: vec![("stage1".into(), t_train), ("basis".into(), t_basis)],
-            bytes_kept: gpm.bytes(),
+            timings,
+            bytes_kept,
             basis_energy_lost: updates.iter().map(|u| u.energy_lost).collect(),
         })
     }
 
     fn bytes_kept(&self) -> usize {
-        self.gpm.as_ref().map_or(0, Gpm::bytes)
+        self.gpm.as_ref().map_or(0, Gpm::bytes) + self.slda.as_ref().map_or(0, SldaStats::bytes)
     }
 
     /// Plain SGD's workspace (best-validation copy) plus GPM's projectors, representations and SVD.
@@ -168,9 +196,11 @@ impl Method for GpmMethod {
         self.bases_budget = bytes;
     }
 
+    /// The bases, and the SLDA statistics of the `slda` option.
     fn export_state(&self) -> Result<MethodState> {
         let bases = self.gpm.as_ref().map(BasisState::from_gpm).transpose()?.unwrap_or_default();
-        Ok(MethodState { tasks_seen: self.tasks_seen, bases, fisher: None })
+        let slda = self.slda.as_ref().map(SldaStats::to_state).transpose()?;
+        Ok(MethodState { tasks_seen: self.tasks_seen, bases, fisher: None, slda })
     }
 
     fn import_state(&mut self, model: &Model, state: MethodState) -> Result<()> {
@@ -181,7 +211,9 @@ impl Method for GpmMethod {
             return Err(Error::Config("stored GPM state has tasks but no bases".into()));
         }
         let gpm = restore_gpm(model, &self.gpm_cfg, &state.bases)?;
+        let slda = restore_slda(model, self.ci.slda_head, state.slda.as_ref())?;
         self.gpm = gpm;
+        self.slda = slda;
         self.tasks_seen = state.tasks_seen;
         Ok(())
     }

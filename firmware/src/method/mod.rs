@@ -70,7 +70,7 @@ pub(crate) fn host_only_state(name: &str, bytes: usize) -> Error {
 /// `import_state` of a method that keeps nothing the state store holds: only an empty state (no task seen, no
 /// bases, no Fisher) is accepted.
 pub(crate) fn import_nothing(name: &str, state: &MethodState) -> Result<()> {
-    if state.tasks_seen > 0 || !state.bases.is_empty() || state.fisher.is_some() {
+    if state.tasks_seen > 0 || !state.bases.is_empty() || state.fisher.is_some() || state.slda.is_some() {
         return Err(Error::Config(format!("method {name}'s state cannot be restored from the store")));
     }
     Ok(())
@@ -117,6 +117,8 @@ pub struct MethodState {
     pub bases: Vec<BasisState>,
     /// The accumulated Fisher, in the method's storage format.
     pub fisher: Option<FisherBlob>,
+    /// The SLDA head's statistics (the `slda` class-incremental option).
+    pub slda: Option<crate::store::SldaState>,
 }
 
 /// The [`StepPlan`] of plain SGD training with `cfg` (the best-validation copy is the one transient vector).
@@ -164,7 +166,7 @@ pub trait Method {
     /// Restore what [`Method::export_state`] saved, for `model` (already holding the stored parameters). On error
     /// the method is unchanged. The default accepts only an empty state.
     fn import_state(&mut self, _model: &Model, state: MethodState) -> Result<()> {
-        if state.bases.is_empty() && state.fisher.is_none() {
+        if state.bases.is_empty() && state.fisher.is_none() && state.slda.is_none() {
             Ok(())
         } else {
             Err(Error::Config(format!("method {} keeps no bases or Fisher; the stored state has some", self.name())))

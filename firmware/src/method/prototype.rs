@@ -340,6 +340,199 @@ pub fn slda_head(means: &ClassMeans, cov: &SharedCovariance, shrinkage: f64) -> 
     prototype_head(means, lam_mu.reversed_axes())
 }
 
+/// Absorb the features `z = φ(x)` of `samples` (the trunk as it is now, in batches of [`FEATURE_BATCH`]) into
+/// the running class means ([`ClassMeans::absorb`]) and, when given, SLDA's covariance
+/// ([`SharedCovariance::add_deviations`]). Returns the seconds spent on features and on the statistics. On an
+/// error the statistics may hold part of the samples: callers work on copies and commit on success.
+pub fn absorb_task(
+    model: &mut Model,
+    samples: &crate::data::Samples,
+    means: &mut ClassMeans,
+    mut cov: Option<&mut SharedCovariance>,
+) -> Result<(f64, f64)> {
+    let (mut t_features, mut t_fit) = (0.0, 0.0);
+    let fitted = (|| -> Result<()> {
+        for (start, end) in batch_ranges(samples.len(), FEATURE_BATCH) {
+            let t0 = Instant::now();
+            let z = trunk_features(model, &samples.x.slice(s![start..end, ..]))?;
+            let t1 = Instant::now();
+            t_features += (t1 - t0).as_secs_f64();
+            let dev = means.absorb(&z.view(), &samples.y[start..end])?;
+            if let Some(c) = cov.as_deref_mut() {
+                c.add_deviations(&dev.view())?;
+            }
+            t_fit += t1.elapsed().as_secs_f64();
+        }
+        Ok(())
+    })();
+    model.clear_cache();
+    fitted?;
+    Ok((t_features, t_fit))
+}
+
+/// SLDA's statistics kept beside a **trained** trunk (the `slda` class-incremental option of GPM,
+/// [`super::class_il::ClassIl::slda_head`]): the class means and the shared covariance of the features each class
+/// had when its task ended. GPM keeps old inputs' features (their span is protected), so an old class's statistics
+/// stay close to what the current trunk gives it.
+///
+/// The model answers with the SLDA head, but training never sees it: its rows (`Λμ_c`, large where Σ is thin)
+/// would dominate the logits of any loss over old classes and tear the trunk. The method trains with its own
+/// head, kept here between tasks ([`SldaStats::train_head`]) and swapped in before each task's training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SldaStats {
+    /// Class means of the head's classes.
+    pub means: ClassMeans,
+    /// The shared covariance.
+    pub cov: SharedCovariance,
+    /// The trained head (weight, bias) as training left it, swapped in for the next task's training.
+    pub train_head: Option<(Array2<f32>, Array1<f32>)>,
+}
+
+impl SldaStats {
+    /// Bytes kept (means, counts, Σ in f64; the trained head in f32).
+    pub fn bytes(&self) -> usize {
+        self.means.bytes() + self.cov.bytes() + self.train_head.as_ref().map_or(0, |(w, b)| 4 * (w.len() + b.len()))
+    }
+
+    /// The stored form ([`crate::store::SldaState`]).
+    pub fn to_state(&self) -> Result<crate::store::SldaState> {
+        let dim = u32::try_from(self.means.dim()).map_err(|_| Error::Config("SLDA feature width over u32".into()))?;
+        let (train_weight, train_bias) = match &self.train_head {
+            Some((w, b)) => (w.iter().copied().collect(), b.to_vec()),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(crate::store::SldaState {
+            dim,
+            means: self.means.mean.iter().copied().collect(),
+            counts: self.means.count.clone(),
+            sigma: self.cov.sigma.iter().copied().collect(),
+            updates: self.cov.updates,
+            train_weight,
+            train_bias,
+        })
+    }
+
+    /// From the stored form; errors on inconsistent lengths or non-finite values, and when the feature width is
+    /// not `d` (the model's head input).
+    pub fn from_state(st: &crate::store::SldaState, d: usize) -> Result<Self> {
+        st.validate()?;
+        if st.dim as usize != d {
+            return Err(shape_err("stored SLDA statistics vs head input", d, st.dim));
+        }
+        let classes = st.counts.len();
+        let mean = Array2::from_shape_vec((classes, d), st.means.clone()).map_err(|e| shape_err("SLDA means", d, e))?;
+        let sigma = Array2::from_shape_vec((d, d), st.sigma.clone()).map_err(|e| shape_err("SLDA Σ", d, e))?;
+        let train_head = if st.train_bias.is_empty() {
+            None
+        } else {
+            let w = Array2::from_shape_vec((st.train_bias.len(), d), st.train_weight.clone())
+                .map_err(|e| shape_err("SLDA trained head", d, e))?;
+            Some((w, Array1::from(st.train_bias.clone())))
+        };
+        Ok(Self {
+            means: ClassMeans { mean, count: st.counts.clone() },
+            cov: SharedCovariance { sigma, updates: st.updates },
+            train_head,
+        })
+    }
+
+    /// Put the trained head back into head `h` for training: its rows over the first rows of the head as it is
+    /// now (the head may have grown since; grown rows stay at zero). Errors when the head is narrower than the
+    /// kept one or its input width differs.
+    pub fn swap_in_train_head(&self, model: &mut Model, h: usize) -> Result<()> {
+        let Some((w, b)) = &self.train_head else { return Ok(()) };
+        let heads = model.heads.len();
+        let lin = model.heads.get(h).ok_or(Error::UnknownHead { head: h, heads })?;
+        let (rows, d) = (lin.out_features(), lin.in_features());
+        if w.ncols() != d || w.nrows() > rows || b.len() != w.nrows() {
+            return Err(shape_err("kept training head vs model head", (rows, d), w.dim()));
+        }
+        let mut nw = Array2::<f32>::zeros((rows, d));
+        nw.slice_mut(s![..w.nrows(), ..]).assign(w);
+        let mut nb = Array1::<f32>::zeros(rows);
+        nb.slice_mut(s![..b.len()]).assign(b);
+        model.heads[h] = Linear::from_weights(&format!("head.{h}"), nw, Some(nb))?;
+        Ok(())
+    }
+}
+
+/// Class means of the features of `samples` at the trunk as it is now, over `classes` classes (a class without
+/// samples has `n_c = 0`). Errors on a label `≥ classes`, a wrong width or a non-finite feature.
+pub fn feature_means(model: &mut Model, samples: &crate::data::Samples, classes: usize) -> Result<ClassMeans> {
+    samples.check_labels(classes)?;
+    let mut means = ClassMeans::new(classes, model.heads.first().map_or(0, Linear::in_features));
+    absorb_task(model, samples, &mut means, None)?;
+    Ok(means)
+}
+
+/// Drift compensation of the stored class means with the exemplar memory (after semantic drift compensation, Yu et
+/// al., CVPR 2020, which estimates the drift from the new task's data; here it is measured on the stored samples
+/// of the class itself): `μ_c ← μ_c + (m_c^after − m_c^before)` for every class `c` that has stored samples in
+/// both, `m_c` the mean feature of class `c`'s stored samples before and after the task's training. Σ is left as
+/// it is. Returns the number of classes moved. Errors (nothing changed) on a width mismatch or `before` and
+/// `after` over different class counts.
+pub fn compensate_drift(stats: &mut SldaStats, before: &ClassMeans, after: &ClassMeans) -> Result<usize> {
+    if before.dim() != stats.means.dim() || after.dim() != stats.means.dim() {
+        return Err(shape_err("drift compensation: feature width", stats.means.dim(), before.dim().min(after.dim())));
+    }
+    if before.classes() != after.classes() {
+        return Err(shape_err("drift compensation: classes", before.classes(), after.classes()));
+    }
+    // Classes the statistics do not hold yet (the head grew for this task) have nothing to move.
+    let mut moved = 0;
+    for c in 0..before.classes().min(stats.means.classes()) {
+        if before.count[c] > 0 && after.count[c] > 0 && stats.means.count[c] > 0 {
+            let shift = &after.mean.row(c) - &before.mean.row(c);
+            stats.means.mean.row_mut(c).scaled_add(1.0, &shift);
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
+/// Give head `h` a zero bias if it has none (the SLDA head needs one). Called before a method keeps anything per
+/// parameter, so that the parameter list does not change afterwards. Returns whether a bias was added.
+pub fn ensure_head_bias(model: &mut Model, h: usize) -> Result<bool> {
+    let heads = model.heads.len();
+    let lin = model.heads.get(h).ok_or(Error::UnknownHead { head: h, heads })?;
+    if lin.bias.is_some() {
+        return Ok(false);
+    }
+    let w = lin.w().to_owned();
+    let b = Array1::zeros(w.nrows());
+    model.heads[h] = Linear::from_weights(&format!("head.{h}"), w, Some(b))?;
+    Ok(true)
+}
+
+/// After a task: absorb its training samples' features at the trunk as it is now into `stats` (created on the
+/// first call), keep the trained head ([`SldaStats::train_head`]), then write head `task.head` as the SLDA head of every class seen ([`slda_head`], ε =
+/// [`SLDA_SHRINKAGE`]; the head gains a bias when it had none). Nothing changes unless every step succeeds.
+/// Returns the seconds spent.
+pub fn slda_refit(model: &mut Model, task: &TaskData<'_>, stats: &mut Option<SldaStats>) -> Result<f64> {
+    let t0 = Instant::now();
+    let h = task.head;
+    let classes = model.head_outputs(h)?;
+    task.train.check_labels(classes)?;
+    let d = model.heads[h].in_features();
+    let mut work = stats.clone().unwrap_or_else(|| SldaStats {
+        means: ClassMeans::new(classes, d),
+        cov: SharedCovariance::new(d),
+        train_head: None,
+    });
+    if work.means.dim() != d || work.cov.dim() != d {
+        return Err(shape_err("SLDA statistics vs head input", work.means.dim(), d));
+    }
+    work.means.grow(classes)?;
+    absorb_task(model, task.train, &mut work.means, Some(&mut work.cov))?;
+    let lin = &model.heads[h];
+    let bias = lin.bias.as_ref().map_or_else(|| Array1::zeros(classes), |p| p.value.iter().copied().collect());
+    work.train_head = Some((lin.w().to_owned(), bias));
+    let (w, b) = slda_head(&work.means, &work.cov, SLDA_SHRINKAGE)?;
+    model.heads[h] = Linear::from_weights(&format!("head.{h}"), w, Some(b))?;
+    *stats = Some(work);
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 /// A prototype head over the frozen trunk, NCM or SLDA ([`PrototypeRule`]); see the module documentation.
 ///
 /// Each task: `z = φ(x)` for the task's training samples, the running statistics absorb them
@@ -438,23 +631,7 @@ impl Method for Prototype {
         {
             return Err(shape_err(&format!("{name}: covariance vs head {h} input"), c.dim(), d));
         }
-        let (mut t_features, mut t_fit) = (0.0, 0.0);
-        let fitted = (|| -> Result<()> {
-            for (start, end) in batch_ranges(task.train.len(), FEATURE_BATCH) {
-                let t0 = Instant::now();
-                let z = trunk_features(model, &task.train.x.slice(s![start..end, ..]))?;
-                let t1 = Instant::now();
-                t_features += (t1 - t0).as_secs_f64();
-                let dev = means.absorb(&z.view(), &task.train.y[start..end])?;
-                if let Some(c) = &mut cov {
-                    c.add_deviations(&dev.view())?;
-                }
-                t_fit += t1.elapsed().as_secs_f64();
-            }
-            Ok(())
-        })();
-        model.clear_cache();
-        fitted?;
+        let (t_features, t_fit) = absorb_task(model, task.train, &mut means, cov.as_mut())?;
         let t2 = Instant::now();
         let (w, b) = match &cov {
             None => ncm_head(&means)?,
@@ -691,6 +868,57 @@ mod tests {
                 assert!(got == best || (g[got] - g[best]).abs() < 1e-3, "{rule:?} at {row}: {got} vs {best}");
             }
         }
+    }
+
+    #[test]
+    fn slda_refit_on_a_fixed_trunk_is_the_slda_method() {
+        let first = blobs(&[(0, [0.0, 0.0]), (1, [4.0, 0.0])], 15, 1.0, 4);
+        let second = blobs(&[(2, [0.0, 4.0]), (3, [4.0, 4.0])], 15, 1.0, 5);
+        let val = Samples::new(Array2::zeros((0, 2)), Vec::new()).unwrap();
+        let (mut by_method, mut by_refit) = (identity_model(2, 2), identity_model(2, 2));
+        let mut m = Prototype::slda();
+        let mut stats = None;
+        for (i, train) in [&first, &second].into_iter().enumerate() {
+            if i == 1 {
+                let g = by_method.grow_head(0, 4).unwrap();
+                m.params_grown(&g).unwrap();
+                by_refit.grow_head(0, 4).unwrap();
+            }
+            learn(&mut m, &mut by_method, train, i).unwrap();
+            let task = TaskData { task_id: i, head: 0, train, val: &val };
+            slda_refit(&mut by_refit, &task, &mut stats).unwrap();
+        }
+        let st = stats.as_ref().unwrap();
+        assert_eq!(st.means.count, vec![15, 15, 15, 15]);
+        assert_eq!(Some(&st.means), m.means(0));
+        assert_eq!(Some(&st.cov), m.covariance());
+        assert_eq!(by_refit.heads[0].w(), by_method.heads[0].w());
+        // A label outside the head: typed error, statistics and head unchanged.
+        let bad = blobs(&[(7, [0.0, 0.0])], 3, 1.0, 6);
+        let before = (stats.clone(), by_refit.heads[0].w().to_owned());
+        let task = TaskData { task_id: 2, head: 0, train: &bad, val: &val };
+        assert!(slda_refit(&mut by_refit, &task, &mut stats).is_err());
+        assert_eq!((stats, by_refit.heads[0].w().to_owned()), before);
+    }
+
+    #[test]
+    fn drift_compensation_moves_only_classes_with_stored_samples() {
+        let mut stats = SldaStats { means: ClassMeans::new(3, 2), cov: SharedCovariance::new(2), train_head: None };
+        stats.means.count = vec![5, 5, 0];
+        stats.means.mean = Array2::from_shape_vec((3, 2), vec![1.0, 1.0, 2.0, 2.0, 0.0, 0.0]).unwrap();
+        let mut before = ClassMeans::new(3, 2);
+        let mut after = ClassMeans::new(3, 2);
+        // Class 0 stored, drifted by (+1, −2); class 1 has no stored sample; class 2 was never learned.
+        before.absorb(&Array2::from_shape_vec((1, 2), vec![0.0f32, 0.0]).unwrap().view(), &[0]).unwrap();
+        after.absorb(&Array2::from_shape_vec((1, 2), vec![1.0f32, -2.0]).unwrap().view(), &[0]).unwrap();
+        before.absorb(&Array2::from_shape_vec((1, 2), vec![0.0f32, 0.0]).unwrap().view(), &[2]).unwrap();
+        after.absorb(&Array2::from_shape_vec((1, 2), vec![5.0f32, 5.0]).unwrap().view(), &[2]).unwrap();
+        assert_eq!(compensate_drift(&mut stats, &before, &after).unwrap(), 1);
+        assert_eq!(stats.means.mean.row(0).to_vec(), vec![2.0, -1.0]);
+        assert_eq!(stats.means.mean.row(1).to_vec(), vec![2.0, 2.0]);
+        assert_eq!(stats.means.mean.row(2).to_vec(), vec![0.0, 0.0]);
+        let narrow = ClassMeans::new(3, 1);
+        assert!(compensate_drift(&mut stats, &narrow, &after).is_err());
     }
 
     #[test]

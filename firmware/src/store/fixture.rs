@@ -3,7 +3,7 @@
 
 use super::state::{
     BasisState, ClassEntry, FisherBlob, InboxLedger, LayerSlot, LearnerState, LedgerFile, MetricsHistory, ModelDesc,
-    ParamEntry, ReplaySeen, ReplayState, TaskEntry,
+    ParamEntry, ReplaySeen, ReplayState, SldaState, TaskEntry,
 };
 
 /// splitmix64: a well-mixed 64-bit hash of `x`.
@@ -106,6 +106,19 @@ pub fn synthetic(generation: u64, scale: usize) -> LearnerState {
                 labels,
                 seen: (0..classes).map(|class| ReplaySeen { class, seen: 2 + generation % 7 }).collect(),
             }
+        },
+        slda: {
+            // Two-wide statistics for every class seen so far, and a trained head of as many rows.
+            let classes = u64::from(tasks_done * outputs);
+            (classes > 0).then(|| SldaState {
+                dim: 2,
+                means: (0..2 * classes).map(|i| f64::from(value(generation, 8, i))).collect(),
+                counts: (0..classes).map(|c| 1 + c + generation).collect(),
+                sigma: (0..4).map(|i| f64::from(value(generation, 9, i))).collect(),
+                updates: classes + generation,
+                train_weight: (0..2 * classes).map(|i| value(generation, 10, i)).collect(),
+                train_bias: (0..classes).map(|i| value(generation, 11, i)).collect(),
+            })
         },
     }
 }

@@ -39,5 +39,5 @@ pub use format::{
 pub use slots::{LoadedState, Slot, SlotReport, SlotStatus, StateStore};
 pub use state::{
     BasisState, ClassEntry, FISHER_F32LE, FisherBlob, InboxLedger, LayerSlot, LearnerState, LedgerFile, MetricsHistory,
-    ModelDesc, ParamEntry, ReplaySeen, ReplayState, TaskEntry,
+    ModelDesc, ParamEntry, ReplaySeen, ReplayState, SldaState, TaskEntry,
 };

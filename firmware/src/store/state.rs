@@ -46,6 +46,58 @@ pub struct LearnerState {
     pub inbox: InboxLedger,
     /// The replay buffer's stored samples (format version 3; older files read as an empty buffer).
     pub replay: ReplayState,
+    /// The streaming-LDA head's statistics and the trained head behind it (the `slda` class-incremental option;
+    /// format version 4, older files read as `None`).
+    pub slda: Option<SldaState>,
+}
+
+/// SLDA's statistics as stored ([`crate::method::prototype::SldaStats`]): the class means and counts, the
+/// shared covariance (f64, exactly as kept in memory, so a restart changes no decision) and the trained head the
+/// method trains with between tasks (f32).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SldaState {
+    /// Feature width `d`.
+    pub dim: u32,
+    /// `μ_c`, `classes · d` values, class after class.
+    pub means: Vec<f64>,
+    /// `n_c`, one per class.
+    pub counts: Vec<u64>,
+    /// Σ, `d · d` values, row-major.
+    pub sigma: Vec<f64>,
+    /// `t`, samples absorbed into Σ.
+    pub updates: u64,
+    /// The trained head's weight, `rows · d` values (empty when none is kept).
+    pub train_weight: Vec<f32>,
+    /// The trained head's bias, `rows` values.
+    pub train_bias: Vec<f32>,
+}
+
+impl SldaState {
+    /// Consistency of the lengths and finiteness (what [`LearnerState::validate`] checks).
+    pub fn validate(&self) -> Result<()> {
+        let d = u64::from(self.dim);
+        let classes = self.counts.len() as u64;
+        if Some(self.means.len() as u64) != classes.checked_mul(d) {
+            return Err(bad(format!("SLDA: {} mean values for {classes} classes of {d}", self.means.len())));
+        }
+        if Some(self.sigma.len() as u64) != d.checked_mul(d) {
+            return Err(bad(format!("SLDA: {} covariance values for d = {d}", self.sigma.len())));
+        }
+        let rows = self.train_bias.len() as u64;
+        if Some(self.train_weight.len() as u64) != rows.checked_mul(d) {
+            return Err(bad(format!(
+                "SLDA: trained head of {} values for {rows} rows of {d}",
+                self.train_weight.len()
+            )));
+        }
+        let f64s = self.means.iter().chain(&self.sigma);
+        if f64s.into_iter().any(|v| !v.is_finite())
+            || self.train_weight.iter().chain(&self.train_bias).any(|v| !v.is_finite())
+        {
+            return Err(bad("SLDA statistics have a non-finite value"));
+        }
+        Ok(())
+    }
 }
 
 /// The replay buffer ([`crate::replay::ReplayBuffer`]) as stored: its samples and per-class seen counts. Its
@@ -521,6 +573,9 @@ impl LearnerState {
             if seen < n {
                 return Err(bad(format!("replay buffer: class {l} stores {n} samples but saw {seen}")));
             }
+        }
+        if let Some(sl) = &self.slda {
+            sl.validate()?;
         }
         let m = &self.metrics;
         let finite = m.accuracy.iter().flatten().chain(&m.random_init).chain(m.alphas.iter().flatten());

@@ -82,11 +82,20 @@ fn tiny() -> LearnerState {
             values: vec![0.5, 1.0],
             seen: vec![ReplaySeen { class: 7, seen: 3 }],
         },
+        slda: None,
     }
 }
 
 /// The exact bytes of [`tiny`]; docs/state-format.md shows them. A change here is a format change.
-const TINY_HEX: &str = "454c535403000000010000000000000089000000010174010201066c696e6561\
+const TINY_HEX: &str = "454c53540400000001000000000000008a000000010174010201066c696e6561\
+                        720101030000003f000080bf0000004002017702010200016201010201000002\
+                        01020000803f0000000001056633326c65030c0000803e000000000000803f01\
+                        0001610001070107036361740101000000000000f03f00010001010102010363\
+                        617405612e706e6746f8acd19101020107020000003f0000803f01070300d812\
+                        82c0";
+
+/// The bytes of [`tiny`] as format version 3 wrote them (no SLDA statistics).
+const TINY_V3_HEX: &str = "454c535403000000010000000000000089000000010174010201066c696e6561\
                         720101030000003f000080bf0000004002017702010200016201010201000002\
                         01020000803f0000000001056633326c65030c0000803e000000000000803f01\
                         0001610001070107036361740101000000000000f03f00010001010102010363\
@@ -141,6 +150,38 @@ fn version_1_files_still_load_with_an_empty_ledger() {
     assert_eq!(store.commit(&mut next).unwrap(), 2);
     let again = StateStore::open(&dir.0).unwrap().load().unwrap().unwrap();
     assert_eq!(again.state, next);
+}
+
+#[test]
+fn version_3_files_still_load_without_slda_statistics() {
+    let v3 = unhex(TINY_V3_HEX);
+    assert_eq!(read_frame(&v3, MAX).unwrap().format_version, 3);
+    assert_eq!(decode(&v3, MAX).unwrap(), tiny());
+}
+
+#[test]
+fn slda_statistics_round_trip_and_inconsistent_ones_are_corrupt() {
+    let slda = SldaState {
+        dim: 2,
+        means: vec![0.5, -1.0],
+        counts: vec![3],
+        sigma: vec![1.0, 0.25, 0.25, 2.0],
+        updates: 3,
+        train_weight: vec![0.1, 0.2],
+        train_bias: vec![-0.5],
+    };
+    let state = LearnerState { slda: Some(slda.clone()), ..tiny() };
+    let bytes = encode(&state, MAX).unwrap();
+    assert_eq!(decode(&bytes, MAX).unwrap(), state);
+    for broken in [
+        SldaState { means: vec![0.5], ..slda.clone() },
+        SldaState { sigma: vec![1.0; 3], ..slda.clone() },
+        SldaState { train_bias: vec![], ..slda.clone() },
+        SldaState { means: vec![f64::NAN, 0.0], ..slda.clone() },
+    ] {
+        let bad = LearnerState { slda: Some(broken), ..tiny() };
+        assert!(matches!(bad.validate(), Err(Error::CorruptState(_))), "{bad:?}");
+    }
 }
 
 #[test]
@@ -634,6 +675,7 @@ fn fuzz_seeds() -> Vec<(String, Vec<u8>)> {
                 .collect(),
         ),
         ("seed-valid-v2-tiny".into(), unhex(TINY_V2_HEX)),
+        ("seed-valid-v3-tiny".into(), unhex(TINY_V3_HEX)),
         ("seed-valid-synthetic-0-0".into(), valid(&fixture::synthetic(0, 0))),
         ("seed-valid-synthetic-1-1".into(), valid(&fixture::synthetic(1, 1))),
         ("seed-valid-synthetic-7-3".into(), valid(&fixture::synthetic(7, 3))),
