@@ -44,7 +44,7 @@ pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};
 /// The class-incremental configuration the device learns with by default (the learner, the daemon,
 /// `host device-learn` and the demo; `host simulate --method field` runs the same): GPM + BECAME with the
 /// [`class_il`] options named by its tokens. Chosen by the class-incremental ablation in docs/results.md.
-pub const FIELD_METHOD: &str = "gpm+became+lt+split+r2+bh";
+pub const FIELD_METHOD: &str = "gpm+became+lt+split+r2+slda+sdc";
 
 /// The GPM settings of the device: ε = 0.97 on every projected layer, 125 samples per layer (the conv nets'
 /// setting of GPM, also cheap enough for the board), the one shared head projected.

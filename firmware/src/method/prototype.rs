@@ -490,6 +490,20 @@ pub fn compensate_drift(stats: &mut SldaStats, before: &ClassMeans, after: &Clas
     Ok(moved)
 }
 
+/// Bytes [`SldaStats`] keeps for `classes` classes over `d` features: means and counts `8·classes·(d+1)`, Σ and
+/// `t` `8·(d²+1)`, the trained head `4·classes·(d+1)`.
+pub fn slda_bytes(classes: u64, d: u64) -> u64 {
+    8 * classes * (d + 1) + 8 * (d * d + 1) + 4 * classes * (d + 1)
+}
+
+/// [`slda_bytes`] for head 0 of `model` when `on` (the `slda` option), else 0.
+pub fn slda_bytes_for(model: &Model, on: bool) -> u64 {
+    match model.heads.first() {
+        Some(h) if on => slda_bytes(h.out_features() as u64, h.in_features() as u64),
+        _ => 0,
+    }
+}
+
 /// Give head `h` a zero bias if it has none (the SLDA head needs one). Called before a method keeps anything per
 /// parameter, so that the parameter list does not change afterwards. Returns whether a bias was added.
 pub fn ensure_head_bias(model: &mut Model, h: usize) -> Result<bool> {
