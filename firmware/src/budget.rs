@@ -148,6 +148,9 @@ pub struct BoardProfile {
     pub fisher_format: FisherFormat,
     /// Byte budgets.
     pub budget: Budgets,
+    /// Compute threads of the learner (the `threads` key; absent: every core this machine reports). Results do
+    /// not depend on it.
+    pub threads: usize,
 }
 
 /// The file as written, before the checks that turn it into a [`BoardProfile`].
@@ -163,6 +166,8 @@ struct RawProfile {
     cuda_feature: String,
     max_classes: i64,
     fisher_format: String,
+    #[serde(default)]
+    threads: Option<i64>,
     budget: RawBudgets,
 }
 
@@ -246,7 +251,15 @@ impl BoardProfile {
             state_file: budget_of("budget.state_file", b.state_file)?,
             replay: budget_of("budget.replay", b.replay)?,
         };
+        let threads = match raw.threads {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(t) => usize::try_from(t)
+                .ok()
+                .filter(|&t| (1..=1024).contains(&t))
+                .ok_or_else(|| invalid("threads", format!("{t} must be between 1 and 1024")))?,
+        };
         Ok(Self {
+            threads,
             name: raw.name,
             description: raw.description,
             target: raw.target,

@@ -7,8 +7,9 @@
 //! way the authors' PyTorch code does it and writes the same JSON ([`UpdateTiming`]); [`table`] puts the two
 //! side by side as ratios and [`replace_section`] writes the result into `docs/benchmarks.md`.
 //!
-//! The Rust learner is single-threaded by construction (ndarray's `matrixmultiply` without its threading
-//! feature, faer without rayon), so its timings are one core's.
+//! The Rust learner's GEMMs are single-threaded (ndarray's `matrixmultiply` without its threading feature, faer
+//! without rayon); its Fisher passes use `--threads` cores (`firmware::fisher::set_threads`), which the result
+//! records.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -157,7 +158,7 @@ pub fn update(
         implementation: if method == UPDATE_METHOD { "rust".into() } else { format!("rust:{method}") },
         stream: stream.to_string(),
         epochs: preset.train.epochs,
-        threads: 1,
+        threads: firmware::fisher::threads(),
         total: phases.values().sum(),
         phases,
         samples_per_s,

@@ -185,6 +185,9 @@ struct BenchUpdateArgs {
     /// Seed (model init, shuffling, permutations, validation slices).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Compute threads of the learner (its Fisher passes; the result does not depend on it).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Method timed: gpm+became (the native CPU learner), or gpm+became@cpu / gpm+became@cuda (the compute-backend
     /// update, CPU vs GPU).
     #[arg(long, default_value = host::bench::UPDATE_METHOD)]
@@ -599,6 +602,7 @@ fn bench_cmd(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Update(a) => {
             let mut preset = Preset::named(&a.stream, Some(a.tasks))?;
             preset.train.epochs = a.epochs;
+            firmware::fisher::set_threads(a.threads);
             preset.train.validate()?;
             let dir = a.data_dir.unwrap_or_else(data::data_dir);
             let t = host::bench::update(&preset, &a.stream, &a.method, a.tasks, a.repeat, &dir, a.seed)?;

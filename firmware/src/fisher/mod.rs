@@ -3,7 +3,11 @@
 
 use crate::data::TaskData;
 use crate::error::{Error, Result};
-use crate::nn::{Mode, Model, argmax_rows, softmax_cross_entropy};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+
+use crate::nn::{Layer, Mode, Model, argmax_rows, softmax_cross_entropy};
 
 pub mod compact;
 
@@ -12,6 +16,19 @@ pub use compact::{CompactFisher, FisherFormat};
 /// Batch size of the Fisher estimator (fixed so that every task's Fisher is estimated the same way).
 pub const FISHER_BATCH: usize = 64;
 
+/// Compute threads of the Fisher estimator (1 until [`set_threads`]; the board profile's `threads` on the device).
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Set the number of threads [`diagonal_fisher`] uses (0 is taken as 1). The result does not depend on it.
+pub fn set_threads(threads: usize) {
+    THREADS.store(threads.max(1), Ordering::Relaxed);
+}
+
+/// The number of threads [`diagonal_fisher`] uses.
+pub fn threads() -> usize {
+    THREADS.load(Ordering::Relaxed)
+}
+
 /// Diagonal Fisher at the model's current parameters over the task's whole training split:
 ///
 /// `F = (1/N) Σ_b |b| · (∇θ L_b)²`, where `L_b` is the mean cross-entropy of batch `b` (64 samples, in order)
@@ -19,37 +36,111 @@ pub const FISHER_BATCH: usize = 64;
 ///
 /// This is exactly the estimator of the BECAME code; it must be the same for every task or α is biased.
 /// Gradients are left zeroed; parameters are unchanged.
+///
+/// With [`threads`] `T > 1` the batches are computed `T` at a time on copies of the model (a rayon pool of `T`
+/// threads) and their terms `|b|·(∇θ L_b)²` are added to the sum **in batch order**, the order of the one-thread
+/// loop, so the result is bit-for-bit the same for any `T`. Batches are independent (batch norms use batch
+/// statistics only); a model with an active dropout layer draws its masks from one stream in batch order and is
+/// always estimated on one thread. The `T` copies and `T` f64 term vectors are extra workspace.
 pub fn diagonal_fisher(model: &mut Model, task: &TaskData<'_>) -> Result<Vec<f32>> {
     let data = task.train;
     if data.is_empty() {
         return Err(Error::Empty(format!("Fisher of task {}: no training samples", task.task_id)));
     }
+    let batches: Vec<(usize, usize)> =
+        (0..data.len()).step_by(FISHER_BATCH).map(|s| (s, (s + FISHER_BATCH).min(data.len()))).collect();
+    let stochastic = model.trunk.iter().any(|l| matches!(l, Layer::Dropout(d) if d.p() > 0.0));
+    let threads = threads().min(batches.len());
     let mut fisher = vec![0.0f64; model.num_params()];
-    for start in (0..data.len()).step_by(FISHER_BATCH) {
-        let end = (start + FISHER_BATCH).min(data.len());
-        let (x, _) = data.slice(start, end);
-        model.zero_grad();
-        let logits = model.forward(&x, task.head, Mode::Train)?;
-        let pseudo = argmax_rows(&logits.view());
-        let (_, grad) = softmax_cross_entropy(&logits.view(), &pseudo)?;
-        model.backward(grad, task.head)?;
-        let weight = (end - start) as f64;
-        let mut off = 0;
-        for p in model.params() {
-            let acc = &mut fisher[off..off + p.len()];
-            // Contiguous slices when the gradient is in standard layout (always, by construction); the IxDyn
-            // element iterator is the fallback. Same f64 sums either way.
-            match p.grad.as_slice() {
-                Some(gs) => acc.iter_mut().zip(gs).for_each(|(f, &g)| *f += f64::from(g) * f64::from(g) * weight),
-                None => {
-                    acc.iter_mut().zip(p.grad.iter()).for_each(|(f, &g)| *f += f64::from(g) * f64::from(g) * weight)
-                }
+    if threads <= 1 || stochastic {
+        for &(start, end) in &batches {
+            add_batch_term(model, task, start, end, &mut fisher)?;
+        }
+    } else {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Config(format!("Fisher thread pool of {threads}: {e}")))?;
+        let mut copies: Vec<Model> = (0..threads).map(|_| model.clone()).collect();
+        for wave in batches.chunks(threads) {
+            let terms: Vec<Result<Vec<f64>>> = pool.install(|| {
+                copies
+                    .par_iter_mut()
+                    .zip(wave.par_iter())
+                    .map(|(m, &(start, end))| {
+                        let mut term = vec![0.0f64; m.num_params()];
+                        add_batch_term(m, task, start, end, &mut term)?;
+                        Ok(term)
+                    })
+                    .collect()
+            });
+            for term in terms {
+                fisher.iter_mut().zip(term?).for_each(|(f, t)| *f += t);
             }
-            off += p.len();
         }
     }
     model.zero_grad();
     model.clear_cache();
     let n = data.len() as f64;
     Ok(fisher.into_iter().map(|f| (f / n) as f32).collect())
+}
+
+/// `acc += |b| · (∇θ L_b)²` for the batch `start..end` (`acc` is 0 on entry in the threaded path, so its entries
+/// are exactly the terms the one-thread loop adds).
+fn add_batch_term(model: &mut Model, task: &TaskData<'_>, start: usize, end: usize, acc: &mut [f64]) -> Result<()> {
+    let (x, _) = task.train.slice(start, end);
+    model.zero_grad();
+    let logits = model.forward(&x, task.head, Mode::Train)?;
+    let pseudo = argmax_rows(&logits.view());
+    let (_, grad) = softmax_cross_entropy(&logits.view(), &pseudo)?;
+    model.backward(grad, task.head)?;
+    let weight = (end - start) as f64;
+    let mut off = 0;
+    for p in model.params() {
+        let acc = &mut acc[off..off + p.len()];
+        // Contiguous slices when the gradient is in standard layout (always, by construction); the IxDyn
+        // element iterator is the fallback. Same f64 sums either way.
+        match p.grad.as_slice() {
+            Some(gs) => acc.iter_mut().zip(gs).for_each(|(f, &g)| *f += f64::from(g) * f64::from(g) * weight),
+            None => acc.iter_mut().zip(p.grad.iter()).for_each(|(f, &g)| *f += f64::from(g) * f64::from(g) * weight),
+        }
+        off += p.len();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array2;
+    use rand::Rng;
+
+    use super::*;
+    use crate::data::Samples;
+    use crate::nn::zoo;
+
+    /// The thread count changes nothing, bit for bit, on a ragged last batch too (the one-thread loop is the
+    /// reference). The thread setting is process-wide; other tests computing a Fisher meanwhile get the same
+    /// values whatever it is, which is the property under test.
+    #[test]
+    fn fisher_is_bit_identical_for_any_thread_count() {
+        let mut rng = crate::seeded_rng(11);
+        let x = Array2::from_shape_fn((5 * FISHER_BATCH + 7, 6), |_| rng.random_range(-1.0f32..1.0));
+        let y = (0..x.nrows()).map(|i| i % 3).collect();
+        let train = Samples::new(x, y).unwrap();
+        let val = Samples::new(Array2::zeros((0, 6)), Vec::new()).unwrap();
+        let task = TaskData { task_id: 0, head: 0, train: &train, val: &val };
+        let mut model = zoo::mlp(6, &[16, 8], &[3], true, &mut crate::seeded_rng(3)).unwrap();
+        let mut at = |t: usize| {
+            set_threads(t);
+            let f = diagonal_fisher(&mut model, &task).unwrap();
+            set_threads(1);
+            f
+        };
+        let one = at(1);
+        assert!(one.iter().any(|&v| v > 0.0));
+        for t in [2, 3, 4, 64] {
+            let f = at(t);
+            assert!(one.iter().zip(&f).all(|(a, b)| a.to_bits() == b.to_bits()), "{t} threads differ from 1");
+        }
+    }
 }

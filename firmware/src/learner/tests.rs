@@ -22,6 +22,7 @@ fn profile(max_classes: usize, format: FisherFormat, budget: Budgets) -> BoardPr
         max_classes,
         fisher_format: format,
         budget,
+        threads: 2,
     }
 }
 

@@ -269,7 +269,7 @@ impl Method for Became {
             return Err(Error::Config("stored BECAME state has tasks but no bases".into()));
         }
         let gpm = restore_gpm(model, &self.gpm_cfg, &state.bases)?;
-        let slda = restore_slda(model, self.ci.slda_head, state.slda.as_ref())?;
+        let slda = restore_slda(model, self.ci.slda_head, state.tasks_seen, state.slda.as_ref())?;
         self.gpm = gpm;
         self.slda = slda;
         (self.f_old, self.f_old_stored) = (f_old, stored);
@@ -409,17 +409,108 @@ mod tests {
 
     /// Two tiny 2-class tasks on 6 features: the label depends on different features per task.
     fn tiny_task(seed: u64, feature: usize) -> (Samples, Samples) {
+        task_of(seed, feature, 48)
+    }
+
+    /// A 2-class task of `n` training samples (and 16 validation ones) whose label is the sign of `feature`.
+    fn task_of(seed: u64, feature: usize, n: usize) -> (Samples, Samples) {
         let mut rng = crate::seeded_rng(seed);
         let make = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| {
             let x = Array2::from_shape_fn((n, 6), |_| rng.random_range(-1.0f32..1.0));
             let y = (0..n).map(|i| usize::from(x[[i, feature]] > 0.0)).collect();
             Samples::new(x, y).unwrap()
         };
-        (make(&mut rng, 48), make(&mut rng, 16))
+        (make(&mut rng, n), make(&mut rng, 16))
     }
 
     fn projector_matrix(m: &Array2<f32>) -> Array2<f32> {
         m.dot(&m.t())
+    }
+
+    #[test]
+    fn slda_field_skips_stage_2_without_a_buffer_and_its_state_round_trips() {
+        let (ci, lt) = ClassIl::parse_tokens(["lt", "split", "r2", "slda", "sdc"]).unwrap();
+        let cfg = TrainConfig { epochs: 2, batch_size: 8, lr: 0.1, ..TrainConfig::default() };
+        let gcfg = GpmConfig { thresholds: vec![0.9], threshold_increment: 0.0, samples: 1000, project_heads: true };
+        let fresh = || Became::new(cfg.clone(), gcfg.clone()).with_class_il(ci, lt);
+        let (tr1, va1) = tiny_task(1, 0);
+        let (mut tr2, va2) = tiny_task(2, 3);
+        tr2.y.iter_mut().for_each(|y| *y += 2);
+        let mut run_rng = crate::seeded_rng(7);
+        let run = |with_buffer: bool, rng: &mut rand_chacha::ChaCha8Rng| {
+            let mut model = zoo::mlp(6, &[8], &[2], false, &mut crate::seeded_rng(0)).unwrap();
+            let mut method = fresh();
+            let t1 = TaskData { task_id: 0, head: 0, train: &tr1, val: &va1 };
+            let mut ctx = LearnContext { rng: &mut *rng, progress: &mut Silent, replay: None };
+            method.learn_task(&mut model, &t1, &mut ctx).unwrap();
+            assert!(model.heads[0].bias.is_some(), "the SLDA head has a bias");
+            let growth = model.grow_head(0, 4).unwrap();
+            method.params_grown(&growth).unwrap();
+            let stored = tr1.select(&(0..8).collect::<Vec<_>>());
+            let t2 = TaskData { task_id: 1, head: 0, train: &tr2, val: &va2 };
+            let replay = with_buffer.then_some(&stored);
+            let mut ctx = LearnContext { rng: &mut *rng, progress: &mut Silent, replay };
+            let r = method.learn_task(&mut model, &t2, &mut ctx).unwrap();
+            (model, method, r)
+        };
+        let (_, _, r) = run(false, &mut run_rng);
+        assert_eq!((r.stages.len(), r.alpha), (1, None), "no buffer: stage 2 skipped");
+        let (model, method, r) = run(true, &mut run_rng);
+        assert_eq!(r.stages.len(), 2, "with a buffer: stage 2 and the merge");
+        assert!(r.alpha.is_some());
+        let st = method.slda.as_ref().unwrap();
+        assert!(st.means.count.iter().all(|&c| c > 0), "every class has statistics: {:?}", st.means.count);
+        // The state round-trips; a state without the statistics, or statistics for a method without the option,
+        // are refused.
+        let state = method.export_state().unwrap();
+        assert!(state.slda.is_some());
+        let mut again = fresh();
+        again.import_state(&model, state.clone()).unwrap();
+        assert_eq!(again.slda, method.slda);
+        let without = MethodState { slda: None, ..state.clone() };
+        assert!(matches!(fresh().import_state(&model, without), Err(Error::Config(_))));
+        let mut plain = Became::new(cfg.clone(), gcfg.clone());
+        assert!(matches!(plain.import_state(&model, state), Err(Error::Config(_))));
+    }
+
+    /// Issue 19: the whole update (both stages, the Fisher passes, α, the merge, the bases) gives the same bits
+    /// for any number of compute threads.
+    #[test]
+    fn two_tasks_give_the_same_bits_on_one_and_on_several_threads() {
+        let run = |threads: usize| {
+            crate::fisher::set_threads(threads);
+            let mut model = zoo::mlp(6, &[8], &[2, 2], false, &mut crate::seeded_rng(0)).unwrap();
+            let cfg = TrainConfig { epochs: 2, batch_size: 8, lr: 0.1, ..TrainConfig::default() };
+            let gcfg =
+                GpmConfig { thresholds: vec![0.9], threshold_increment: 0.0, samples: 1000, project_heads: false };
+            let mut method = Became::new(cfg, gcfg);
+            // Four Fisher batches per task (the threaded path needs more than one).
+            let (tr1, va1) = task_of(1, 0, 4 * crate::fisher::FISHER_BATCH);
+            let (tr2, va2) = task_of(2, 3, 4 * crate::fisher::FISHER_BATCH);
+            let mut rng = crate::seeded_rng(7);
+            let mut alpha = None;
+            for (i, (tr, va)) in [(&tr1, &va1), (&tr2, &va2)].into_iter().enumerate() {
+                let t = TaskData { task_id: i, head: i, train: tr, val: va };
+                let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
+                alpha = method.learn_task(&mut model, &t, &mut ctx).unwrap().alpha;
+            }
+            crate::fisher::set_threads(1);
+            (
+                alpha.unwrap().to_bits(),
+                model.flat_params().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                method.f_old,
+            )
+        };
+        let one = run(1);
+        for t in [2, 4] {
+            let other = run(t);
+            assert_eq!(one.0, other.0, "α differs on {t} threads");
+            assert_eq!(one.1, other.1, "parameters differ on {t} threads");
+            assert!(
+                one.2.iter().zip(&other.2).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "F_old differs on {t} threads"
+            );
+        }
     }
 
     #[test]

@@ -103,14 +103,22 @@ pub(crate) fn gpm_layers(gpm: Option<&Gpm>, model: &Model, cfg: &GpmConfig) -> R
     })
 }
 
-/// SLDA statistics restored from the store for `model` (head 0's input width): refused when the method does not
-/// have the `slda` option but the state has statistics.
+/// SLDA statistics restored from the store for `model` (head 0's input width). Refused: statistics for a method
+/// without the `slda` option, and a state of `tasks_seen > 0` tasks without statistics for a method with it (a
+/// state written before format version 4 or by another method: its classes have no statistics to answer with,
+/// and its parameter list has no head bias).
 pub(crate) fn restore_slda(
     model: &Model,
     slda_head: bool,
+    tasks_seen: usize,
     stored: Option<&crate::store::SldaState>,
 ) -> Result<Option<SldaStats>> {
     match stored {
+        None if slda_head && tasks_seen > 0 => Err(Error::Config(format!(
+            "the stored state has {tasks_seen} task(s) learned without SLDA statistics (a state file older than \
+             format version 4, or another method); this method's SLDA head cannot answer for those classes: start \
+             from a fresh state or keep the method that wrote it"
+        ))),
         None => Ok(None),
         Some(_) if !slda_head => {
             Err(Error::Config("the stored state has SLDA statistics; the method has no slda head".into()))
@@ -211,7 +219,7 @@ impl Method for GpmMethod {
             return Err(Error::Config("stored GPM state has tasks but no bases".into()));
         }
         let gpm = restore_gpm(model, &self.gpm_cfg, &state.bases)?;
-        let slda = restore_slda(model, self.ci.slda_head, state.slda.as_ref())?;
+        let slda = restore_slda(model, self.ci.slda_head, state.tasks_seen, state.slda.as_ref())?;
         self.gpm = gpm;
         self.slda = slda;
         self.tasks_seen = state.tasks_seen;
