@@ -73,8 +73,8 @@ pub struct ClassIl {
 
 impl ClassIl {
     /// The options as name tokens (`+lt` labels trick, `+keepold` / `+split` head merge, `+wa` weight aligning,
-    /// `+r1` / `+r2` replay in stage 1 / 2, `+bh` balanced head fine-tuning, `+slda` streaming-LDA head, `+sdc` its drift compensation), in that
-    /// order; empty when all off.
+    /// `+r1` / `+r2` replay in stage 1 / 2, `+bh` balanced head fine-tuning, `+slda` streaming-LDA head, `+sdc`
+    /// its drift compensation), in that order; empty when all off.
     pub fn suffix(&self, labels_trick: bool) -> String {
         let mut s = String::new();
         let on = [
@@ -141,9 +141,7 @@ impl ClassIl {
         }
         Ok(())
     }
-}
 
-impl ClassIl {
     /// The `slda` option before a task's training: on the method's first task the head gets a bias (before
     /// anything is kept per parameter), on later ones the kept training head replaces the SLDA head
     /// ([`SldaStats::swap_in_train_head`]); with `sdc` and stored samples, their class means at the trunk as it

@@ -173,14 +173,14 @@ impl Method for GpmMethod {
             timings.push(("slda".into(), t));
         }
         self.tasks_seen += 1;
-        let bytes_kept = gpm.bytes() + self.slda.as_ref().map_or(0, SldaStats::bytes);
+        let basis_sizes = gpm.basis_sizes();
         Ok(TaskReport {
             task_id: task.task_id,
             stages: vec![("stage1".into(), log)],
             alpha: None,
-            basis_sizes: gpm.basis_sizes(),
+            basis_sizes,
             timings,
-            bytes_kept,
+            bytes_kept: self.bytes_kept(),
             basis_energy_lost: updates.iter().map(|u| u.energy_lost).collect(),
         })
     }
@@ -189,12 +189,15 @@ impl Method for GpmMethod {
         self.gpm.as_ref().map_or(0, Gpm::bytes) + self.slda.as_ref().map_or(0, SldaStats::bytes)
     }
 
-    /// Plain SGD's workspace (best-validation copy) plus GPM's projectors, representations and SVD.
+    /// Plain SGD's workspace (best-validation copy) plus GPM's projectors, representations and SVD; with the
+    /// `slda` option its statistics are kept ([`super::prototype::slda_bytes`]).
     fn footprint(&self, model: &Model) -> Result<Footprint> {
         let plan = StepPlan {
             gpm_layers: gpm_layers(self.gpm.as_ref(), model, &self.gpm_cfg)?,
             gpm_samples: self.gpm_cfg.samples,
             bases_cap: self.bases_budget,
+            // The SLDA statistics of the `slda` option, in the `fisher` budget as BECAME counts them.
+            kept_bytes: super::prototype::slda_bytes_for(model, self.ci.slda_head),
             ..sgd_plan(&self.train)
         };
         Footprint::estimate(model, &plan)
