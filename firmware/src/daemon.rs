@@ -128,7 +128,7 @@ impl Device {
     pub fn open(cfg: Config) -> Result<Self> {
         let profile = BoardProfile::load(&cfg.board)?;
         // The learner computes on the board's cores (its Fisher passes; the result does not depend on it).
-        crate::fisher::set_threads(profile.threads);
+        crate::threads::set_threads(profile.threads);
         // The file is decoded whole in RAM: one larger than the learner's whole RAM budget cannot be the board's.
         let file = OnnxModel::open_within(&cfg.model, profile.budget.ram())?;
         let base = file.split(&Cut::parse(&cfg.cut)?)?;

@@ -33,6 +33,7 @@ pub mod protocol;
 pub mod replay;
 pub mod selftest;
 pub mod store;
+pub mod threads;
 pub mod train;
 
 #[cfg(test)]

@@ -7,9 +7,8 @@
 //! way the authors' PyTorch code does it and writes the same JSON ([`UpdateTiming`]); [`table`] puts the two
 //! side by side as ratios and [`replace_section`] writes the result into `docs/benchmarks.md`.
 //!
-//! The Rust learner's GEMMs are single-threaded (ndarray's `matrixmultiply` without its threading feature, faer
-//! without rayon); its Fisher passes use `--threads` cores (`firmware::fisher::set_threads`), which the result
-//! records.
+//! The Rust learner runs on `--threads` cores (`firmware::threads::set_threads`: its GEMMs, faer's, and its
+//! Fisher batches), which the result records.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -158,7 +157,7 @@ pub fn update(
         implementation: if method == UPDATE_METHOD { "rust".into() } else { format!("rust:{method}") },
         stream: stream.to_string(),
         epochs: preset.train.epochs,
-        threads: firmware::fisher::threads(),
+        threads: firmware::threads::threads(),
         total: phases.values().sum(),
         phases,
         samples_per_s,
@@ -335,6 +334,11 @@ pub const GENERATED_END: &str = "<!-- bench-update: end of generated part -->";
 /// Write `preamble` and `tables` into the [`UPDATE_SECTION`] of the Markdown file `doc` (created with a
 /// `# Benchmarks` title when missing), between [`GENERATED_BEGIN`] and [`GENERATED_END`]; see [`update_generated`].
 pub fn write_section(doc: &Path, preamble: &str, tables: &str) -> Result<()> {
+    write_section_under(doc, UPDATE_SECTION, preamble, tables)
+}
+
+/// [`write_section`] into the section `heading` (another benchmark's).
+pub fn write_section_under(doc: &Path, heading: &str, preamble: &str, tables: &str) -> Result<()> {
     let old = match std::fs::read_to_string(doc) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_string(),
@@ -342,7 +346,7 @@ pub fn write_section(doc: &Path, preamble: &str, tables: &str) -> Result<()> {
     };
     let body =
         if preamble.trim().is_empty() { tables.to_string() } else { format!("{}\n\n{tables}", preamble.trim_end()) };
-    crate::report::write_text(doc, &update_generated(&old, UPDATE_SECTION, &body))
+    crate::report::write_text(doc, &update_generated(&old, heading, &body))
 }
 
 /// Put `generated` between the [`GENERATED_BEGIN`] and [`GENERATED_END`] lines of the section `heading` of `doc`,

@@ -138,6 +138,36 @@ enum BenchCmd {
     /// Per-task time and peak heap of a class-incremental method with and without an exemplar memory, side by
     /// side in one run; write JSON.
     Replay(BenchReplayArgs),
+    /// GEMM kernels on the task update's shapes at 1..N threads; with PyTorch's results, a table of % of peak.
+    Gemm(BenchGemmArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchGemmArgs {
+    /// Thread counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Timed batches per measurement (the best is kept).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds each timed batch lasts at least.
+    #[arg(long, default_value_t = 0.2)]
+    min_seconds: f64,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Only write the shapes as JSON here (for scripts/bench_gemm_torch.py) and exit.
+    #[arg(long)]
+    shapes_out: Option<PathBuf>,
+    /// PyTorch's results (scripts/bench_gemm_torch.py) for the table's % of peak.
+    #[arg(long)]
+    torch: Option<PathBuf>,
+    /// With --torch: write the table into the "GEMM" section of this Markdown file.
+    #[arg(long)]
+    doc: Option<PathBuf>,
+    /// Markdown placed before the table in the section (command, machine).
+    #[arg(long, default_value = "")]
+    preamble: String,
 }
 
 #[derive(Debug, Args)]
@@ -185,7 +215,7 @@ struct BenchUpdateArgs {
     /// Seed (model init, shuffling, permutations, validation slices).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Compute threads of the learner (its Fisher passes; the result does not depend on it).
+    /// Compute threads of the learner (GEMMs and Fisher batches; the result does not depend on it).
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Method timed: gpm+became (the native CPU learner), or gpm+became@cpu / gpm+became@cuda (the compute-backend
@@ -602,7 +632,7 @@ fn bench_cmd(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Update(a) => {
             let mut preset = Preset::named(&a.stream, Some(a.tasks))?;
             preset.train.epochs = a.epochs;
-            firmware::fisher::set_threads(a.threads);
+            firmware::threads::set_threads(a.threads);
             preset.train.validate()?;
             let dir = a.data_dir.unwrap_or_else(data::data_dir);
             let t = host::bench::update(&preset, &a.stream, &a.method, a.tasks, a.repeat, &dir, a.seed)?;
@@ -625,6 +655,26 @@ fn bench_cmd(cmd: BenchCmd) -> anyhow::Result<()> {
             if let Some(out) = &a.out {
                 report::write_json(out, &b)?;
                 println!("written to {}", out.display());
+            }
+            Ok(())
+        }
+        BenchCmd::Gemm(a) => {
+            if let Some(path) = &a.shapes_out {
+                report::write_json(path, &host::bench_gemm::SHAPES)?;
+                return Ok(());
+            }
+            let r = host::bench_gemm::run(&a.threads, a.rounds, a.min_seconds)?;
+            if let Some(out) = &a.out {
+                report::write_json(out, &r)?;
+                println!("written to {}", out.display());
+            }
+            if let Some(torch) = &a.torch {
+                let table = host::bench_gemm::table(&r, &host::bench_gemm::read(torch)?)?;
+                println!("{table}");
+                if let Some(doc) = &a.doc {
+                    host::bench::write_section_under(doc, host::bench_gemm::GEMM_SECTION, &a.preamble, &table)?;
+                    println!("section \"{}\" written to {}", host::bench_gemm::GEMM_SECTION, doc.display());
+                }
             }
             Ok(())
         }

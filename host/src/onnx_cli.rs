@@ -558,7 +558,7 @@ fn field_learn(
     use firmware::daemon::{DeviceLearner, SAMPLE_CAPACITY};
     let t0 = Instant::now();
     let profile = BoardProfile::load(&a.board)?;
-    firmware::fisher::set_threads(profile.threads);
+    firmware::threads::set_threads(profile.threads);
     let train = TrainConfig { epochs: a.epochs, ..TrainConfig::default() };
     let method = firmware::method::field_method(train, profile.fisher_format)?;
     let names: Vec<String> = base_classes.iter().map(|c| c.to_string()).collect();

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ndarray::linalg::general_mat_mul;
+use crate::nn::gemm::gemm;
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2};
 
 use super::{Backend, Gemm, check_same};
@@ -12,7 +12,7 @@ use crate::nn::Projector;
 use crate::nn::activation::{relu, relu_grad};
 use crate::nn::ops::{Window2d, im2col_into};
 
-/// The CPU backend (single-threaded, ndarray's GEMM), always available.
+/// The CPU backend (the firmware's GEMM on the board's compute threads), always available.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuBackend;
 
@@ -58,7 +58,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    /// ndarray's `general_mat_mul` on views of the buffers (transposes are views, nothing is copied).
+    /// [`crate::nn::gemm::gemm`] on views of the buffers (transposes are views, nothing is copied).
     fn gemm(&self, g: Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) -> Result<()> {
         g.check(a.len(), b.len(), c.len())?;
         let [sa, sb, _] = g.shapes();
@@ -66,7 +66,7 @@ impl Backend for CpuBackend {
         let bv = view2(b, sb, g.trans_b)?;
         let mut cv = ArrayViewMut2::from_shape((g.m, g.n), c.as_mut_slice())
             .map_err(|e| shape_err("GEMM operand C", (g.m, g.n), e))?;
-        general_mat_mul(g.alpha, &av, &bv, g.beta, &mut cv);
+        gemm(g.alpha, &av, &bv, g.beta, &mut cv)?;
         Ok(())
     }
 

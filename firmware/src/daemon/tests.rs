@@ -271,7 +271,8 @@ fn device_answers_every_request_and_refuses_bad_ones_with_typed_errors() {
     let a = dev.learner.model().clone().forward(&dev.base.features(&x.view()).unwrap().view(), 0, Mode::Eval).unwrap();
     let mut rt = reloaded.trainable.clone();
     let b = rt.forward(&reloaded.features(&x.view()).unwrap().view(), 0, Mode::Eval).unwrap();
-    assert!(a.iter().zip(b.iter()).all(|(p, q)| (p - q).abs() < 1e-3), "{a:?} vs {b:?}");
+    // Relative: tract and the native GEMM sum in different orders, and untrained-class logits reach 1e3–1e4.
+    assert!(a.iter().zip(b.iter()).all(|(p, q)| (p - q).abs() < 1e-3 * p.abs().max(1.0)), "{a:?} vs {b:?}");
     // An offset past the end gives an empty chunk.
     match dev.handle(Request::ExportOnnx { offset: u32::MAX }) {
         Response::OnnxChunk { total, bytes: chunk, .. } => {

@@ -3,11 +3,11 @@
 
 use crate::data::TaskData;
 use crate::error::{Error, Result};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
 use crate::nn::{Layer, Mode, Model, argmax_rows, softmax_cross_entropy};
+use crate::threads::threads;
 
 pub mod compact;
 
@@ -15,19 +15,6 @@ pub use compact::{CompactFisher, FisherFormat};
 
 /// Batch size of the Fisher estimator (fixed so that every task's Fisher is estimated the same way).
 pub const FISHER_BATCH: usize = 64;
-
-/// Compute threads of the Fisher estimator (1 until [`set_threads`]; the board profile's `threads` on the device).
-static THREADS: AtomicUsize = AtomicUsize::new(1);
-
-/// Set the number of threads [`diagonal_fisher`] uses (0 is taken as 1). The result does not depend on it.
-pub fn set_threads(threads: usize) {
-    THREADS.store(threads.max(1), Ordering::Relaxed);
-}
-
-/// The number of threads [`diagonal_fisher`] uses.
-pub fn threads() -> usize {
-    THREADS.load(Ordering::Relaxed)
-}
 
 /// Diagonal Fisher at the model's current parameters over the task's whole training split:
 ///
@@ -37,8 +24,8 @@ pub fn threads() -> usize {
 /// This is exactly the estimator of the BECAME code; it must be the same for every task or α is biased.
 /// Gradients are left zeroed; parameters are unchanged.
 ///
-/// With [`threads`] `T > 1` the batches are computed `T` at a time on copies of the model (a rayon pool of `T`
-/// threads) and their terms `|b|·(∇θ L_b)²` are added to the sum **in batch order**, the order of the one-thread
+/// With [`crate::threads::threads`] `T > 1` the batches are computed `T` at a time on copies of the model (the
+/// shared pool of [`crate::threads`]) and their terms `|b|·(∇θ L_b)²` are added to the sum **in batch order**, the order of the one-thread
 /// loop, so the result is bit-for-bit the same for any `T`. Batches are independent (batch norms use batch
 /// statistics only); a model with an active dropout layer draws its masks from one stream in batch order and is
 /// always estimated on one thread. The `T` copies and `T` f64 term vectors are extra workspace.
@@ -57,10 +44,7 @@ pub fn diagonal_fisher(model: &mut Model, task: &TaskData<'_>) -> Result<Vec<f32
             add_batch_term(model, task, start, end, &mut fisher)?;
         }
     } else {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| Error::Config(format!("Fisher thread pool of {threads}: {e}")))?;
+        let pool = crate::threads::pool(threads)?;
         let mut copies: Vec<Model> = (0..threads).map(|_| model.clone()).collect();
         for wave in batches.chunks(threads) {
             let terms: Vec<Result<Vec<f64>>> = pool.install(|| {
@@ -131,9 +115,9 @@ mod tests {
         let task = TaskData { task_id: 0, head: 0, train: &train, val: &val };
         let mut model = zoo::mlp(6, &[16, 8], &[3], true, &mut crate::seeded_rng(3)).unwrap();
         let mut at = |t: usize| {
-            set_threads(t);
+            crate::threads::set_threads(t);
             let f = diagonal_fisher(&mut model, &task).unwrap();
-            set_threads(1);
+            crate::threads::set_threads(1);
             f
         };
         let one = at(1);

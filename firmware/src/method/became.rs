@@ -478,7 +478,7 @@ mod tests {
     #[test]
     fn two_tasks_give_the_same_bits_on_one_and_on_several_threads() {
         let run = |threads: usize| {
-            crate::fisher::set_threads(threads);
+            crate::threads::set_threads(threads);
             let mut model = zoo::mlp(6, &[8], &[2, 2], false, &mut crate::seeded_rng(0)).unwrap();
             let cfg = TrainConfig { epochs: 2, batch_size: 8, lr: 0.1, ..TrainConfig::default() };
             let gcfg =
@@ -494,7 +494,7 @@ mod tests {
                 let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
                 alpha = method.learn_task(&mut model, &t, &mut ctx).unwrap().alpha;
             }
-            crate::fisher::set_threads(1);
+            crate::threads::set_threads(1);
             (
                 alpha.unwrap().to_bits(),
                 model.flat_params().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ndarray::linalg::general_mat_mul;
+use crate::nn::gemm::gemm;
 use ndarray::{Array1, Array2, Array4, ArrayD, ArrayView2, Axis, Ix4, s};
 use rand::Rng;
 
@@ -170,7 +170,7 @@ impl Conv2d {
         self.input_dim = None;
         let patches = ops::im2col_into(&x.view(), self.window(), buf)?;
         let wm = self.weight_matrix()?;
-        let y = ops::matmul_nt(&patches.view(), &wm); // (n·oh·ow, out)
+        let y = ops::matmul_nt(&patches.view(), &wm)?; // (n·oh·ow, out)
         // (n·oh·ow, out) → (n, out, oh, ow): a per-sample transpose, with the bias added on the way.
         let out = self.out_channels();
         let bias: Vec<f32> = match &self.bias {
@@ -230,9 +230,9 @@ impl Conv2d {
             .map_err(|e| shape_err("Conv2d weight grad (standard layout)", self.dims, e))?;
         match &self.projector {
             // dW += Gᵀ P, accumulated in place.
-            None => general_mat_mul(1.0, &g.t(), p, 1.0, &mut wgrad),
-            Some(m) if p.nrows() < out => general_mat_mul(1.0, &g.t(), &m.project_rows(&p.view())?, 1.0, &mut wgrad),
-            Some(m) => wgrad += &m.project_rows(&ops::matmul_tn(&g.view(), &p.view()).view())?,
+            None => gemm(1.0, &g.t(), &p.view(), 1.0, &mut wgrad)?,
+            Some(m) if p.nrows() < out => gemm(1.0, &g.t(), &m.project_rows(&p.view())?.view(), 1.0, &mut wgrad)?,
+            Some(m) => wgrad += &m.project_rows(&ops::matmul_tn(&g.view(), &p.view())?.view())?,
         }
         if let Some(b) = &mut self.bias {
             b.grad += &g.sum_axis(Axis(0)).into_dyn();
@@ -251,7 +251,7 @@ impl Conv2d {
         let mut dp = Array2::<f32>::zeros((ohw, k));
         let mut dx = vec![0.0f32; n * c * h * w];
         for (b, dxb) in dx.chunks_exact_mut(c * h * w).enumerate() {
-            general_mat_mul(1.0, &g.slice(s![b * ohw..(b + 1) * ohw, ..]), &wm, 0.0, &mut dp);
+            gemm(1.0, &g.slice(s![b * ohw..(b + 1) * ohw, ..]), &wm, 0.0, &mut dp.view_mut())?;
             let dps = dp.as_slice().expect("a new array is contiguous");
             ops::col2im_add_sample(dps, (c, h, w), (oh, ow), self.window(), dxb);
         }

@@ -1,6 +1,6 @@
 //! Fully connected layer `y = x Wᵀ + b`.
 
-use ndarray::linalg::general_mat_mul;
+use crate::nn::gemm::gemm;
 use ndarray::{Array1, Array2, ArrayD, Axis, Ix2};
 use rand::Rng;
 
@@ -74,7 +74,7 @@ impl Linear {
         if x.ncols() != self.in_features() {
             return Err(shape_err("Linear input width", self.in_features(), x.ncols()));
         }
-        let mut y = crate::nn::ops::matmul_nt(&x.view(), &self.w());
+        let mut y = crate::nn::ops::matmul_nt(&x.view(), &self.w())?;
         if let Some(b) = &self.bias {
             y += &b.value.view().into_dimensionality::<ndarray::Ix1>().expect("bias is 1-D");
         }
@@ -89,7 +89,7 @@ impl Linear {
     /// otherwise the gradient rows. Both are exact.
     pub fn backward(&mut self, grad: ArrayD<f32>) -> Result<ArrayD<f32>> {
         let g = self.accumulate_param_grads(grad)?;
-        Ok(g.dot(&self.w()).into_dyn())
+        Ok(crate::nn::gemm::matmul(&g.view(), &self.w())?.into_dyn())
     }
 
     /// [`Linear::backward`] without the input gradient `δ W` (for the first layer of a model, whose input
@@ -108,9 +108,9 @@ impl Linear {
         }
         let mut wg = self.weight.grad.view_mut().into_dimensionality::<Ix2>().expect("2-D");
         match &self.projector {
-            None => general_mat_mul(1.0, &g.t(), x, 1.0, &mut wg),
-            Some(p) if x.nrows() < g.ncols() => general_mat_mul(1.0, &g.t(), &p.project_rows(&x.view())?, 1.0, &mut wg),
-            Some(p) => wg += &p.project_rows(&crate::nn::ops::matmul_tn(&g.view(), &x.view()).view())?,
+            None => gemm(1.0, &g.t(), &x.view(), 1.0, &mut wg)?,
+            Some(p) if x.nrows() < g.ncols() => gemm(1.0, &g.t(), &p.project_rows(&x.view())?.view(), 1.0, &mut wg)?,
+            Some(p) => wg += &p.project_rows(&crate::nn::ops::matmul_tn(&g.view(), &x.view())?.view())?,
         }
         if let Some(b) = &mut self.bias {
             b.grad += &g.sum_axis(Axis(0)).into_dyn();

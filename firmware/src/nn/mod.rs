@@ -4,6 +4,7 @@ pub(crate) mod activation;
 mod conv;
 mod dropout;
 mod flatten;
+pub mod gemm;
 #[cfg(test)]
 mod gradcheck;
 mod layer;

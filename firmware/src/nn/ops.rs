@@ -5,13 +5,13 @@ use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use crate::error::{Result, shape_err};
 
 /// `a · bᵀ` for `a (m, k)`, `b (n, k)`.
-pub fn matmul_nt(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Array2<f32> {
-    a.dot(&b.t())
+pub fn matmul_nt(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+    crate::nn::gemm::matmul(a, &b.t())
 }
 
 /// `aᵀ · b` for `a (k, m)`, `b (k, n)`.
-pub fn matmul_tn(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Array2<f32> {
-    a.t().dot(b)
+pub fn matmul_tn(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+    crate::nn::gemm::matmul(&a.t(), b)
 }
 
 /// Output length of a sliding window: `⌊(input + 2·padding − kernel) / stride⌋ + 1` (PyTorch's convention),

@@ -3,6 +3,7 @@
 use ndarray::{Array2, ArrayView2};
 
 use crate::error::{Error, Result, shape_err};
+use crate::nn::gemm::{gemm, matmul};
 
 /// Projects row vectors of length `d` onto the orthogonal complement of `span(M)`, `M` a `d × k` orthonormal
 /// basis: `x ↦ x − (x M) Mᵀ` (GPM's `G − G M Mᵀ` applied to each row).
@@ -57,12 +58,12 @@ impl Projector {
             return Err(shape_err("projector input width", self.dim(), x.ncols()));
         }
         Ok(match &self.complement {
-            Some(q) => x.dot(q).dot(&q.t()),
+            Some(q) => matmul(&matmul(x, &q.view())?.view(), &q.t())?,
             None if self.rank() == 0 => x.to_owned(),
             None => {
                 let mut out = x.to_owned();
-                let c = x.dot(&self.basis);
-                ndarray::linalg::general_mat_mul(-1.0, &c, &self.basis.t(), 1.0, &mut out);
+                let c = matmul(x, &self.basis.view())?;
+                gemm(-1.0, &c.view(), &self.basis.t(), 1.0, &mut out.view_mut())?;
                 out
             }
         })

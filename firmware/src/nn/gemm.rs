@@ -1,0 +1,256 @@
+//! Single-precision GEMM, `C ← α·A·B + β·C`, on strided ndarray views (a transpose is a view, never a copy), with
+//! the board's compute threads ([`crate::threads`]).
+//!
+//! Three well-kept kernels can run it ([`Kernel`]); the firmware uses [`KERNEL`], chosen by `host bench gemm`
+//! on the shapes a task update runs (docs/benchmarks.md, "GEMM"). All three have NEON kernels on aarch64.
+//! Threads split the output into blocks and never the inner dimension, so every `C[i, j]` is the same sum in
+//! the same order for any thread count (tested below; the determinism tests of the Fisher and BECAME cover the
+//! whole update).
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+
+use crate::error::{Result, shape_err};
+
+/// A GEMM implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// `matrixmultiply` through ndarray's `general_mat_mul` (AVX2/FMA or NEON micro-kernels; one thread here: its
+    /// threading is a process-wide environment variable read once).
+    Matrixmultiply,
+    /// The `gemm` crate (AVX2/FMA, AVX-512 with its `x86-v4` feature, NEON), threads through rayon.
+    Gemm,
+    /// faer's `matmul` (its own x86 kernels with AVX-512, `gemm` elsewhere), threads through rayon.
+    Faer,
+}
+
+impl Kernel {
+    /// Every kernel, in the order the benchmark reports them.
+    pub const ALL: [Kernel; 3] = [Kernel::Matrixmultiply, Kernel::Gemm, Kernel::Faer];
+
+    /// The kernel's name (the crate's).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Matrixmultiply => "matrixmultiply",
+            Kernel::Gemm => "gemm",
+            Kernel::Faer => "faer",
+        }
+    }
+
+    /// Whether the kernel uses more than one thread when asked to.
+    pub fn threaded(self) -> bool {
+        !matches!(self, Kernel::Matrixmultiply)
+    }
+}
+
+/// The kernel the firmware uses.
+pub const KERNEL: Kernel = Kernel::Faer;
+
+/// Products smaller than this many multiply-adds run on one thread (a pool hand-off costs more than they do).
+pub const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// `C ← α·A·B + β·C` with [`KERNEL`] on [`crate::threads::threads`] threads. With `β = 0`, `C` is not read (NaN
+/// in it does not propagate).
+pub fn gemm(
+    alpha: f32,
+    a: &ArrayView2<'_, f32>,
+    b: &ArrayView2<'_, f32>,
+    beta: f32,
+    c: &mut ArrayViewMut2<'_, f32>,
+) -> Result<()> {
+    gemm_with(KERNEL, crate::threads::threads(), alpha, a, b, beta, c)
+}
+
+/// `A·B` as a new array, with [`gemm`].
+pub fn matmul(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    gemm(1.0, a, b, 0.0, &mut c.view_mut())?;
+    Ok(c)
+}
+
+/// `C ← α·A·B + β·C` with the given kernel and thread count (the benchmark's entry; the firmware calls [`gemm`]).
+pub fn gemm_with(
+    kernel: Kernel,
+    threads: usize,
+    alpha: f32,
+    a: &ArrayView2<'_, f32>,
+    b: &ArrayView2<'_, f32>,
+    beta: f32,
+    c: &mut ArrayViewMut2<'_, f32>,
+) -> Result<()> {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    if b.nrows() != k || c.dim() != (m, n) {
+        return Err(shape_err("GEMM operands (A: m×k, B: k×n, C: m×n)", (m, k, n), (b.dim(), c.dim())));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if beta == 0.0 {
+            c.fill(0.0);
+        } else {
+            c.mapv_inplace(|v| v * beta);
+        }
+        return Ok(());
+    }
+    let threads = if m * n * k < PARALLEL_MIN_MACS { 1 } else { threads.max(1) };
+    match kernel {
+        Kernel::Matrixmultiply => {
+            if beta == 0.0 {
+                c.fill(0.0); // matrixmultiply overwrites for β = 0 too; this keeps the contract explicit
+            }
+            general_mat_mul(alpha, a, b, beta, c);
+        }
+        Kernel::Gemm => {
+            let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+            let run = |c: &mut ArrayViewMut2<'_, f32>| {
+                let (cs, as_, bs) = (c.strides().to_vec(), a.strides(), b.strides());
+                // SAFETY: the three views are valid for their shapes and strides (checked above: A m×k, B k×n,
+                // C m×n), C is uniquely borrowed, and gemm reads/writes exactly those elements.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        c.as_mut_ptr(),
+                        cs[1],
+                        cs[0],
+                        beta != 0.0,
+                        a.as_ptr(),
+                        as_[1],
+                        as_[0],
+                        b.as_ptr(),
+                        bs[1],
+                        bs[0],
+                        beta,
+                        alpha,
+                        false,
+                        false,
+                        false,
+                        par,
+                    )
+                }
+            };
+            in_pool(threads, || run(c))?;
+        }
+        Kernel::Faer => {
+            let par = if threads > 1 { faer::Par::rayon(threads) } else { faer::Par::Seq };
+            let accum = if beta == 0.0 {
+                faer::Accum::Replace
+            } else {
+                if beta != 1.0 {
+                    c.mapv_inplace(|v| v * beta);
+                }
+                faer::Accum::Add
+            };
+            let (cs, as_, bs) = (c.strides().to_vec(), a.strides(), b.strides());
+            // SAFETY: as for gemm above: valid views of the checked shapes, C uniquely borrowed.
+            let (av, bv, cv) = unsafe {
+                (
+                    faer::MatRef::from_raw_parts(a.as_ptr(), m, k, as_[0], as_[1]),
+                    faer::MatRef::from_raw_parts(b.as_ptr(), k, n, bs[0], bs[1]),
+                    faer::MatMut::from_raw_parts_mut(c.as_mut_ptr(), m, n, cs[0], cs[1]),
+                )
+            };
+            in_pool(threads, || faer::linalg::matmul::matmul(cv, accum, av, bv, alpha, par))?;
+        }
+    }
+    Ok(())
+}
+
+/// Run `f` inside the shared pool of `threads` threads (directly when one thread is asked for).
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> Result<R> {
+    if threads <= 1 {
+        return Ok(f());
+    }
+    Ok(crate::threads::pool(threads)?.install(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array2, ShapeBuilder};
+    use rand::Rng;
+
+    use super::*;
+
+    fn random(r: usize, c: usize, seed: u64) -> Array2<f32> {
+        let mut rng = crate::seeded_rng(seed);
+        Array2::from_shape_fn((r, c), |_| rng.random_range(-1.0f32..1.0))
+    }
+
+    /// f64 reference product.
+    fn reference(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Array2<f64> {
+        a.mapv(f64::from).dot(&b.mapv(f64::from))
+    }
+
+    /// Every kernel matches the f64 product on plain, transposed and column-major operands, with α and β.
+    #[test]
+    fn every_kernel_computes_alpha_ab_plus_beta_c_on_any_layout() {
+        for kernel in Kernel::ALL {
+            for &(m, k, n) in &[(1, 1, 1), (7, 5, 3), (64, 130, 33), (100, 64, 300)] {
+                let a = random(m, k, 1);
+                let bt = random(n, k, 2); // B given transposed
+                let b = bt.t();
+                let c0 = random(m, n, 3);
+                let a_cm = {
+                    let mut x = Array2::zeros((m, k).f());
+                    x.assign(&a);
+                    x
+                };
+                let want = reference(&a.view(), &b) * 0.5 + c0.mapv(f64::from) * 2.0;
+                for av in [a.view(), a_cm.view()] {
+                    for threads in [1, 3] {
+                        let mut c = c0.clone();
+                        gemm_with(kernel, threads, 0.5, &av, &b, 2.0, &mut c.view_mut()).unwrap();
+                        let err = (&c.mapv(f64::from) - &want).iter().fold(0.0f64, |e, v| e.max(v.abs()));
+                        assert!(err < 1e-4 * (k as f64), "{kernel:?} {m}x{k}x{n} threads {threads}: error {err}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// β = 0 overwrites C without reading it; k = 0 scales C; wrong shapes are a typed error.
+    #[test]
+    fn beta_zero_ignores_nan_and_shapes_are_checked() {
+        for kernel in Kernel::ALL {
+            let a = random(8, 4, 4);
+            let b = random(4, 6, 5);
+            let mut c = Array2::from_elem((8, 6), f32::NAN);
+            gemm_with(kernel, 2, 1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut()).unwrap();
+            assert!(c.iter().all(|v| v.is_finite()), "{kernel:?}");
+            let mut c = Array2::from_elem((8, 6), 3.0f32);
+            let empty = Array2::<f32>::zeros((8, 0));
+            gemm_with(kernel, 1, 1.0, &empty.view(), &Array2::zeros((0, 6)).view(), 0.5, &mut c.view_mut()).unwrap();
+            assert!(c.iter().all(|&v| v == 1.5));
+            let mut bad = Array2::zeros((8, 5));
+            assert!(gemm_with(kernel, 1, 1.0, &a.view(), &b.view(), 0.0, &mut bad.view_mut()).is_err());
+        }
+    }
+
+    /// The thread count changes no bit of the product, at shapes large enough to be split (the task update's).
+    #[test]
+    fn gemm_is_bit_identical_for_any_thread_count() {
+        for kernel in Kernel::ALL {
+            for &(m, k, n, ta) in
+                &[(64, 784, 256, false), (256, 64, 784, true), (4096, 500, 50, false), (50, 4096, 500, true)]
+            {
+                let a = if ta { random(k, m, 6).reversed_axes() } else { random(m, k, 6) };
+                let b = random(k, n, 7);
+                let run = |t: usize| {
+                    let mut c = Array2::zeros((m, n));
+                    gemm_with(kernel, t, 1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut()).unwrap();
+                    c
+                };
+                let one = run(1);
+                for t in [2, 3, 4] {
+                    assert!(
+                        run(t).iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{kernel:?} {m}x{k}x{n} t={t}"
+                    );
+                }
+            }
+        }
+    }
+}
