@@ -12,13 +12,14 @@ One deliberate difference from the reference: each epoch validates but does not 
 split (the reference does so only to print the training loss); the Rust learner does not either, so both
 implementations do the same work.
 
-Reads MNIST from the gzipped IDX files under data/mnist/, cuts task 2 of the stream with the same sizes as the
-Rust streams (PMNIST: 54000 train / 6000 val; Split-MNIST task 2 = classes 2,3 with a 5 % hold-out), learns
-tasks 1..T and times the last one. Writes JSON in the format of `host bench update`:
+Reads MNIST (Fashion-MNIST for split-fmnist) from the gzipped IDX files under data/, cuts task 2 of the stream
+with the same sizes as the Rust streams (PMNIST: 54000 train / 6000 val; Split-(F)MNIST task 2 = classes 2,3
+with a 5 % hold-out), learns tasks 1..T and times the last one. split-fmnist runs the LeNet CNN of the Rust preset
+(conv layers projected on their im2col patches, batch norms frozen after task 1, as GPM's conv-net code does). Writes JSON in the format of `host bench update`:
 
     {"impl": "pytorch", "stream", "epochs", "threads", "phases": {name: seconds}, "total", "version", ...}
 
-Usage: bench_torch.py --stream pmnist|split-mnist [--tasks 2] [--epochs 1] [--threads N] [--repeat N] [--out FILE.json]
+Usage: bench_torch.py --stream pmnist|split-mnist|split-fmnist [--tasks 2] [--epochs 1] [--threads N] [--repeat N] [--out FILE.json]
 """
 
 import argparse
@@ -36,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -72,6 +74,15 @@ def load_mnist(data_dir):
     return x.astype(np.float32), y
 
 
+def load_fashion(data_dir):
+    """Fashion-MNIST training images (n, 784) normalised as (x/255 - 0.2860)/0.3530, and labels."""
+    d = os.path.join(data_dir, "fashion-mnist")
+    x = read_idx(find(d, "train-images-idx3-ubyte")).reshape(-1, 784).astype(np.float32)
+    y = read_idx(find(d, "train-labels-idx1-ubyte")).astype(np.int64)
+    x = (x / 255.0 - FASHION_MEAN) / FASHION_STD
+    return x.astype(np.float32), y
+
+
 def hold_out(n, frac, rng):
     """(train, val) index lists: a shuffled round(frac·n) go to validation; both sorted (data-set order)."""
     idx = rng.permutation(n)
@@ -89,7 +100,7 @@ def make_tasks(stream, tasks, x, y, seed):
             tr, va = hold_out(len(y), 0.1, rng)
             xp = x[:, perm]
             out.append(dict(xtr=xp[tr], ytr=y[tr], xva=xp[va], yva=y[va], head=0))
-    elif stream == "split-mnist":
+    elif stream in ("split-mnist", "split-fmnist"):
         for t in range(tasks):
             rng = np.random.RandomState(seed + t)
             classes = (2 * t, 2 * t + 1)
@@ -99,7 +110,7 @@ def make_tasks(stream, tasks, x, y, seed):
             xs = x[rows]
             out.append(dict(xtr=xs[tr], ytr=local[tr], xva=xs[va], yva=local[va], head=t))
     else:
-        raise SystemExit(f"unknown stream {stream} (pmnist, split-mnist)")
+        raise SystemExit(f"unknown stream {stream} (pmnist, split-mnist, split-fmnist)")
     for task in out:
         for k in ("xtr", "ytr", "xva", "yva"):
             task[k] = torch.from_numpy(np.ascontiguousarray(task[k]))
@@ -125,6 +136,33 @@ class MLPNet(nn.Module):
         self.act["Lin2"] = x
         x = F.relu(self.lin2(x))
         self.act["fc1"] = x
+        return self.fc[head](x)
+
+
+class LeNet(nn.Module):
+    """The GPM/BECAME conv net as the Rust preset builds it (firmware::nn::zoo::lenet): conv 5×5 (20, no bias) →
+    BatchNorm(track_running_stats=False) → ReLU → maxpool 2 → conv 5×5 (50, no bias) → BN → ReLU → maxpool 2 →
+    linear 800 → hidden (no bias) → ReLU → heads (no bias). `self.act` keeps each projected layer's input."""
+
+    def __init__(self, hidden, heads, n_outputs):
+        super().__init__()
+        self.act = OrderedDict()
+        self.conv1 = nn.Conv2d(1, 20, 5, bias=False)
+        self.bn1 = nn.BatchNorm2d(20, track_running_stats=False)
+        self.conv2 = nn.Conv2d(20, 50, 5, bias=False)
+        self.bn2 = nn.BatchNorm2d(50, track_running_stats=False)
+        self.fc1 = nn.Linear(800, hidden, bias=False)
+        self.fc = nn.ModuleList([nn.Linear(hidden, n_outputs, bias=False) for _ in range(heads)])
+
+    def forward(self, x, head=0):
+        x = x.view(-1, 1, 28, 28)
+        self.act["conv1"] = x
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        self.act["conv2"] = x
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        x = x.reshape(x.size(0), -1)
+        self.act["fc1"] = x
+        x = F.relu(self.fc1(x))
         return self.fc[head](x)
 
 
@@ -245,8 +283,13 @@ def get_representation_matrix(net, x, head, n_layers, samples=300):
     mat_list = []
     act_key = list(net.act.keys())
     for i in range(n_layers):
-        act = net.act[act_key[i]].detach().cpu().numpy()
-        mat_list.append(act[0:samples].transpose())
+        act = net.act[act_key[i]].detach()
+        if act.dim() == 4:
+            # A conv layer's representation: its 5×5 im2col patches as columns (C·k·k, samples·positions).
+            cols = F.unfold(act[0:samples], 5)  # (N, C·25, L)
+            mat_list.append(cols.permute(1, 0, 2).reshape(cols.size(1), -1).cpu().numpy())
+        else:
+            mat_list.append(act[0:samples].cpu().numpy().transpose())
     return mat_list
 
 
@@ -290,13 +333,15 @@ def flat(model):
     return torch.cat([p.data.reshape(-1) for p in model.parameters()])
 
 
-def run_once(args, tasks, hidden, heads, n_out, threshold):
+def run_once(args, tasks, hidden, heads, n_out, threshold, cnn=False):
     """Learn every task from a fresh model; return the result dict of the last task (the timed one)."""
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     n_layers = len(threshold)  # projected layers: the trunk, plus the head on single-head PMNIST
-    n_proj = n_layers  # named_parameters() order: lin1.weight, lin2.weight, fc.0.weight, ...
-    model = MLPNet(hidden, heads, n_out)
+    # named_parameters() order: the trunk's (MLP: lin1.weight, lin2.weight; LeNet: conv1, bn1 ×2, conv2, bn2 ×2,
+    # fc1), then the heads; the first n_proj are projected (matrices) or frozen after task 1 (BN vectors).
+    n_proj = 7 if cnn else n_layers
+    model = LeNet(hidden, heads, n_out) if cnn else MLPNet(hidden, heads, n_out)
     criterion = nn.CrossEntropyLoss()
     feature_list = []
     fisher_old = None
@@ -344,8 +389,8 @@ def run_once(args, tasks, hidden, heads, n_out, threshold):
                 fisher_old[n] += fisher_merged[n]
             timings["fisher"] = t_fisher + time.perf_counter() - t0
         t0 = time.perf_counter()
-        mat_list = get_representation_matrix(model, task["xtr"], task["head"], n_layers)
-        feature_list = update_GPM(mat_list, threshold, feature_list)
+        mat_list = get_representation_matrix(model, task["xtr"], task["head"], n_layers, args.rep_samples)
+        feature_list = update_GPM(mat_list, [t + args.threshold_increment * task_id for t in threshold], feature_list)
         timings["basis"] = time.perf_counter() - t0
         total = sum(timings.values())
         print(
@@ -373,7 +418,7 @@ def run_once(args, tasks, hidden, heads, n_out, threshold):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--stream", default="pmnist", choices=["pmnist", "split-mnist"])
+    ap.add_argument("--stream", default="pmnist", choices=["pmnist", "split-mnist", "split-fmnist"])
     ap.add_argument("--tasks", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: PyTorch's default)")
@@ -389,16 +434,24 @@ def main():
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    args.rep_samples, args.threshold_increment = 300, 0.0
     if args.stream == "pmnist":
         hidden, heads, n_out, batch = 100, 1, 10, 10
         threshold = [0.95, 0.99, 0.99]  # single head: the head is projected too
+    elif args.stream == "split-fmnist":
+        # The Rust preset: LeNet with hidden 100, 2-way heads, batch 64; GPM over conv1, conv2, fc1 with 0.97
+        # + 0.003 per task and 125 samples per representation (the GPM conv-net settings).
+        hidden, heads, n_out, batch = 100, 5, 2, 64
+        threshold = [0.97, 0.97, 0.97]
+        args.rep_samples, args.threshold_increment = 125, 0.003
     else:
         hidden, heads, n_out, batch = 256, 5, 2, 64
         threshold = [0.97, 0.97]  # multi-head: heads are not projected
     args.batch_size, args.lr, args.lr_min, args.lr_patience, args.lr_factor = batch, 0.01, 1e-5, 6, 2.0
-    x, y = load_mnist(args.data_dir)
+    x, y = load_fashion(args.data_dir) if args.stream == "split-fmnist" else load_mnist(args.data_dir)
     tasks = make_tasks(args.stream, args.tasks, x, y, args.seed)
-    runs = [run_once(args, tasks, hidden, heads, n_out, threshold) for _ in range(args.repeat)]
+    cnn = args.stream == "split-fmnist"
+    runs = [run_once(args, tasks, hidden, heads, n_out, threshold, cnn) for _ in range(args.repeat)]
     report = runs[-1]
     report["phases"] = {k: min(r["phases"][k] for r in runs) for k in report["phases"]}
     report["total"] = sum(report["phases"].values())

@@ -46,6 +46,23 @@ pub fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
     Ok(pool)
 }
 
+/// `f(i, chunk)` for every `chunk`-long piece `i` of `data` (the last may be shorter), on the shared pool when
+/// [`threads`] > 1. Each piece is written by exactly one call, so the result does not depend on the thread count;
+/// the first error is returned.
+pub fn for_each_chunk<T: Send>(
+    data: &mut [T],
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) -> Result<()> + Sync + Send,
+) -> Result<()> {
+    let chunk = chunk.max(1);
+    let t = threads();
+    if t <= 1 || data.len() <= chunk {
+        return data.chunks_mut(chunk).enumerate().try_for_each(|(i, c)| f(i, c));
+    }
+    use rayon::prelude::*;
+    pool(t)?.install(|| data.par_chunks_mut(chunk).enumerate().try_for_each(|(i, c)| f(i, c)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +74,18 @@ mod tests {
         let b = pool(3).unwrap();
         assert!(Arc::ptr_eq(&a, &b) || b.current_num_threads() == 3);
         assert_eq!(pool(0).unwrap().current_num_threads(), 1);
+    }
+
+    #[test]
+    fn every_chunk_is_visited_once_and_errors_come_back() {
+        let mut v = vec![0usize; 103];
+        for_each_chunk(&mut v, 10, |i, c| {
+            c.iter_mut().for_each(|x| *x += i + 1);
+            Ok(())
+        })
+        .unwrap();
+        assert!(v.iter().enumerate().all(|(j, &x)| x == j / 10 + 1));
+        let err = for_each_chunk(&mut v, 10, |i, _| if i == 3 { Err(Error::Config("x".into())) } else { Ok(()) });
+        assert!(err.is_err());
     }
 }

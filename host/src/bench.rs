@@ -244,10 +244,11 @@ fn secs(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| if v >= 0.1 { format!("{v:.2}") } else { format!("{v:.4}") })
 }
 
-/// Markdown tables, one per stream: phase × (Rust seconds, then per other result its seconds and the ratio
-/// Rust / it). A row for the total and one for training throughput close each table.
+/// Markdown tables, one per stream and Rust thread count: phase × (Rust seconds, then per other result with the
+/// same thread count its seconds and the ratio Rust / it). A row for the total and one for training throughput
+/// close each table.
 ///
-/// Errors when a stream has no Rust result or two, or when results of one stream disagree on epochs.
+/// Errors when a stream has no Rust result, two with one thread count, or results that disagree on epochs.
 pub fn table(results: &[UpdateTiming]) -> Result<String> {
     let mut streams: Vec<&str> = Vec::new();
     for r in results {
@@ -257,10 +258,36 @@ pub fn table(results: &[UpdateTiming]) -> Result<String> {
     }
     let mut out = String::new();
     for stream in streams {
-        let of_stream: Vec<&UpdateTiming> = results.iter().filter(|r| r.stream == stream).collect();
+        let mut threads: Vec<usize> =
+            results.iter().filter(|r| r.stream == stream && r.implementation == "rust").map(|r| r.threads).collect();
+        threads.sort_unstable();
+        threads.dedup();
+        if threads.is_empty() {
+            return Err(Error::Invalid(format!("stream {stream}: no Rust result")));
+        }
+        for t in threads {
+            out += &stream_table(results, stream, t, |r| r.stream == stream && r.threads == t)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The table of one stream and thread count (`keep` selects its results).
+fn stream_table(
+    results: &[UpdateTiming],
+    stream: &str,
+    threads: usize,
+    keep: impl Fn(&UpdateTiming) -> bool,
+) -> Result<String> {
+    let mut out = String::new();
+    {
+        let of_stream: Vec<&UpdateTiming> = results.iter().filter(|r| keep(r)).collect();
         let rust: Vec<&&UpdateTiming> = of_stream.iter().filter(|r| r.implementation == "rust").collect();
         let [rust] = rust.as_slice() else {
-            return Err(Error::Invalid(format!("stream {stream}: need exactly one Rust result, got {}", rust.len())));
+            return Err(Error::Invalid(format!(
+                "stream {stream}, {threads} thread(s): need exactly one Rust result, got {}",
+                rust.len()
+            )));
         };
         if let Some(r) = of_stream.iter().find(|r| r.epochs != rust.epochs) {
             return Err(Error::Invalid(format!(
@@ -270,7 +297,8 @@ pub fn table(results: &[UpdateTiming]) -> Result<String> {
         }
         let others: Vec<&UpdateTiming> = of_stream.iter().filter(|r| r.implementation != "rust").copied().collect();
         out += &format!(
-            "**{stream}**, task {} ({} train / {} val samples, batch {}, {} epoch(s) per stage)\n\n",
+            "**{stream}**, {threads} thread(s) on each side, task {} ({} train / {} val samples, batch {}, {} epoch(s) \
+             per stage)\n\n",
             rust.task.map_or("?".into(), |v| (v + 1).to_string()),
             opt(rust.train_samples),
             opt(rust.val_samples),
@@ -452,13 +480,19 @@ mod tests {
 
     #[test]
     fn table_has_ratios_in_phase_order() {
-        let rows = [timing("rust", 1, 1.0), timing("pytorch", 2, 4.0), timing("pytorch", 1, 5.0)];
+        let rows =
+            [timing("rust", 1, 1.0), timing("pytorch", 2, 4.0), timing("pytorch", 1, 5.0), timing("rust", 2, 0.5)];
         let t = table(&rows).unwrap();
         let phase_lines: Vec<&str> =
             t.lines().filter(|l| PHASES.iter().any(|p| l.starts_with(&format!("| {p} ")))).collect();
-        assert_eq!(phase_lines.len(), 5);
+        // One table per thread count, each against PyTorch with the same threads.
+        assert_eq!(phase_lines.len(), 10);
         assert!(phase_lines[0].starts_with("| stage1 |") && phase_lines[4].starts_with("| basis |"));
-        assert!(phase_lines[0].contains("| 0.250 |") && phase_lines[0].contains("| 0.200 |"), "{}", phase_lines[0]);
+        assert!(phase_lines[0].ends_with("| 0.200 |"), "{}", phase_lines[0]);
+        assert!(phase_lines[5].ends_with("| 0.125 |"), "{}", phase_lines[5]);
+        assert!(
+            t.contains("**pmnist**, 1 thread(s) on each side") && t.contains("**pmnist**, 2 thread(s) on each side")
+        );
         assert!(t.contains("PyTorch 2.0, 2 threads"));
         assert!(t.contains("| **total** | **5.00** |"));
     }
@@ -475,9 +509,10 @@ mod tests {
     #[test]
     fn table_rejects_missing_rust_and_epoch_mismatch() {
         assert!(table(&[timing("pytorch", 2, 1.0)]).is_err());
-        let mut other = timing("pytorch", 2, 1.0);
+        let mut other = timing("pytorch", 1, 1.0);
         other.epochs = 3;
         assert!(table(&[timing("rust", 1, 1.0), other]).is_err());
+        assert!(table(&[timing("rust", 1, 1.0), timing("rust", 1, 2.0)]).is_err());
     }
 
     #[test]

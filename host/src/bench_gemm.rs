@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use firmware::nn::gemm::{KERNEL, Kernel, gemm_with};
+use firmware::nn::gemm::{KERNEL, Kernel, gemm_with, threads_for};
 use ndarray::Array2;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 
 /// Heading of the section of `docs/benchmarks.md` that [`table`] fills.
 pub const GEMM_SECTION: &str = "## GEMM: kernels on the update's shapes";
+
+/// The name of the firmware's own call in the results: [`KERNEL`] with [`threads_for`]'s thread count.
+pub const FIRMWARE: &str = "firmware";
 
 /// One GEMM the task update runs: `C (m×n) = op(A) (m×k) · op(B) (k×n)`, with `A` stored transposed when `ta`
 /// (a `Gᵀ·X` weight gradient) and `B` stored transposed when `tb` (an `X·Wᵀ` forward).
@@ -127,6 +130,15 @@ pub fn run(threads: &[usize], rounds: usize, min_s: f64) -> Result<GemmReport> {
                 timings.push(GemmTiming { kernel: kernel.name().into(), threads: t, shape: s.name.into(), gflops: g });
             }
         }
+        // The firmware's own call: its kernel with the threads its size rule gives.
+        for &t in threads {
+            let used = threads_for(s.m, s.k, s.n, t);
+            let g = best_gflops(flops, rounds, min_s, || {
+                gemm_with(KERNEL, used, 1.0, &av, &bv, 0.0, &mut c.view_mut()).map_err(Error::from)
+            })?;
+            tracing::info!("{:<40} {:<15} {t} thread(s): {g:8.1} GFLOP/s (uses {used})", s.name, FIRMWARE);
+            timings.push(GemmTiming { kernel: FIRMWARE.into(), threads: t, shape: s.name.into(), gflops: g });
+        }
     }
     Ok(GemmReport { firmware_kernel: KERNEL.name().into(), timings, version: None })
 }
@@ -152,7 +164,7 @@ pub fn table(rust: &GemmReport, torch: &GemmReport) -> Result<String> {
     if peaks.is_empty() {
         return Err(Error::Invalid(format!("the PyTorch report has no \"{peak_name}\" timing")));
     }
-    let fw = &rust.firmware_kernel;
+    let fw = FIRMWARE;
     let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
     let mut out = String::new();
     for &t in &threads {
@@ -164,8 +176,8 @@ pub fn table(rust: &GemmReport, torch: &GemmReport) -> Result<String> {
         for k in &kernels {
             out += &format!(" {k} |");
         }
-        out += &format!(" PyTorch | `{fw}` % of peak | `{fw}` / PyTorch |\n|---|---|");
-        out += &"---:|".repeat(kernels.len() + 3);
+        out += &format!(" `{fw}` | PyTorch | `{fw}` % of peak | `{fw}` / PyTorch |\n|---|---|");
+        out += &"---:|".repeat(kernels.len() + 4);
         out += "\n";
         for s in SHAPES {
             out += &format!("| {} | {}×{}×{} |", s.name, s.m, s.k, s.n);
@@ -176,7 +188,7 @@ pub fn table(rust: &GemmReport, torch: &GemmReport) -> Result<String> {
             let theirs = get(torch, "pytorch", t, s.name);
             let pct = mine.zip(peak).map_or("–".into(), |(m, p)| format!("{:.0} %", 100.0 * m / p));
             let ratio = mine.zip(theirs).map_or("–".into(), |(m, p)| format!("{:.2}", m / p));
-            out += &format!(" {} | {pct} | {ratio} |\n", fmt(theirs));
+            out += &format!(" {} | {} | {pct} | {ratio} |\n", fmt(mine), fmt(theirs));
         }
         out += "\n";
     }
@@ -204,16 +216,16 @@ mod tests {
 
     #[test]
     fn table_reports_share_of_peak_per_thread_count() {
-        let t = table(&report(KERNEL.name(), 50.0), &report("pytorch", 100.0)).unwrap();
+        let t = table(&report(FIRMWARE, 50.0), &report("pytorch", 100.0)).unwrap();
         assert!(t.contains("**1 thread(s)**") && t.contains("**2 thread(s)**"));
-        assert!(t.contains("| 50 % | 0.50 |"), "{t}");
-        assert!(table(&report(KERNEL.name(), 1.0), &report("other", 1.0)).is_err());
+        assert!(t.contains("| 50.0 | 100.0 | 50 % | 0.50 |"), "{t}");
+        assert!(table(&report(FIRMWARE, 1.0), &report("other", 1.0)).is_err());
     }
 
     #[test]
     fn every_kernel_runs_a_small_shape() {
         let r = run(&[1, 2], 1, 0.0).unwrap();
-        assert_eq!(r.timings.len(), SHAPES.len() * (Kernel::ALL.len() * 2 - 1));
+        assert_eq!(r.timings.len(), SHAPES.len() * (Kernel::ALL.len() * 2 - 1 + 2));
         assert!(r.timings.iter().all(|t| t.gflops.is_finite() && t.gflops > 0.0));
     }
 }

@@ -180,14 +180,16 @@ impl Conv2d {
         let y = ops::standard(y);
         let ys = y.as_slice().expect("standard layout is contiguous");
         let mut o = vec![0.0f32; n * out * oh * ow];
-        for (src, dst) in ys.chunks_exact(oh * ow * out).zip(o.chunks_exact_mut(out * oh * ow)) {
-            transpose_into(src, dst, oh * ow, out);
+        let per = out * oh * ow;
+        crate::threads::for_each_chunk(&mut o, per, |s, dst| {
+            transpose_into(&ys[s * per..(s + 1) * per], dst, oh * ow, out);
             for (plane, &b) in dst.chunks_exact_mut(oh * ow).zip(&bias) {
                 if b != 0.0 {
                     plane.iter_mut().for_each(|v| *v += b);
                 }
             }
-        }
+            Ok(())
+        })?;
         let y =
             Array4::from_shape_vec((n, out, oh, ow), o).map_err(|e| shape_err("Conv2d output", (n, out, oh, ow), e))?;
         self.patches = Some(patches);
@@ -216,9 +218,11 @@ impl Conv2d {
         let g = ops::standard(g);
         let gs = g.as_slice().expect("standard layout is contiguous");
         let mut gt = vec![0.0f32; gs.len()];
-        for (src, dst) in gs.chunks_exact(out * oh * ow).zip(gt.chunks_exact_mut(oh * ow * out)) {
-            transpose_into(src, dst, out, oh * ow);
-        }
+        let per = out * oh * ow;
+        crate::threads::for_each_chunk(&mut gt, per, |s, dst| {
+            transpose_into(&gs[s * per..(s + 1) * per], dst, out, oh * ow);
+            Ok(())
+        })?;
         let g = Array2::from_shape_vec((n * oh * ow, out), gt)
             .map_err(|e| shape_err("Conv2d grad", (n * oh * ow, out), e))?;
         let k = self.patch_len();
@@ -246,15 +250,18 @@ impl Conv2d {
             .view()
             .into_shape_with_order((out, k))
             .map_err(|e| shape_err("Conv2d weight (standard layout)", self.dims, e))?;
-        // dx = col2im(G W), one sample at a time so the patch-shaped intermediate stays in cache.
+        // dx = col2im(G W), one sample at a time (on the board's threads) so the patch-shaped intermediate stays
+        // in cache.
         let ohw = oh * ow;
-        let mut dp = Array2::<f32>::zeros((ohw, k));
+        let win = self.window();
         let mut dx = vec![0.0f32; n * c * h * w];
-        for (b, dxb) in dx.chunks_exact_mut(c * h * w).enumerate() {
+        crate::threads::for_each_chunk(&mut dx, c * h * w, |b, dxb| {
+            let mut dp = Array2::<f32>::zeros((ohw, k));
             gemm(1.0, &g.slice(s![b * ohw..(b + 1) * ohw, ..]), &wm, 0.0, &mut dp.view_mut())?;
             let dps = dp.as_slice().expect("a new array is contiguous");
-            ops::col2im_add_sample(dps, (c, h, w), (oh, ow), self.window(), dxb);
-        }
+            ops::col2im_add_sample(dps, (c, h, w), (oh, ow), win, dxb);
+            Ok(())
+        })?;
         let dx = Array4::from_shape_vec((n, c, h, w), dx).map_err(|e| shape_err("Conv2d dx", (n, c, h, w), e))?;
         Ok(dx.into_dyn())
     }
@@ -295,6 +302,40 @@ fn transpose_into(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
                     dst[c * rows + r] = src[r * cols + c];
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array2;
+    use rand::Rng;
+
+    use crate::nn::{Mode, softmax_cross_entropy, zoo};
+
+    /// The CNN's forward and backward (im2col, the per-sample transposes and col2im on the board's threads, GEMMs
+    /// split over the output) give the same bits on one thread and on several. The setting is process-wide;
+    /// other tests running meanwhile see the same results whatever it is, which is the property under test.
+    #[test]
+    fn lenet_step_is_bit_identical_for_any_thread_count() {
+        let mut rng = crate::seeded_rng(5);
+        let x = Array2::from_shape_fn((64, 28 * 28), |_| rng.random_range(-1.0f32..1.0));
+        let y: Vec<usize> = (0..64).map(|i| i % 3).collect();
+        let step = |threads: usize| {
+            crate::threads::set_threads(threads);
+            let mut model = zoo::lenet([1, 28, 28], 100, &[3], &mut crate::seeded_rng(9)).unwrap();
+            let logits = model.forward(&x.view(), 0, Mode::Train).unwrap();
+            let (_, grad) = softmax_cross_entropy(&logits.view(), &y).unwrap();
+            model.backward(grad, 0).unwrap();
+            crate::threads::set_threads(1);
+            (logits, model.flat_grads())
+        };
+        let (l1, g1) = step(1);
+        assert!(g1.iter().any(|&g| g != 0.0));
+        for t in [2, 3] {
+            let (l, g) = step(t);
+            assert!(l.iter().zip(&l1).all(|(a, b)| a.to_bits() == b.to_bits()), "logits differ on {t} threads");
+            assert!(g.iter().zip(&g1).all(|(a, b)| a.to_bits() == b.to_bits()), "gradients differ on {t} threads");
         }
     }
 }

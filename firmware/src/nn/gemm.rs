@@ -46,8 +46,15 @@ impl Kernel {
 /// The kernel the firmware uses.
 pub const KERNEL: Kernel = Kernel::Faer;
 
-/// Products smaller than this many multiply-adds run on one thread (a pool hand-off costs more than they do).
-pub const PARALLEL_MIN_MACS: usize = 1 << 18;
+/// Products smaller than this many multiply-adds run on one thread: below it, splitting costs more than it
+/// saves (docs/benchmarks.md, "GEMM": faer on 2 threads loses at 64×256×256, 64×800×100 and 64×50×500, i.e. up
+/// to 5 M multiply-adds, and gains from 64×784×256, 13 M, up).
+pub const PARALLEL_MIN_MACS: usize = 1 << 23;
+
+/// Products with fewer output elements than this run on one thread whatever their size: the threads split the
+/// output, never the inner dimension (that keeps the sums' order), so a small output leaves them nothing to share
+/// (the CNN's first weight gradient, 20×25 outputs over 36 864 patches, is slower on 2 threads than on 1).
+pub const PARALLEL_MIN_OUTPUTS: usize = 4096;
 
 /// `C ← α·A·B + β·C` with [`KERNEL`] on [`crate::threads::threads`] threads. With `β = 0`, `C` is not read (NaN
 /// in it does not propagate).
@@ -58,7 +65,14 @@ pub fn gemm(
     beta: f32,
     c: &mut ArrayViewMut2<'_, f32>,
 ) -> Result<()> {
-    gemm_with(KERNEL, crate::threads::threads(), alpha, a, b, beta, c)
+    let threads = threads_for(a.nrows(), a.ncols(), b.ncols(), crate::threads::threads());
+    gemm_with(KERNEL, threads, alpha, a, b, beta, c)
+}
+
+/// The threads [`gemm`] gives an `m×k · k×n` product when `threads` are available: one below
+/// [`PARALLEL_MIN_MACS`] or [`PARALLEL_MIN_OUTPUTS`], all of them otherwise.
+pub fn threads_for(m: usize, k: usize, n: usize, threads: usize) -> usize {
+    if m * n * k < PARALLEL_MIN_MACS || m * n < PARALLEL_MIN_OUTPUTS { 1 } else { threads.max(1) }
 }
 
 /// `A·B` as a new array, with [`gemm`].
@@ -68,7 +82,8 @@ pub fn matmul(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Result<Array2
     Ok(c)
 }
 
-/// `C ← α·A·B + β·C` with the given kernel and thread count (the benchmark's entry; the firmware calls [`gemm`]).
+/// `C ← α·A·B + β·C` with the given kernel on exactly `threads` threads (the benchmark's entry; the firmware
+/// calls [`gemm`]).
 pub fn gemm_with(
     kernel: Kernel,
     threads: usize,
@@ -94,7 +109,7 @@ pub fn gemm_with(
         }
         return Ok(());
     }
-    let threads = if m * n * k < PARALLEL_MIN_MACS { 1 } else { threads.max(1) };
+    let threads = threads.max(1);
     match kernel {
         Kernel::Matrixmultiply => {
             if beta == 0.0 {

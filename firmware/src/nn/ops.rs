@@ -83,45 +83,30 @@ pub fn im2col_into(x: &ArrayView4<'_, f32>, win: Window2d, mut buf: Vec<f32>) ->
     let x = x.as_standard_layout();
     let xs = x.as_slice().expect("standard layout is contiguous");
     buf.clear();
-    if padding == 0 {
-        // Every window lies inside the image: append the rows in order, no zero fill.
-        buf.reserve(rows * k);
-        for b in 0..n {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    for ci in 0..c {
-                        for ky in 0..kh {
-                            let s = ((b * c + ci) * h + oy * stride + ky) * w + ox * stride;
-                            extend_run(&mut buf, &xs[s..s + kw]);
+    buf.resize(rows * k, 0.0); // padding entries stay zero
+    // One sample's patch rows per call (on the board's threads): sample b reads only its own image.
+    crate::threads::for_each_chunk(&mut buf, oh * ow * k, |b, out| {
+        let img = &xs[b * c * h * w..(b + 1) * c * h * w];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = (oy * ow + ox) * k;
+                let x0 = (ox * stride) as isize - padding as isize;
+                for ci in 0..c {
+                    for ky in 0..kh {
+                        let iy = (oy * stride + ky) as isize - padding as isize;
+                        if iy < 0 || iy as usize >= h {
+                            continue; // padding row: stays zero
                         }
-                    }
-                }
-            }
-        }
-    } else {
-        buf.resize(rows * k, 0.0);
-        for b in 0..n {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let row = ((b * oh + oy) * ow + ox) * k;
-                    let x0 = (ox * stride) as isize - padding as isize;
-                    for ci in 0..c {
-                        for ky in 0..kh {
-                            let iy = (oy * stride + ky) as isize - padding as isize;
-                            if iy < 0 || iy as usize >= h {
-                                continue; // padding row: stays zero
-                            }
-                            let src = ((b * c + ci) * h + iy as usize) * w;
-                            let dst = row + (ci * kh + ky) * kw;
-                            if x0 >= 0 && x0 as usize + kw <= w {
-                                let s = src + x0 as usize;
-                                copy_run(&mut buf[dst..dst + kw], &xs[s..s + kw]);
-                            } else {
-                                for kx in 0..kw {
-                                    let ix = x0 + kx as isize;
-                                    if ix >= 0 && (ix as usize) < w {
-                                        buf[dst + kx] = xs[src + ix as usize];
-                                    }
+                        let src = (ci * h + iy as usize) * w;
+                        let dst = row + (ci * kh + ky) * kw;
+                        if x0 >= 0 && x0 as usize + kw <= w {
+                            let s = src + x0 as usize;
+                            copy_run(&mut out[dst..dst + kw], &img[s..s + kw]);
+                        } else {
+                            for kx in 0..kw {
+                                let ix = x0 + kx as isize;
+                                if ix >= 0 && (ix as usize) < w {
+                                    out[dst + kx] = img[src + ix as usize];
                                 }
                             }
                         }
@@ -129,7 +114,8 @@ pub fn im2col_into(x: &ArrayView4<'_, f32>, win: Window2d, mut buf: Vec<f32>) ->
                 }
             }
         }
-    }
+        Ok(())
+    })?;
     Array2::from_shape_vec((rows, k), buf).map_err(|e| shape_err("im2col output", (rows, k), e))
 }
 
@@ -148,9 +134,10 @@ pub fn col2im(cols: &ArrayView2<'_, f32>, input: (usize, usize, usize, usize), w
     let cs = cols.as_slice().expect("standard layout is contiguous");
     let mut out = vec![0.0f32; n * c * h * w];
     if n > 0 {
-        for (src, dst) in cs.chunks_exact(oh * ow * k).zip(out.chunks_exact_mut(c * h * w)) {
-            col2im_add_sample(src, (c, h, w), (oh, ow), win, dst);
-        }
+        crate::threads::for_each_chunk(&mut out, c * h * w, |b, dst| {
+            col2im_add_sample(&cs[b * oh * ow * k..(b + 1) * oh * ow * k], (c, h, w), (oh, ow), win, dst);
+            Ok(())
+        })?;
     }
     Array4::from_shape_vec((n, c, h, w), out).map_err(|e| shape_err("col2im output", (n, c, h, w), e))
 }
@@ -220,24 +207,6 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
         for (d, &s) in dst.iter_mut().zip(src) {
             *d = s;
         }
-    }
-}
-
-/// `buf.extend_from_slice(src)` with fixed-size fast paths for short kernel rows.
-#[inline(always)]
-fn extend_run(buf: &mut Vec<f32>, src: &[f32]) {
-    match src.len() {
-        3 => {
-            if let Ok(a) = <&[f32; 3]>::try_from(src) {
-                buf.extend_from_slice(a);
-            }
-        }
-        5 => {
-            if let Ok(a) = <&[f32; 5]>::try_from(src) {
-                buf.extend_from_slice(a);
-            }
-        }
-        _ => buf.extend_from_slice(src),
     }
 }
 
