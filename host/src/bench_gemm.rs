@@ -169,8 +169,12 @@ pub fn table(rust: &GemmReport, torch: &GemmReport) -> Result<String> {
     let mut out = String::new();
     for &t in &threads {
         let peak = peaks.get(&t).copied();
-        out +=
-            &format!("**{t} thread(s)** — GFLOP/s; PyTorch's 1024³ peak: {}; firmware kernel: `{fw}`\n\n", fmt(peak));
+        out += &format!(
+            "**{t} thread(s)** — GFLOP/s; PyTorch's 1024³ peak: {}; `{fw}` = `{}` with the firmware's rule for when \
+             to use the threads (`firmware::nn::gemm::threads_for`)\n\n",
+            fmt(peak),
+            rust.firmware_kernel
+        );
         let kernels: Vec<&str> = Kernel::ALL.iter().filter(|k| t == 1 || k.threaded()).map(|k| k.name()).collect();
         out += "| shape | m×k×n |";
         for k in &kernels {

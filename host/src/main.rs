@@ -311,6 +311,10 @@ struct SimArgs {
     /// 0: no replay. Needs one shared head (--single-head or --grow-head).
     #[arg(long, default_value_t = 0)]
     replay: usize,
+    /// Compute threads of the learner (GEMMs, the CNN's im2col, Fisher batches; results do not depend on it).
+    /// Default: the --board profile's `threads`, else 1.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -501,6 +505,7 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
         registry::build(m, &preset)?; // reject unknown names before any data is loaded
     }
     let board = a.board.as_ref().map(firmware::budget::BoardProfile::load).transpose()?;
+    firmware::threads::set_threads(a.threads.or(board.as_ref().map(|b| b.threads)).unwrap_or(1));
     let dir = a.stream.data_dir.clone().unwrap_or_else(data::data_dir);
     let command: String = std::env::args().collect::<Vec<_>>().join(" ");
     let mut aggs = Vec::new();
