@@ -49,7 +49,9 @@ pub enum Error {
     #[error("{0}")]
     SizeMismatch(String),
     /// A stream name the tool does not know.
-    #[error("unknown stream '{0}' (known: pmnist, split-mnist, split-mnist-ci, split-fmnist, split-fmnist-ci, custom)")]
+    #[error(
+        "unknown stream '{0}' (known: pmnist, split-mnist, split-mnist-ci, split-fmnist, split-fmnist-ci, mnist-pt, mnist-pt-ci, fmnist-pt, fmnist-pt-ci, custom)"
+    )]
     UnknownStream(String),
     /// A method name the tool does not know.
     #[error("unknown method '{0}'")]

@@ -245,8 +245,8 @@ struct BenchTableArgs {
 
 #[derive(Debug, Args)]
 struct StreamArgs {
-    /// Stream: pmnist, split-mnist, split-mnist-ci (class-incremental, growing head), split-fmnist, split-fmnist-ci or
-    /// custom.
+    /// Stream: pmnist, split-mnist, split-mnist-ci (class-incremental, growing head), split-fmnist, split-fmnist-ci,
+    /// the pre-trained mnist-pt / fmnist-pt (and -ci; see --base) or custom.
     #[arg(long, default_value = "split-mnist")]
     stream: String,
     /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
@@ -283,6 +283,13 @@ struct StreamArgs {
     /// Override the EWC penalty strength λ.
     #[arg(long, allow_negative_numbers = true)]
     ewc_lambda: Option<f32>,
+    /// Pre-trained streams (mnist-pt, fmnist-pt and their -ci forms): the ONNX base model (default: the shipped
+    /// models/mnist-cnn-0123.onnx, or `host pretrain`'s output).
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Pre-trained streams: where the frozen prefix of the base ends (input: nothing frozen; last:K; a tensor).
+    #[arg(long)]
+    cut: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +347,13 @@ struct CompareArgs {
     /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Pre-trained streams (mnist-pt, fmnist-pt and their -ci forms): the ONNX base model (default: the shipped
+    /// models/mnist-cnn-0123.onnx, or `host pretrain`'s output).
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Pre-trained streams: where the frozen prefix of the base ends (input: nothing frozen; last:K; a tensor).
+    #[arg(long)]
+    cut: Option<String>,
     /// Folder for compare.json, compare.md and the plots.
     #[arg(long, default_value = "out/compare")]
     out: PathBuf,
@@ -445,6 +459,23 @@ fn fetch() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--base` / `--cut` on a pre-trained stream's model; an error on any other stream.
+fn set_base(p: &mut Preset, base: Option<&PathBuf>, cut: Option<&str>) -> anyhow::Result<()> {
+    if base.is_none() && cut.is_none() {
+        return Ok(());
+    }
+    let ModelSpec::Pretrained { path, cut: c } = &mut p.model else {
+        bail!("--base and --cut apply to the pre-trained streams (mnist-pt, fmnist-pt and their -ci forms)");
+    };
+    if let Some(b) = base {
+        *path = b.clone();
+    }
+    if let Some(k) = cut {
+        *c = k.to_string();
+    }
+    Ok(())
+}
+
 fn preset_from(a: &StreamArgs) -> anyhow::Result<Preset> {
     let mut p = if a.stream == "custom" {
         let files =
@@ -467,6 +498,7 @@ fn preset_from(a: &StreamArgs) -> anyhow::Result<Preset> {
     if let Some(m) = &a.model {
         p.model = ModelSpec::parse(m)?;
     }
+    set_base(&mut p, a.base.as_ref(), a.cut.as_deref())?;
     if let Some(e) = a.epochs {
         p.train.epochs = e;
     }
@@ -555,6 +587,7 @@ fn compare_cmd(a: CompareArgs) -> anyhow::Result<()> {
         if let Some(e) = a.epochs {
             p.train.epochs = e;
         }
+        set_base(&mut p, a.base.as_ref(), a.cut.as_deref())?;
         streams.push((name.to_string(), p));
     }
     let plan = host::compare::ComparePlan {

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use firmware::gpm::GpmConfig;
-use firmware::nn::{Model, zoo};
+use firmware::nn::{Linear, Model, zoo};
+use firmware::onnx::{Cut, DeviceModel, OnnxModel};
 use firmware::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
@@ -26,10 +27,45 @@ pub enum ModelSpec {
     /// LeNet without batch norm, with biases (`firmware::nn::zoo::cnn`): the pre-trained base whose
     /// convolutional trunk the device freezes.
     Cnn,
+    /// A pre-trained network from an ONNX file (`host pretrain`'s output, or any file the importer reads): the
+    /// layers after `cut` start from the file's weights (θ₀ of every method is the pre-trained model); the
+    /// layers before it are a frozen prefix the stream's samples are passed through once ([`Preset::load`]). The
+    /// file's own heads are replaced by fresh ones for the stream's tasks (its classes are not the stream's).
+    Pretrained {
+        /// The ONNX file.
+        path: PathBuf,
+        /// Where the frozen prefix ends (`input`: nothing frozen, `last:K`, or a tensor name).
+        cut: String,
+    },
+}
+
+/// `stream` with every sample replaced by its features after `dm`'s frozen prefix (unchanged when the cut
+/// leaves nothing frozen), computed once; the stream becomes flat vectors of the trainable part's input width.
+fn through_prefix(dm: &DeviceModel, stream: Stream) -> Result<Stream> {
+    if dm.prefix.is_none() {
+        return Ok(stream);
+    }
+    let feats = |s: &firmware::data::Samples| -> Result<firmware::data::Samples> {
+        Ok(firmware::data::Samples::new(dm.features_batched(&s.x.view(), 256)?, s.y.clone())?)
+    };
+    let tasks = stream
+        .tasks
+        .iter()
+        .map(|t| {
+            Ok(stream::StreamTask { train: feats(&t.train)?, val: feats(&t.val)?, test: feats(&t.test)?, ..t.clone() })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Stream { channels: 1, rows: 1, cols: dm.trainable.input_len(), tasks, ..stream })
+}
+
+/// The shipped pre-trained base (a CNN trained on MNIST digits 0–3; models/README.md).
+pub fn shipped_base() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-cnn-0123.onnx")
 }
 
 impl ModelSpec {
-    /// Parse `mlp:256,256`, `mlp:100,100:bias` or `lenet`.
+    /// Parse `mlp:256,256`, `mlp:100,100:bias`, `lenet`, `cnn` or `onnx:FILE.onnx[@CUT]` (cut `input` when
+    /// omitted).
     pub fn parse(s: &str) -> Result<Self> {
         let mut parts = s.split(':');
         match parts.next() {
@@ -51,7 +87,17 @@ impl ModelSpec {
                 };
                 Ok(ModelSpec::Mlp { hidden, bias })
             }
-            _ => Err(Error::Invalid(format!("unknown model '{s}' (use mlp:W1,W2[:bias], lenet or cnn)"))),
+            Some("onnx") => {
+                let rest = s.split_once(':').map_or("", |(_, r)| r);
+                let (path, cut) = rest.rsplit_once('@').unwrap_or((rest, "input"));
+                if path.is_empty() {
+                    return Err(Error::Invalid(format!("model '{s}': use onnx:FILE.onnx[@CUT]")));
+                }
+                Ok(ModelSpec::Pretrained { path: PathBuf::from(path), cut: cut.to_string() })
+            }
+            _ => Err(Error::Invalid(format!(
+                "unknown model '{s}' (use mlp:W1,W2[:bias], lenet, cnn or onnx:FILE.onnx[@CUT])"
+            ))),
         }
     }
 
@@ -68,7 +114,30 @@ impl ModelSpec {
             ModelSpec::Mlp { hidden, bias } => zoo::mlp(input, hidden, head_sizes, *bias, &mut rng)?,
             ModelSpec::Lenet => zoo::lenet(image, 100, head_sizes, &mut rng)?,
             ModelSpec::Cnn => zoo::cnn(image, 100, head_sizes, &mut rng)?,
+            ModelSpec::Pretrained { path, cut } => {
+                let dm = self.open_pretrained(path, cut)?;
+                if dm.trainable.input_len() != input {
+                    return Err(Error::Invalid(format!(
+                        "{}: the layers after cut '{cut}' take {} values per sample, the stream gives {input}",
+                        path.display(),
+                        dm.trainable.input_len()
+                    )));
+                }
+                let t = dm.trainable;
+                let width = t.heads.first().map_or_else(|| t.input_len(), Linear::in_features);
+                let heads = head_sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| Linear::new(&format!("head.{i}"), width, n, true, &mut rng))
+                    .collect();
+                Model::new(t.input_shape, t.trunk, heads)?
+            }
         })
+    }
+
+    /// The file of a [`ModelSpec::Pretrained`], split at its cut.
+    pub fn open_pretrained(&self, path: &std::path::Path, cut: &str) -> Result<DeviceModel> {
+        Ok(OnnxModel::open(path)?.split(&Cut::parse(cut)?)?)
     }
 }
 
@@ -87,6 +156,14 @@ pub enum StreamSpec {
     SplitMnist,
     /// Split-Fashion-MNIST, 5 × 2 classes.
     SplitFashion,
+    /// MNIST (or Fashion-MNIST) cut into these class groups, one task each (the pre-trained streams: MNIST
+    /// 4/5, 6/7, 8/9 after a base trained on 0–3).
+    Groups {
+        /// Fashion-MNIST instead of MNIST.
+        fashion: bool,
+        /// Class groups, one per task.
+        groups: Vec<Vec<usize>>,
+    },
     /// Any IDX image data set, split by a class grouping.
     Custom {
         /// Train images, train labels, test images, test labels.
@@ -127,6 +204,11 @@ impl Preset {
     /// * `split-mnist-ci`: `split-mnist` class-incremental: one shared head that starts with 2 outputs and grows by
     ///   2 per task (stream name `split-mnist-ci`; GPM projects the head, as in every single-head run).
     /// * `split-fmnist-ci`: `split-fmnist` class-incremental in the same way.
+    /// * `mnist-pt`: the pre-trained MNIST stream: the shipped CNN (pre-trained on digits 0–3,
+    ///   [`shipped_base`]) learns 4/5, 6/7, 8/9 as three tasks with 2-way heads, every layer trainable from the
+    ///   pre-trained weights (cut `input`); batch 64, lr 0.01, 5 epochs, GPM's conv-net thresholds.
+    /// * `fmnist-pt`: Fashion-MNIST, 5 × 2 classes, on the same MNIST-pre-trained network (a domain shift).
+    /// * `mnist-pt-ci`, `fmnist-pt-ci`: the same, class-incremental (one growing head, no task id).
     ///
     /// GPM: PMNIST ε = [0.95, 0.99, 0.99] on all three layers (head included), 300 samples; Split-MNIST ε = 0.97
     /// on both trunk layers, 300 samples; Split-Fashion-MNIST ε = 0.97 + 0.003·task on every conv/linear trunk
@@ -178,7 +260,27 @@ impl Preset {
                 },
                 ewc_lambda: EWC_LAMBDA,
             },
-            "split-mnist-ci" | "split-fmnist-ci" => {
+            "mnist-pt" | "fmnist-pt" => {
+                let fashion = name == "fmnist-pt";
+                let groups = if fashion { stream::default_pairs(10) } else { vec![vec![4, 5], vec![6, 7], vec![8, 9]] };
+                Preset {
+                    stream: StreamSpec::Groups { fashion, groups },
+                    multi_head: true,
+                    grow_head: false,
+                    model: ModelSpec::Pretrained { path: shipped_base(), cut: "input".into() },
+                    train: split_cfg,
+                    val_frac: 0.05,
+                    // GPM's conv-net settings (as split-fmnist): the whole CNN trains from the pre-trained θ₀.
+                    gpm: GpmConfig {
+                        thresholds: vec![0.97],
+                        threshold_increment: 0.003,
+                        samples: 125,
+                        project_heads: false,
+                    },
+                    ewc_lambda: EWC_LAMBDA,
+                }
+            }
+            "split-mnist-ci" | "split-fmnist-ci" | "mnist-pt-ci" | "fmnist-pt-ci" => {
                 let mut p = Self::named(name.trim_end_matches("-ci"), tasks)?;
                 p.multi_head = false;
                 p.grow_head = true;
@@ -205,6 +307,9 @@ impl Preset {
     /// [`Preset::grow_head`] the stream's name gets a `-ci` suffix.
     pub fn load(&self, data_dir: &std::path::Path, seed: u64) -> Result<Stream> {
         let mut s = self.load_stream(data_dir, seed)?;
+        if let ModelSpec::Pretrained { path, cut } = &self.model {
+            s = through_prefix(&self.model.open_pretrained(path, cut)?, s)?;
+        }
         if self.grow_head {
             if s.multi_head {
                 return Err(Error::Invalid("a growing head needs a single-head stream (--single-head)".into()));
@@ -234,11 +339,34 @@ impl Preset {
                 let ds = data::load_fashion_mnist(&data_dir.join("fashion-mnist"))?;
                 stream::split(&ds, "split-fmnist", &stream::default_pairs(10), self.multi_head, seed, self.val_frac)
             }
+            StreamSpec::Groups { fashion, groups } => {
+                check_tasks(groups.len())?;
+                let (ds, name) = if *fashion {
+                    (data::load_fashion_mnist(&data_dir.join("fashion-mnist"))?, "fmnist")
+                } else {
+                    (data::load_mnist(&data_dir.join("mnist"))?, "mnist")
+                };
+                stream::split(&ds, &format!("{name}-pt"), groups, self.multi_head, seed, self.val_frac)
+            }
             StreamSpec::Custom { files, groups } => {
                 check_tasks(groups.len())?;
                 let ds = data::load_idx_dataset("custom", &files[0], &files[1], &files[2], &files[3])?;
                 stream::split(&ds, "custom", groups, self.multi_head, seed, self.val_frac)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onnx_model_spec_parses_path_and_cut() {
+        let p = |s: &str| ModelSpec::parse(s).unwrap();
+        assert_eq!(p("onnx:m.onnx"), ModelSpec::Pretrained { path: "m.onnx".into(), cut: "input".into() });
+        assert_eq!(p("onnx:a/b.onnx@last:2"), ModelSpec::Pretrained { path: "a/b.onnx".into(), cut: "last:2".into() });
+        assert!(ModelSpec::parse("onnx:").is_err());
+        assert!(Preset::named("mnist-pt-ci", None).is_ok_and(|p| p.grow_head && !p.multi_head));
     }
 }

@@ -89,3 +89,34 @@ fn fashion_mnist_loads_and_splits() {
         assert_eq!(t.test.len(), 2_000);
     }
 }
+
+/// The pre-trained streams (issue 20): `mnist-pt` starts every layer from the shipped base's weights with fresh
+/// 2-way heads for 4/5, 6/7, 8/9; `fmnist-pt-ci` with a frozen prefix passes Fashion-MNIST through the base's
+/// convolutions once and trains the rest from the base's weights with one growing head.
+#[test]
+fn pretrained_streams_start_from_the_base_model() {
+    use firmware::onnx::{Cut, OnnxModel};
+    use host::presets::{ModelSpec, Preset, shipped_base};
+    let dir = data_dir();
+    let p = Preset::named("mnist-pt", None).unwrap();
+    let s = p.load(&dir, 0).expect("MNIST (run scripts/fetch-data.sh)");
+    assert_eq!(s.tasks.iter().map(|t| t.classes.clone()).collect::<Vec<_>>(), [vec![4, 5], vec![6, 7], vec![8, 9]]);
+    assert_eq!((s.features(), s.head_sizes.clone()), (784, vec![2, 2, 2]));
+    let model = p.build_model(&s, 0).unwrap();
+    let base = OnnxModel::open(&shipped_base()).unwrap().split(&Cut::Input).unwrap().trainable;
+    assert_eq!(model.trunk.len(), base.trunk.len());
+    let (mine, theirs) = (model.flat_params(), base.flat_params());
+    let trunk_len: usize = base.params().iter().filter(|p| p.name.starts_with("trunk.")).map(|p| p.len()).sum();
+    assert!(trunk_len > 100_000, "the CNN's trunk: {trunk_len} parameters");
+    assert_eq!(mine[..trunk_len], theirs[..trunk_len], "the trunk starts at the pre-trained weights");
+    assert_eq!(model.heads.iter().map(|h| h.out_features()).collect::<Vec<_>>(), [2, 2, 2]);
+
+    let mut p = Preset::named("fmnist-pt-ci", None).unwrap();
+    let ModelSpec::Pretrained { cut, .. } = &mut p.model else { panic!("fmnist-pt-ci is a pre-trained stream") };
+    *cut = "last:2".into();
+    let s = p.load(&dir, 0).expect("Fashion-MNIST (run scripts/fetch-data.sh)");
+    assert_eq!((s.features(), s.tasks.len(), s.multi_head), (800, 5, false));
+    let model = p.build_model(&s, 0).unwrap();
+    assert_eq!(model.input_len(), 800);
+    assert_eq!(model.heads[0].out_features(), 2, "the growing head starts with the first task's classes");
+}
