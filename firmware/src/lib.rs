@@ -20,6 +20,8 @@ pub mod daemon;
 pub mod data;
 pub mod error;
 pub mod fisher;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod gpm;
 pub mod inbox;
 pub mod io;

@@ -147,19 +147,28 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 /// Fails (with [`Error::Config`]) when the payload is larger than `max_payload` or than `u32::MAX`.
 pub fn encode(state: &LearnerState, max_payload: usize) -> Result<Vec<u8>> {
     let payload = postcard::to_allocvec(state).map_err(|e| Error::Config(format!("state does not encode: {e}")))?;
+    frame(MAGIC, FORMAT_VERSION, state.generation, &payload, max_payload)
+}
+
+/// The frame layer alone: `magic`, `version`, zero flags, `generation`, the payload's length, the payload and the
+/// CRC-32C trailer (the layout in the module doc). Shared by every framed format of the project (state slots,
+/// fleet updates), each with its own magic.
+///
+/// Fails (with [`Error::Config`]) when the payload is larger than `max_payload` or than `u32::MAX`.
+pub fn frame(magic: [u8; 4], version: u16, generation: u64, payload: &[u8], max_payload: usize) -> Result<Vec<u8>> {
     if payload.len() > max_payload.min(u32::MAX as usize) {
         return Err(Error::Config(format!(
-            "encoded state is {} bytes, over the state limit of {max_payload}",
+            "encoded payload is {} bytes, over the limit of {max_payload}",
             payload.len()
         )));
     }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + CRC_LEN);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&state.generation.to_le_bytes());
+    out.extend_from_slice(&generation.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
     let crc = CRC32C.checksum(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
@@ -169,7 +178,12 @@ pub fn encode(state: &LearnerState, max_payload: usize) -> Result<Vec<u8>> {
 ///
 /// A header returned from here is trustworthy: its bytes passed the CRC.
 pub fn read_frame(bytes: &[u8], max_payload: usize) -> Result<Header> {
-    if bytes.len() >= MAGIC.len() && bytes[..MAGIC.len()] != MAGIC {
+    read_frame_of(MAGIC, bytes, max_payload)
+}
+
+/// [`read_frame`] for a frame with another magic ([`frame`]).
+pub fn read_frame_of(magic: [u8; 4], bytes: &[u8], max_payload: usize) -> Result<Header> {
+    if bytes.len() >= magic.len() && bytes[..magic.len()] != magic {
         return Err(corrupt(Corruption::BadMagic { found: [bytes[0], bytes[1], bytes[2], bytes[3]] }));
     }
     let min = HEADER_LEN + CRC_LEN;

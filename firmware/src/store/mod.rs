@@ -34,7 +34,7 @@ mod tests;
 
 pub use format::{
     CRC_LEN, CRC32C, Corruption, DEFAULT_MAX_PAYLOAD, FORMAT_VERSION, HEADER_LEN, Header, MAGIC,
-    OLDEST_READABLE_VERSION, decode, encode, read_frame,
+    OLDEST_READABLE_VERSION, decode, encode, frame, read_frame, read_frame_of,
 };
 pub use slots::{LoadedState, Slot, SlotReport, SlotStatus, StateStore};
 pub use state::{
