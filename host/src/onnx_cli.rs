@@ -378,8 +378,7 @@ fn class_test_samples(ds: &Dataset, classes: &[usize]) -> Result<Samples> {
 /// Replace every sample set of `stream` by its features through `dm`'s frozen prefix (computed once, in chunks
 /// of 256) and move each task to head `offset + head`.
 pub fn feature_stream(dm: &DeviceModel, stream: &Stream, offset: usize) -> Result<Stream> {
-    let feats =
-        |s: &Samples| -> Result<Samples> { Ok(Samples::new(dm.features_batched(&s.x.view(), 256)?, s.y.clone())?) };
+    let feats = |s| prefix_features(dm, s);
     let tasks = stream
         .tasks
         .iter()
@@ -397,6 +396,11 @@ pub fn feature_stream(dm: &DeviceModel, stream: &Stream, offset: usize) -> Resul
     let mut head_sizes = vec![0; offset];
     head_sizes.extend_from_slice(&stream.head_sizes);
     Ok(Stream { name: stream.name.clone(), channels: 1, rows: 1, cols: width, multi_head: true, head_sizes, tasks })
+}
+
+/// `s` with every sample replaced by its features after `dm`'s frozen prefix (256 samples at a time).
+pub fn prefix_features(dm: &DeviceModel, s: &Samples) -> Result<Samples> {
+    Ok(Samples::new(dm.features_batched(&s.x.view(), 256)?, s.y.clone())?)
 }
 
 /// Run the device path and print the accuracy matrix and α per task.

@@ -45,9 +45,7 @@ fn through_prefix(dm: &DeviceModel, stream: Stream) -> Result<Stream> {
     if dm.prefix.is_none() {
         return Ok(stream);
     }
-    let feats = |s: &firmware::data::Samples| -> Result<firmware::data::Samples> {
-        Ok(firmware::data::Samples::new(dm.features_batched(&s.x.view(), 256)?, s.y.clone())?)
-    };
+    let feats = |s| crate::onnx_cli::prefix_features(dm, s);
     let tasks = stream
         .tasks
         .iter()
@@ -263,21 +261,11 @@ impl Preset {
             "mnist-pt" | "fmnist-pt" => {
                 let fashion = name == "fmnist-pt";
                 let groups = if fashion { stream::default_pairs(10) } else { vec![vec![4, 5], vec![6, 7], vec![8, 9]] };
+                // split-fmnist's settings (GPM's conv-net thresholds): the whole CNN trains from the pre-trained θ₀.
                 Preset {
                     stream: StreamSpec::Groups { fashion, groups },
-                    multi_head: true,
-                    grow_head: false,
                     model: ModelSpec::Pretrained { path: shipped_base(), cut: "input".into() },
-                    train: split_cfg,
-                    val_frac: 0.05,
-                    // GPM's conv-net settings (as split-fmnist): the whole CNN trains from the pre-trained θ₀.
-                    gpm: GpmConfig {
-                        thresholds: vec![0.97],
-                        threshold_increment: 0.003,
-                        samples: 125,
-                        project_heads: false,
-                    },
-                    ewc_lambda: EWC_LAMBDA,
+                    ..Self::named("split-fmnist", tasks)?
                 }
             }
             "split-mnist-ci" | "split-fmnist-ci" | "mnist-pt-ci" | "fmnist-pt-ci" => {

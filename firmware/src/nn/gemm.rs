@@ -111,12 +111,8 @@ pub fn gemm_with(
     }
     let threads = threads.max(1);
     match kernel {
-        Kernel::Matrixmultiply => {
-            if beta == 0.0 {
-                c.fill(0.0); // matrixmultiply overwrites for β = 0 too; this keeps the contract explicit
-            }
-            general_mat_mul(alpha, a, b, beta, c);
-        }
+        // matrixmultiply does not read C when β = 0.
+        Kernel::Matrixmultiply => general_mat_mul(alpha, a, b, beta, c),
         Kernel::Gemm => {
             let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
             let run = |c: &mut ArrayViewMut2<'_, f32>| {
