@@ -457,6 +457,8 @@ fn layer_costs(model: &Model) -> Result<Vec<LayerCost>> {
                 (vec![ch, oh, ow], 2 * (ch * oh * ow) as u64, 0, false)
             }
             Layer::Flatten(_) => (vec![shape.iter().product()], 0, 0, false),
+            // Nothing cached (its backward needs only its fixed matrix) and nothing to project.
+            Layer::RandomFeatures(r) => (vec![r.out_features()], 0, 0, false),
             Layer::Relu(_) | Layer::Dropout(_) => (shape.clone(), input, 0, false),
             Layer::BatchNorm(_) => (shape.clone(), 2 * input, 0, false),
         };

@@ -535,6 +535,13 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         let bias = has_bias.then(|| ndarray::Array1::zeros(outputs));
         let head = Linear::from_weights("head.0", Array2::zeros((outputs, old.in_features())), bias)?;
         let mut model = Model::new(self.model.input_shape.clone(), self.model.trunk.clone(), vec![head])?;
+        // RanPAC's expansion (`rp<M>`) is added on the first task and is a function of its widths alone: a state
+        // whose trunk ends with it gets it back at the stored head's input width.
+        if state.model.trunk.ends_with(&["RandomFeatures".to_string(), "Relu".to_string()])
+            && let Some(m) = state.layout.iter().find(|p| p.name == "head.0.weight").and_then(|p| p.shape.get(1))
+        {
+            crate::method::ensure_random_features(&mut model, *m as usize)?;
+        }
         model.clear_cache();
         state.restore_params(&mut model)?;
         let mut method = self.method.clone();

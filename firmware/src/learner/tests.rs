@@ -447,3 +447,38 @@ fn a_version_2_state_file_loads_with_an_empty_replay_buffer() {
     assert_eq!(again.commit().unwrap(), 2);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn random_features_survive_a_restart_and_go_on_learning() {
+    let dir = tmp("rp");
+    let (ci, lt) = crate::method::class_il::ClassIl::parse_tokens(["lt", "slda", "rp48"]).unwrap();
+    let make = || {
+        let model = zoo::mlp(FEATURES, &[16], &[1], true, &mut crate::seeded_rng(3)).unwrap();
+        let method = became(FisherFormat::F16).with_class_il(ci, lt);
+        Learner::<Became, 64>::new(profile(8, FisherFormat::F16, Budgets::UNLIMITED), "mlp", model, method, &["c0"], 5)
+            .unwrap()
+            .with_store(&dir)
+            .unwrap()
+    };
+    let mut l = make();
+    // Before the first task the footprint already counts the expanded head (16 -> 48 features) and the SLDA Σ.
+    assert!(l.footprint().unwrap().fisher >= 8 * 48 * 48, "{:?}", l.footprint().unwrap());
+    feed(&mut l, &[0, 1], 20, 1);
+    l.learn().unwrap();
+    assert_eq!(crate::method::random_features_width(l.model()), Some(48));
+    assert_eq!(l.model().heads[0].in_features(), 48);
+    l.commit().unwrap();
+    let acc = accuracy(&mut l, &[0, 1], 9);
+    assert!(acc > 0.9, "accuracy {acc}");
+
+    // A restart rebuilds the expansion from its widths: the same state, the same answers.
+    let mut again = make();
+    assert_eq!(again.load().unwrap(), Some(1));
+    assert_eq!(again.state().unwrap(), l.state().unwrap());
+    assert_eq!(accuracy(&mut again, &[0, 1], 9), acc);
+    feed(&mut again, &[2], 20, 2);
+    again.learn().unwrap();
+    assert_eq!(again.model().head_outputs(0).unwrap(), 3);
+    assert!(accuracy(&mut again, &[0, 1, 2], 10) > 0.8);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -35,7 +35,13 @@ use crate::nn::Model;
 use crate::train::{GradHook, TrainConfig, class_mask, train};
 
 use super::LearnContext;
-use super::prototype::{ClassMeans, SldaStats, compensate_drift, ensure_head_bias, feature_means, slda_refit};
+use super::prototype::{
+    ClassMeans, SldaStats, compensate_drift, ensure_head_bias, ensure_random_features, feature_means,
+    random_features_width, slda_refit,
+};
+
+/// The widest random-feature expansion `rp<M>` accepts (its SLDA covariance alone is `8·M²` bytes: 512 MiB).
+pub const MAX_RANDOM_FEATURES: u32 = 8192;
 
 /// What BECAME's merge covers with one α ([`crate::merge::became_alpha`] over each group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,12 +75,15 @@ pub struct ClassIl {
     /// With `slda_head`: move the stored class means by the drift the stored samples' features show over the task
     /// ([`crate::method::prototype::compensate_drift`]).
     pub drift: bool,
+    /// RanPAC's random-feature expansion of width `M` between the trunk and the head
+    /// ([`crate::method::prototype::ensure_random_features`]), added before the method's first task.
+    pub random_features: Option<u32>,
 }
 
 impl ClassIl {
     /// The options as name tokens (`+lt` labels trick, `+keepold` / `+split` head merge, `+wa` weight aligning,
     /// `+r1` / `+r2` replay in stage 1 / 2, `+bh` balanced head fine-tuning, `+slda` streaming-LDA head, `+sdc`
-    /// its drift compensation), in that order; empty when all off.
+    /// its drift compensation, `+rp<M>` random features of width `M`), in that order; empty when all off.
     pub fn suffix(&self, labels_trick: bool) -> String {
         let mut s = String::new();
         let on = [
@@ -92,6 +101,9 @@ impl ClassIl {
             if flag {
                 s.push_str(tok);
             }
+        }
+        if let Some(m) = self.random_features {
+            s.push_str(&format!("+rp{m}"));
         }
         s
     }
@@ -111,14 +123,48 @@ impl ClassIl {
                 "bh" => ci.balanced_head = true,
                 "slda" => ci.slda_head = true,
                 "sdc" => ci.drift = true,
+                rp if rp.starts_with("rp") && rp.len() > 2 => {
+                    let m = rp[2..]
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|&m| (1..=MAX_RANDOM_FEATURES).contains(&m))
+                        .ok_or_else(|| {
+                            Error::Config(format!(
+                                "class-incremental option {rp:?}: rp<M> with M a width of 1 to {MAX_RANDOM_FEATURES}"
+                            ))
+                        })?;
+                    ci.random_features = Some(m);
+                }
                 other => {
                     return Err(Error::Config(format!(
-                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc)"
+                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc, rp<M>)"
                     )));
                 }
             }
         }
         Ok((ci, lt))
+    }
+
+    /// Before each task, ahead of anything the method builds from the model's shape: with `rp<M>`, RanPAC's
+    /// expansion ([`ensure_random_features`]; a no-op once the model has it).
+    pub fn prepare_model(&self, model: &mut Model) -> Result<()> {
+        if let Some(m) = self.random_features {
+            ensure_random_features(model, m as usize)?;
+        }
+        Ok(())
+    }
+
+    /// `model` as the method will train it: with `rp<M>`, a copy with the expansion (for footprints computed
+    /// before the first task); otherwise `model` itself.
+    pub fn shaped<'m>(&self, model: &'m Model) -> Result<std::borrow::Cow<'m, Model>> {
+        match self.random_features {
+            Some(m) if random_features_width(model) != Some(m as usize) => {
+                let mut copy = model.clone();
+                ensure_random_features(&mut copy, m as usize)?;
+                Ok(std::borrow::Cow::Owned(copy))
+            }
+            _ => Ok(std::borrow::Cow::Borrowed(model)),
+        }
     }
 
     /// The corrections after the merge (after stage 1 for GPM): weight aligning of the new rows, then balanced head
@@ -391,6 +437,28 @@ pub fn task_classes(model: &Model, task: &TaskData<'_>) -> Result<Vec<bool>> {
 mod tests {
     use super::*;
     use crate::nn::zoo;
+
+    #[test]
+    fn random_features_option_parses_prints_and_shapes_the_model_once() {
+        let (ci, lt) = ClassIl::parse_tokens(["lt", "slda", "rp64"]).unwrap();
+        assert_eq!(ci.random_features, Some(64));
+        assert_eq!(ci.suffix(lt), "+lt+slda+rp64");
+        for bad in ["rp", "rp0", "rpx", "rp-3", "rp8193"] {
+            assert!(matches!(ClassIl::parse_tokens([bad]), Err(Error::Config(_))), "{bad}");
+        }
+        let mut model = zoo::mlp(5, &[7], &[3], false, &mut crate::seeded_rng(1)).unwrap();
+        assert_eq!(ci.shaped(&model).unwrap().heads[0].in_features(), 64, "a shaped copy");
+        assert_eq!(model.heads[0].in_features(), 7, "the model itself untouched");
+        ci.prepare_model(&mut model).unwrap();
+        let trained = model.flat_params();
+        assert_eq!((model.trunk.len(), model.heads[0].in_features(), model.head_outputs(0).unwrap()), (4, 64, 3));
+        ci.prepare_model(&mut model).unwrap();
+        assert_eq!(model.flat_params(), trained, "a second call is a no-op");
+        let x = ndarray::Array2::<f32>::ones((2, 5));
+        assert_eq!(model.forward(&x.view(), 0, crate::nn::Mode::Eval).unwrap().dim(), (2, 3));
+        let other = ClassIl { random_features: Some(32), ..ci };
+        assert!(matches!(other.prepare_model(&mut model), Err(Error::Config(_))), "another width is refused");
+    }
 
     #[test]
     fn groups_follow_head_rows_and_alphas_are_per_group() {

@@ -43,7 +43,7 @@ use super::{LearnContext, Method, MethodState, TaskReport, host_only_state, impo
 use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
 use crate::error::{Error, Result, shape_err};
-use crate::nn::{Linear, Mode, Model, batch_tensor};
+use crate::nn::{Layer, Linear, Mode, Model, RandomFeatures, Relu, batch_tensor};
 
 /// SLDA's shrinkage ε in `Λ = ((1−ε)Σ + εI)⁻¹` (10⁻⁴, the authors' default).
 pub const SLDA_SHRINKAGE: f64 = 1e-4;
@@ -502,6 +502,50 @@ pub fn slda_bytes_for(model: &Model, on: bool) -> u64 {
         Some(h) if on => slda_bytes(h.out_features() as u64, h.in_features() as u64),
         _ => 0,
     }
+}
+
+/// The width `M` of RanPAC's expansion when the trunk ends with it (`[RandomFeatures(d → M), Relu]`,
+/// [`ensure_random_features`]), else `None`.
+pub fn random_features_width(model: &Model) -> Option<usize> {
+    match model.trunk.as_slice() {
+        [.., Layer::RandomFeatures(r), Layer::Relu(_)] => Some(r.out_features()),
+        _ => None,
+    }
+}
+
+/// RanPAC's expansion (McDonnell et al., NeurIPS 2023, eq. 5: `h = ReLU(z Wᵀ)`, `W` a frozen Gaussian `M × d`)
+/// between the trunk and the heads: appends `[RandomFeatures(d → m), Relu]` to the trunk ([`RandomFeatures::new`],
+/// a function of `d` and `m` alone) and replaces every head by a fresh Linear over the `m` features (PyTorch's
+/// initialisation from a ChaCha8 seeded with [`crate::nn::RANDOM_FEATURES_SEED`]; a bias when the old head had
+/// one). A linear classifier over `h` (the SLDA head, the trained head) then separates classes a linear
+/// classifier over `z` cannot. Must run before a method keeps anything per parameter (the heads change shape).
+/// Returns whether the model changed: a trunk that already ends with the expansion at width `m` is left alone;
+/// one of another width, `m == 0` or heads of different input widths are an [`Error::Config`].
+pub fn ensure_random_features(model: &mut Model, m: usize) -> Result<bool> {
+    match random_features_width(model) {
+        Some(w) if w == m => return Ok(false),
+        Some(w) => {
+            return Err(Error::Config(format!("the trunk already ends with random features of width {w}, not {m}")));
+        }
+        None if m == 0 => return Err(Error::Config("random features of width 0".into())),
+        None => {}
+    }
+    let d = model.heads.first().map_or(0, Linear::in_features);
+    if model.heads.iter().any(|h| h.in_features() != d) {
+        return Err(Error::Config("random features need heads of one input width".into()));
+    }
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(crate::nn::RANDOM_FEATURES_SEED);
+    let heads = model
+        .heads
+        .iter()
+        .enumerate()
+        .map(|(h, old)| Linear::new(&format!("head.{h}"), m, old.out_features(), old.bias.is_some(), &mut rng))
+        .collect::<Vec<_>>();
+    let mut trunk = model.trunk.clone();
+    trunk.push(Layer::RandomFeatures(RandomFeatures::new(d, m)));
+    trunk.push(Layer::Relu(Relu::default()));
+    *model = Model::new(model.input_shape.clone(), trunk, heads)?;
+    Ok(true)
 }
 
 /// Give head `h` a zero bias if it has none (the SLDA head needs one). Called before a method keeps anything per

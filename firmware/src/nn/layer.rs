@@ -10,6 +10,7 @@ use super::linear::Linear;
 use super::norm::BatchNorm;
 use super::param::Param;
 use super::pool::MaxPool2d;
+use super::random_features::RandomFeatures;
 use crate::error::Result;
 
 /// Whether a forward pass is for training (dropout active, caches kept) or evaluation.
@@ -40,6 +41,8 @@ pub enum Layer {
     Dropout(Dropout),
     /// Flatten all non-batch axes.
     Flatten(Flatten),
+    /// A fixed random projection (no parameters; RanPAC's expansion before the head).
+    RandomFeatures(RandomFeatures),
 }
 
 impl Layer {
@@ -53,6 +56,7 @@ impl Layer {
             Layer::BatchNorm(l) => l.forward(x),
             Layer::Dropout(l) => l.forward(x, mode),
             Layer::Flatten(l) => l.forward(x),
+            Layer::RandomFeatures(l) => l.forward(x),
         }
     }
 
@@ -66,6 +70,7 @@ impl Layer {
             Layer::BatchNorm(l) => l.backward(grad),
             Layer::Dropout(l) => l.backward(grad),
             Layer::Flatten(l) => l.backward(grad),
+            Layer::RandomFeatures(l) => l.backward(grad),
         }
     }
 
@@ -90,7 +95,9 @@ impl Layer {
             Layer::Linear(l) => l.params(),
             Layer::Conv2d(l) => l.params(),
             Layer::BatchNorm(l) => l.params(),
-            Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Dropout(_) | Layer::Flatten(_) => vec![],
+            Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Dropout(_) | Layer::Flatten(_) | Layer::RandomFeatures(_) => {
+                vec![]
+            }
         }
     }
 
@@ -100,7 +107,9 @@ impl Layer {
             Layer::Linear(l) => l.params_mut(),
             Layer::Conv2d(l) => l.params_mut(),
             Layer::BatchNorm(l) => l.params_mut(),
-            Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Dropout(_) | Layer::Flatten(_) => vec![],
+            Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Dropout(_) | Layer::Flatten(_) | Layer::RandomFeatures(_) => {
+                vec![]
+            }
         }
     }
 
@@ -114,6 +123,7 @@ impl Layer {
             Layer::BatchNorm(l) => l.clear_cache(),
             Layer::Dropout(l) => l.clear_cache(),
             Layer::Flatten(l) => l.clear_cache(),
+            Layer::RandomFeatures(l) => l.clear_cache(),
         }
     }
 
@@ -127,6 +137,7 @@ impl Layer {
             Layer::BatchNorm(_) => "BatchNorm",
             Layer::Dropout(_) => "Dropout",
             Layer::Flatten(_) => "Flatten",
+            Layer::RandomFeatures(_) => "RandomFeatures",
         }
     }
 }

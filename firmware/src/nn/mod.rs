@@ -17,6 +17,7 @@ mod optim;
 mod param;
 mod pool;
 mod projector;
+mod random_features;
 pub mod zoo;
 
 pub use activation::Relu;
@@ -32,3 +33,4 @@ pub use optim::Sgd;
 pub use param::{Param, ParamInfo};
 pub use pool::MaxPool2d;
 pub use projector::{Projector, orthonormal_complement};
+pub use random_features::{RANDOM_FEATURES_SEED, RandomFeatures};

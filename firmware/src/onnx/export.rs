@@ -234,6 +234,11 @@ impl Builder {
                 Layer::BatchNorm(bn) => (self.batch_norm(&scope, bn, &x, &shape)?, shape),
                 Layer::Relu(_) => (self.node(&scope, "Relu", vec![x], vec![]), shape),
                 Layer::Dropout(_) => (x, shape),
+                // A constant Gemm: an importer reads it back as a Linear with the same values.
+                Layer::RandomFeatures(r) => {
+                    let l = Linear::from_weights(&format!("{scope}.random_features"), r.weight().clone(), None)?;
+                    (self.linear(&scope, &l, &x, &shape, None)?, vec![r.out_features()])
+                }
                 Layer::Flatten(_) => {
                     let width = shape.iter().product();
                     (self.node(&scope, "Flatten", vec![x], vec![attr::int("axis", 1)]), vec![width])

@@ -79,6 +79,20 @@ fn mlp_round_trips_at_every_cut() {
 }
 
 #[test]
+fn random_features_export_as_a_constant_gemm() {
+    let mut model = zoo::mlp(20, &[16], &[3], true, &mut rng()).unwrap();
+    crate::method::ensure_random_features(&mut model, 40).unwrap();
+    let bytes = bytes_of(&model);
+    let x = random_input(5, 20, 2);
+    let want = host_logits(&mut model, &x.view());
+    assert_close(&tract_logits(&bytes, &x.view()), &want, 1e-5, "tract on an export with random features");
+    // An importer reads the projection back as a Linear of the same values.
+    let file = OnnxModel::from_bytes(&bytes).unwrap();
+    let mut dm = file.split(&Cut::Input).unwrap();
+    assert_close(&dm.forward_all(&x.view()).unwrap(), &want, 1e-5, "re-imported");
+}
+
+#[test]
 fn lenet_with_batch_statistics_round_trips_and_reexports() {
     let mut model = zoo::lenet([1, 16, 16], 12, &[3], &mut rng()).unwrap();
     let bytes = bytes_of(&model);
