@@ -87,10 +87,11 @@ pub struct Device {
     export: Option<(Vec<u8>, u32)>,
 }
 
-/// The device's method: [`crate::method::FIELD_METHOD`] with the daemon's schedule and the board's Fisher format.
+/// The device's method: [`crate::method::FIELD_METHOD`] with the daemon's schedule, the board's Fisher format and
+/// the random-feature width its `fisher` budget holds.
 fn become_method(cfg: &Config, profile: &BoardProfile) -> Result<Became> {
     let train = TrainConfig { epochs: cfg.epochs, batch_size: cfg.batch, lr: cfg.lr, ..TrainConfig::default() };
-    crate::method::field_method(train, profile.fisher_format)
+    crate::method::field_method(train, profile.fisher_format, profile.budget.fisher)
 }
 
 fn build_learner(

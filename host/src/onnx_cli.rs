@@ -564,7 +564,8 @@ fn field_learn(
     let profile = BoardProfile::load(&a.board)?;
     firmware::threads::set_threads(profile.threads);
     let train = TrainConfig { epochs: a.epochs, ..TrainConfig::default() };
-    let method = firmware::method::field_method(train, profile.fisher_format)?;
+    let method = firmware::method::field_method(train, profile.fisher_format, profile.budget.fisher)?;
+    let method_name = firmware::method::Method::name(&method);
     let names: Vec<String> = base_classes.iter().map(|c| c.to_string()).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let head = model.heads.first().ok_or_else(|| Error::Invalid("the model has no head".into()))?;
@@ -579,8 +580,7 @@ fn field_learn(
     let mut learner = DeviceLearner::new(profile.clone(), "device-learn", model, method, &refs, a.seed)?;
     println!(
         "== class-incremental field run (the product's mode: one growing head, no task id), board {}, method {}",
-        profile.name,
-        firmware::method::FIELD_METHOD
+        profile.name, method_name
     );
     // Test sets in digit labels: the base classes, then each group.
     let digits = |s: &Samples, classes: &[usize]| -> Result<Samples> {

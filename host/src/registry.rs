@@ -69,7 +69,7 @@ pub fn adam_nscl(preset: &Preset) -> AdamNscl {
 /// compact format (`firmware::fisher::FisherFormat`).
 pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
     if name == "field" {
-        return Ok(Box::new(firmware::method::field_method(preset.train.clone(), FisherFormat::F32)?));
+        return Ok(Box::new(firmware::method::field_method(preset.train.clone(), FisherFormat::F32, u64::MAX)?));
     }
     // Class-incremental variants: `gpm+<opts>` and `gpm+became+<opts>` (firmware::method::class_il).
     for (base, is_became) in [("gpm+became+", true), ("gpm+", false)] {

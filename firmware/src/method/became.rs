@@ -317,10 +317,11 @@ impl Became {
             (self.f_old, self.f_old_stored) = store(&f1, self.fisher_format)?;
             report.timings.push(("fisher".into(), t0.elapsed().as_secs_f64()));
             observe(&BecameTrace { task_id: task.task_id, merge: None, fisher_added: &f1 });
-        } else if self.ci.slda_head && replay.is_none_or(|r| r.is_empty()) {
+        } else if self.ci.slda_head && !(self.ci.replay_stage2 && replay.is_some_and(|r| !r.is_empty())) {
             // The SLDA head's class statistics rest on the trunk's features. The unconstrained stage 2 moves them
-            // (split-mnist-ci, 3 seeds: 31.8 % with it, 89.1 % without), and without stored samples the drift
-            // cannot be measured (`sdc`): θ* = θ_GP, and F_old accumulates Fisher(θ_GP) as it would Fisher(θ*).
+            // (split-mnist-ci, 3 seeds: 31.8 % with it, 89.1 % without), so with the SLDA head it runs only where
+            // it replays stored samples (`r2`, with `sdc` measuring the drift on them); otherwise θ* = θ_GP, and
+            // F_old accumulates Fisher(θ_GP) as it would Fisher(θ*).
             let t0 = Instant::now();
             self.ci.correct_head(model, task, &new_rows, &self.stage2, ctx)?;
             let f_gp = diagonal_fisher(model, task)?;
@@ -328,10 +329,7 @@ impl Became {
             add_assign(&mut f_new, &f_gp)?;
             (self.f_old, self.f_old_stored) = store(&f_new, self.fisher_format)?;
             report.timings.push(("fisher".into(), t0.elapsed().as_secs_f64()));
-            tracing::info!(
-                task = task.task_id,
-                "BECAME stage 2 skipped: SLDA head and nothing stored to measure drift"
-            );
+            tracing::info!(task = task.task_id, "BECAME stage 2 skipped: SLDA head without replay in stage 2");
             observe(&BecameTrace { task_id: task.task_id, merge: None, fisher_added: &f_gp });
         } else {
             let theta_gp = model.flat_params();
