@@ -17,6 +17,10 @@
 //! - **balanced head fine-tuning** on the stored samples and as many samples per class of the current task: after
 //!   the merge, only the head is trained, which corrects the new-class bias with the memory (EEIL, Castro et al.,
 //!   ECCV 2018).
+//! - **random features** (`rp<M>`, RanPAC, McDonnell et al., NeurIPS 2023, eq. 5): a frozen Gaussian projection of
+//!   the trunk's output to `M` features and a ReLU before the head ([`ensure_random_features`]), added before the
+//!   first task; with the SLDA head (`slda`) the classes that one shared covariance separates badly over the
+//!   trunk's features separate over `M` of them (split-mnist-ci: 89.1 → 92.7 % at `M` = 2048, docs/results.md).
 //!
 //! **Replay under projection.** GPM's stage 1 projects every weight gradient onto the orthogonal complement of the
 //! old tasks' input spans. An old sample's input lies mostly inside that span, so the projected gradient of a
