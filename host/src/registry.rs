@@ -130,6 +130,13 @@ pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
         "adam-nscl+became" => Box::new(Became::with_adam_nscl(adam_nscl(preset), train)),
         "ncm" => Box::new(Prototype::ncm()),
         "slda" => Box::new(Prototype::slda()),
+        // RanPAC without training: the prototype head over a random expansion of the (untrained) trunk.
+        rp if rp.starts_with("ncm+rp") || rp.starts_with("slda+rp") => {
+            let (rule, width) = rp.split_once('+').unwrap_or((rp, ""));
+            let m = firmware::method::parse_random_features(width).map_err(|e| Error::UnknownMethod(e.to_string()))?;
+            let base = if rule == "ncm" { Prototype::ncm() } else { Prototype::slda() };
+            Box::new(base.with_random_features(m).map_err(|e| Error::UnknownMethod(e.to_string()))?)
+        }
         other => return Err(Error::UnknownMethod(format!("{other} (known: {})", METHODS.join(", ")))),
     })
 }

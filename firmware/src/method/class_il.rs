@@ -41,11 +41,8 @@ use crate::train::{GradHook, TrainConfig, class_mask, train};
 use super::LearnContext;
 use super::prototype::{
     ClassMeans, SldaStats, compensate_drift, ensure_head_bias, ensure_random_features, feature_means,
-    random_features_width, slda_refit,
+    parse_random_features, shaped_with_random_features, slda_refit,
 };
-
-/// The widest random-feature expansion `rp<M>` accepts (its SLDA covariance alone is `8·M²` bytes: 512 MiB).
-pub const MAX_RANDOM_FEATURES: u32 = 8192;
 
 /// What BECAME's merge covers with one α ([`crate::merge::became_alpha`] over each group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,18 +124,7 @@ impl ClassIl {
                 "bh" => ci.balanced_head = true,
                 "slda" => ci.slda_head = true,
                 "sdc" => ci.drift = true,
-                rp if rp.starts_with("rp") && rp.len() > 2 => {
-                    let m = rp[2..]
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|&m| (1..=MAX_RANDOM_FEATURES).contains(&m))
-                        .ok_or_else(|| {
-                            Error::Config(format!(
-                                "class-incremental option {rp:?}: rp<M> with M a width of 1 to {MAX_RANDOM_FEATURES}"
-                            ))
-                        })?;
-                    ci.random_features = Some(m);
-                }
+                rp if rp.starts_with("rp") && rp.len() > 2 => ci.random_features = Some(parse_random_features(rp)?),
                 other => {
                     return Err(Error::Config(format!(
                         "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc, rp<M>)"
@@ -161,14 +147,7 @@ impl ClassIl {
     /// `model` as the method will train it: with `rp<M>`, a copy with the expansion (for footprints computed
     /// before the first task); otherwise `model` itself.
     pub fn shaped<'m>(&self, model: &'m Model) -> Result<std::borrow::Cow<'m, Model>> {
-        match self.random_features {
-            Some(m) if random_features_width(model) != Some(m as usize) => {
-                let mut copy = model.clone();
-                ensure_random_features(&mut copy, m as usize)?;
-                Ok(std::borrow::Cow::Owned(copy))
-            }
-            _ => Ok(std::borrow::Cow::Borrowed(model)),
-        }
+        shaped_with_random_features(model, self.random_features)
     }
 
     /// The corrections after the merge (after stage 1 for GPM): weight aligning of the new rows, then balanced head

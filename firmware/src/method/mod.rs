@@ -36,8 +36,9 @@ pub use holistic::{CORRECTION_SAMPLES, HOLISTIC_LR, Holistic, JVP_STEP};
 pub use joint::Joint;
 pub use merging::{MergeRule, Merging, PAM_EPSILON};
 pub use prototype::{
-    ClassMeans, FEATURE_BATCH, Prototype, PrototypeRule, SLDA_SHRINKAGE, SharedCovariance, UNSEEN_CLASS_BIAS,
-    ensure_random_features, ncm_head, random_features_width, slda_head, trunk_features,
+    ClassMeans, FEATURE_BATCH, MAX_RANDOM_FEATURES, Prototype, PrototypeRule, SLDA_SHRINKAGE, SharedCovariance,
+    UNSEEN_CLASS_BIAS, ensure_random_features, ncm_head, parse_random_features, random_features_width,
+    shaped_with_random_features, slda_head, trunk_features,
 };
 pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};
 

@@ -548,6 +548,35 @@ pub fn ensure_random_features(model: &mut Model, m: usize) -> Result<bool> {
     Ok(true)
 }
 
+/// The widest random-feature expansion `rp<M>` accepts (its SLDA covariance alone is `8·M²` bytes: 512 MiB).
+pub const MAX_RANDOM_FEATURES: u32 = 8192;
+
+/// The width `M` of an `rp<M>` method option (`rp2048` → 2048); [`Error::Config`] unless `1 ≤ M ≤`
+/// [`MAX_RANDOM_FEATURES`].
+pub fn parse_random_features(token: &str) -> Result<u32> {
+    token
+        .strip_prefix("rp")
+        .and_then(|m| m.parse::<u32>().ok())
+        .filter(|&m| (1..=MAX_RANDOM_FEATURES).contains(&m))
+        .ok_or_else(|| {
+            Error::Config(format!("method option {token:?}: rp<M> with M a width of 1 to {MAX_RANDOM_FEATURES}"))
+        })
+}
+
+/// `model` as a method with the expansion of width `m` ([`ensure_random_features`]) will use it: a copy with the
+/// expansion when `model` does not end with it yet (footprints computed before the first task), otherwise
+/// `model` itself.
+pub fn shaped_with_random_features(model: &Model, m: Option<u32>) -> Result<std::borrow::Cow<'_, Model>> {
+    match m {
+        Some(m) if random_features_width(model) != Some(m as usize) => {
+            let mut copy = model.clone();
+            ensure_random_features(&mut copy, m as usize)?;
+            Ok(std::borrow::Cow::Owned(copy))
+        }
+        _ => Ok(std::borrow::Cow::Borrowed(model)),
+    }
+}
+
 /// Give head `h` a zero bias if it has none (the SLDA head needs one). Called before a method keeps anything per
 /// parameter, so that the parameter list does not change afterwards. Returns whether a bias was added.
 pub fn ensure_head_bias(model: &mut Model, h: usize) -> Result<bool> {
@@ -607,12 +636,14 @@ pub struct Prototype {
     /// SLDA's covariance, shared by every head.
     cov: Option<SharedCovariance>,
     tasks_seen: usize,
+    /// RanPAC's expansion of width `M` before the head (`ncm+rp<M>`, `slda+rp<M>`), added on the first task.
+    random_features: Option<u32>,
 }
 
 impl Prototype {
     /// A prototype head with `rule` (SLDA's ε = [`SLDA_SHRINKAGE`]).
     pub fn new(rule: PrototypeRule) -> Self {
-        Self { rule, shrinkage: SLDA_SHRINKAGE, means: Vec::new(), cov: None, tasks_seen: 0 }
+        Self { rule, shrinkage: SLDA_SHRINKAGE, means: Vec::new(), cov: None, tasks_seen: 0, random_features: None }
     }
 
     /// Nearest class mean: `ŷ = argmin_c ‖φ(x) − μ_c‖²`.
@@ -630,6 +661,14 @@ impl Prototype {
     pub fn with_shrinkage(mut self, shrinkage: f64) -> Result<Self> {
         check_shrinkage(shrinkage)?;
         self.shrinkage = shrinkage;
+        Ok(self)
+    }
+
+    /// The same method over RanPAC's expansion of width `m` (`h = ReLU(z Wᵀ)`, [`ensure_random_features`], added
+    /// before the first task): RanPAC without training when the trunk is frozen or random. [`Error::Config`]
+    /// unless `1 ≤ m ≤` [`MAX_RANDOM_FEATURES`].
+    pub fn with_random_features(mut self, m: u32) -> Result<Self> {
+        self.random_features = Some(parse_random_features(&format!("rp{m}"))?);
         Ok(self)
     }
 
@@ -651,9 +690,13 @@ impl Prototype {
 
 impl Method for Prototype {
     fn name(&self) -> String {
-        match self.rule {
-            PrototypeRule::Ncm => "ncm".into(),
-            PrototypeRule::Slda => "slda".into(),
+        let rule = match self.rule {
+            PrototypeRule::Ncm => "ncm",
+            PrototypeRule::Slda => "slda",
+        };
+        match self.random_features {
+            Some(m) => format!("{rule}+rp{m}"),
+            None => rule.into(),
         }
     }
 
@@ -673,6 +716,9 @@ impl Method for Prototype {
             return Err(shape_err("samples: rows vs labels", task.train.x.nrows(), task.train.y.len()));
         }
         task.train.check_labels(classes)?;
+        if let Some(m) = self.random_features {
+            ensure_random_features(model, m as usize)?;
+        }
         let d = model.heads[h].in_features();
         // Working copies, committed only when the whole task succeeded.
         let mut means = self.means(h).cloned().unwrap_or_else(|| ClassMeans::new(classes, d));
@@ -726,6 +772,7 @@ impl Method for Prototype {
     /// the deviations of a batch (f64), working copies of the means and Σ, and for SLDA the Cholesky factor and
     /// `Λμ` (f64); the new head (f32). A bias-free head gains its bias (`params`).
     fn footprint(&self, model: &Model) -> Result<Footprint> {
+        let model = &*shaped_with_random_features(model, self.random_features)?;
         let d = model.heads.iter().map(Linear::in_features).max().unwrap_or(0) as u64;
         let outputs: u64 = model.heads.iter().map(|hd| hd.out_features() as u64).sum();
         let widest = model.heads.iter().map(|hd| hd.out_features() as u64).max().unwrap_or(0);
@@ -781,6 +828,38 @@ mod tests {
     }
 
     /// `n` points per class around `centres` (uniform noise of half-width `spread`).
+    /// RanPAC without training (`slda+rp<M>`): over the 2-D input, XOR's two diagonals share one covariance and
+    /// SLDA is at chance; over 256 random ReLU features of it (`|w·z|` tells the diagonals apart) it separates
+    /// them. The expansion is added on the first task, the footprint counts it before, bad widths are typed.
+    #[test]
+    fn slda_over_random_features_separates_what_slda_cannot() {
+        let xor =
+            |n, seed| blobs(&[(0, [-2.0, -2.0]), (0, [2.0, 2.0]), (1, [2.0, -2.0]), (1, [-2.0, 2.0])], n, 0.8, seed);
+        let (train, test) = (xor(40, 11), xor(40, 12));
+        let accuracy = |model: &mut Model| {
+            let pred = model.predict(&test.x.view(), 0).unwrap();
+            pred.iter().zip(&test.y).filter(|(p, y)| p == y).count() as f64 / test.len() as f64
+        };
+        let (mut plain_model, mut rp_model) = (identity_model(2, 2), identity_model(2, 2));
+        let mut plain = Prototype::slda();
+        let mut rp = Prototype::slda().with_random_features(256).unwrap();
+        assert_eq!(rp.name(), "slda+rp256");
+        assert_eq!(Prototype::ncm().with_random_features(8).unwrap().name(), "ncm+rp8");
+        for bad in [0, MAX_RANDOM_FEATURES + 1] {
+            assert!(matches!(Prototype::slda().with_random_features(bad), Err(Error::Config(_))), "width {bad}");
+        }
+        let fp = rp.footprint(&rp_model).unwrap();
+        assert!(fp.fisher >= 8 * 256 * 256, "the footprint counts Σ over the 256 features before the first task");
+        assert_eq!(random_features_width(&rp_model), None, "the footprint does not touch the model");
+        learn(&mut plain, &mut plain_model, &train, 0).unwrap();
+        learn(&mut rp, &mut rp_model, &train, 0).unwrap();
+        assert_eq!(random_features_width(&rp_model), Some(256));
+        assert_eq!(rp.covariance().unwrap().dim(), 256);
+        let (a_plain, a_rp) = (accuracy(&mut plain_model), accuracy(&mut rp_model));
+        assert!(a_plain < 0.75, "SLDA over XOR's two inputs: {a_plain}");
+        assert!(a_rp > 0.9, "SLDA over 256 random features: {a_rp}");
+    }
+
     fn blobs(centres: &[(usize, [f32; 2])], n: usize, spread: f32, seed: u64) -> Samples {
         let mut rng = crate::seeded_rng(seed);
         let mut x = Vec::new();
