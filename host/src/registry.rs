@@ -140,3 +140,23 @@ pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
         other => return Err(Error::UnknownMethod(format!("{other} (known: {})", METHODS.join(", ")))),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every listed name builds under its own name; the prototype heads take `+rp<M>` (RanPAC without training),
+    /// and a bad width or an unknown option is a typed error.
+    #[test]
+    fn names_build_and_prototype_heads_take_random_features() {
+        let preset = Preset::named("split-mnist-ci", None).unwrap();
+        for name in ["ncm", "slda", "gpm", "gpm+became"] {
+            assert_eq!(build(name, &preset).unwrap().name(), name);
+        }
+        assert_eq!(build("slda+rp2048", &preset).unwrap().name(), "slda+rp2048");
+        assert_eq!(build("ncm+rp64", &preset).unwrap().name(), "ncm+rp64");
+        for bad in ["slda+rp0", "slda+rp99999", "ncm+rpx", "slda+lt"] {
+            assert!(matches!(build(bad, &preset), Err(Error::UnknownMethod(_))), "{bad}");
+        }
+    }
+}
