@@ -554,13 +554,14 @@ pub const MAX_RANDOM_FEATURES: u32 = 8192;
 /// The width `M` of an `rp<M>` method option (`rp2048` → 2048); [`Error::Config`] unless `1 ≤ M ≤`
 /// [`MAX_RANDOM_FEATURES`].
 pub fn parse_random_features(token: &str) -> Result<u32> {
-    token
-        .strip_prefix("rp")
-        .and_then(|m| m.parse::<u32>().ok())
-        .filter(|&m| (1..=MAX_RANDOM_FEATURES).contains(&m))
-        .ok_or_else(|| {
-            Error::Config(format!("method option {token:?}: rp<M> with M a width of 1 to {MAX_RANDOM_FEATURES}"))
-        })
+    token.strip_prefix("rp").and_then(|m| m.parse::<u32>().ok()).filter(|&m| random_features_width_ok(m)).ok_or_else(
+        || Error::Config(format!("method option {token:?}: rp<M> with M a width of 1 to {MAX_RANDOM_FEATURES}")),
+    )
+}
+
+/// Whether `m` is a width `rp<M>` accepts: `1 ≤ m ≤` [`MAX_RANDOM_FEATURES`].
+fn random_features_width_ok(m: u32) -> bool {
+    (1..=MAX_RANDOM_FEATURES).contains(&m)
 }
 
 /// `model` as a method with the expansion of width `m` ([`ensure_random_features`]) will use it: a copy with the
@@ -668,7 +669,10 @@ impl Prototype {
     /// before the first task): RanPAC without training when the trunk is frozen or random. [`Error::Config`]
     /// unless `1 ≤ m ≤` [`MAX_RANDOM_FEATURES`].
     pub fn with_random_features(mut self, m: u32) -> Result<Self> {
-        self.random_features = Some(parse_random_features(&format!("rp{m}"))?);
+        if !random_features_width_ok(m) {
+            return Err(Error::Config(format!("random features of width {m}: 1 to {MAX_RANDOM_FEATURES}")));
+        }
+        self.random_features = Some(m);
         Ok(self)
     }
 
@@ -827,7 +831,6 @@ mod tests {
         method.learn_task(model, &TaskData { task_id, head: 0, train, val: &val }, &mut ctx)
     }
 
-    /// `n` points per class around `centres` (uniform noise of half-width `spread`).
     /// RanPAC without training (`slda+rp<M>`): over the 2-D input, XOR's two diagonals share one covariance and
     /// SLDA is at chance; over 256 random ReLU features of it (`|w·z|` tells the diagonals apart) it separates
     /// them. The expansion is added on the first task, the footprint counts it before, bad widths are typed.
@@ -860,6 +863,7 @@ mod tests {
         assert!(a_rp > 0.9, "SLDA over 256 random features: {a_rp}");
     }
 
+    /// `n` points per class around `centres` (uniform noise of half-width `spread`).
     fn blobs(centres: &[(usize, [f32; 2])], n: usize, spread: f32, seed: u64) -> Samples {
         let mut rng = crate::seeded_rng(seed);
         let mut x = Vec::new();
