@@ -21,7 +21,9 @@ case "$profile" in
   dev) dir=debug ;;
   *) echo "demo.sh: EDGELEARN_PROFILE must be release or dev, not '$profile'" >&2; exit 2 ;;
 esac
-cargo build --profile "$profile" --quiet -p host
+# --workspace, not -p host: a package subset unifies the dependencies' features differently, so `-p host` rebuilt
+# firmware and host after the test build (1:34 of every CI run, issue 19); --bins builds only the binaries.
+cargo build --profile "$profile" --quiet --workspace --bins
 HOST="${CARGO_TARGET_DIR:-target}/$dir/host"
 out=out/demo
 mkdir -p "$out"
