@@ -354,6 +354,10 @@ struct CompareArgs {
     /// Pre-trained streams: where the frozen prefix of the base ends (input: nothing frozen; last:K; a tensor).
     #[arg(long)]
     cut: Option<String>,
+    /// What the accuracy matrices are measured on: `test`, or `val` (each task's validation split, carved from
+    /// its training data) to choose hyper-parameters (e.g. `holistic:<lr>`) without seeing a test set.
+    #[arg(long, default_value = "test", value_parser = ["test", "val"])]
+    eval: String,
     /// Folder for compare.json, compare.md and the plots.
     #[arg(long, default_value = "out/compare")]
     out: PathBuf,
@@ -588,6 +592,7 @@ fn compare_cmd(a: CompareArgs) -> anyhow::Result<()> {
             p.train.epochs = e;
         }
         set_base(&mut p, a.base.as_ref(), a.cut.as_deref())?;
+        p.eval_on_val = a.eval == "val";
         streams.push((name.to_string(), p));
     }
     let plan = host::compare::ComparePlan {

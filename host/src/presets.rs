@@ -191,6 +191,9 @@ pub struct Preset {
     pub gpm: GpmConfig,
     /// EWC penalty strength λ.
     pub ewc_lambda: f32,
+    /// Score on the tasks' validation splits instead of their test sets (`host compare --eval val`): for choosing
+    /// hyper-parameters without seeing a test set. The stream's name gets `@val`.
+    pub eval_on_val: bool,
 }
 
 impl Preset {
@@ -231,6 +234,7 @@ impl Preset {
                         project_heads: true,
                     },
                     ewc_lambda: EWC_LAMBDA,
+                    eval_on_val: false,
                 }
             }
             "split-mnist" => Preset {
@@ -242,6 +246,7 @@ impl Preset {
                 val_frac: 0.05,
                 gpm: GpmConfig { thresholds: vec![0.97], threshold_increment: 0.0, samples: 300, project_heads: false },
                 ewc_lambda: EWC_LAMBDA,
+                eval_on_val: false,
             },
             "split-fmnist" => Preset {
                 stream: StreamSpec::SplitFashion,
@@ -257,6 +262,7 @@ impl Preset {
                     project_heads: false,
                 },
                 ewc_lambda: EWC_LAMBDA,
+                eval_on_val: false,
             },
             "mnist-pt" | "fmnist-pt" => {
                 let fashion = name == "fmnist-pt";
@@ -297,6 +303,15 @@ impl Preset {
         let mut s = self.load_stream(data_dir, seed)?;
         if let ModelSpec::Pretrained { path, cut } = &self.model {
             s = through_prefix(&self.model.open_pretrained(path, cut)?, s)?;
+        }
+        if self.eval_on_val {
+            if let Some(t) = s.tasks.iter().find(|t| t.val.is_empty()) {
+                return Err(Error::Invalid(format!("--eval val: task {} has no validation split", t.id)));
+            }
+            for t in &mut s.tasks {
+                t.test = t.val.clone();
+            }
+            s.name.push_str("@val");
         }
         if self.grow_head {
             if s.multi_head {

@@ -108,7 +108,14 @@ pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
             "coma" => merging(MergeRule::Coma { a: v }),
             "cofima" => merging(MergeRule::Cofima { a: v }),
             "magmax" => merging(MergeRule::MagMax { lambda: v }),
-            _ => Err(Error::UnknownMethod(format!("{name} (known with a weight: coma:<a>, cofima:<a>, magmax:<λ>)"))),
+            "holistic" => Ok(Box::new(
+                Holistic::new(preset.train.clone())
+                    .with_lr(v as f32)
+                    .map_err(|e| Error::UnknownMethod(e.to_string()))?,
+            )),
+            _ => Err(Error::UnknownMethod(format!(
+                "{name} (known with a weight: coma:<a>, cofima:<a>, magmax:<λ>, holistic:<Adam lr > 0>)"
+            ))),
         };
     }
     Ok(match name {
@@ -156,6 +163,17 @@ mod tests {
         assert_eq!(build("slda+rp2048", &preset).unwrap().name(), "slda+rp2048");
         assert_eq!(build("ncm+rp64", &preset).unwrap().name(), "ncm+rp64");
         for bad in ["slda+rp0", "slda+rp99999", "ncm+rpx", "slda+lt"] {
+            assert!(matches!(build(bad, &preset), Err(Error::UnknownMethod(_))), "{bad}");
+        }
+    }
+
+    /// `holistic:<lr>` sets the tangent fine-tuning's Adam rate (the validation search's knob); zero, negative or
+    /// non-numeric rates are typed errors.
+    #[test]
+    fn holistic_takes_its_learning_rate() {
+        let preset = Preset::named("mnist-pt", None).unwrap();
+        assert_eq!(build("holistic:3e-4", &preset).unwrap().name(), "holistic");
+        for bad in ["holistic:0", "holistic:-1e-3", "holistic:fast", "holistic:inf"] {
             assert!(matches!(build(bad, &preset), Err(Error::UnknownMethod(_))), "{bad}");
         }
     }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::simulate::RunResult;
+use firmware::method::TaskReport;
 
 /// Mean and sample standard deviation of a list of values.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -47,6 +48,10 @@ pub struct Aggregate {
     pub forgetting: MeanStd,
     /// α per task over seeds, if the method merges.
     pub alpha: Vec<Option<MeanStd>>,
+    /// Linearisation error per task over seeds, for tangent-space methods
+    /// ([`firmware::method::linearisation_error`]).
+    #[serde(default)]
+    pub linearisation_error: Vec<Option<MeanStd>>,
     /// Basis size per task (rows) and projected layer (columns), mean over seeds.
     pub basis_sizes: Vec<Vec<f64>>,
     /// Mean wall-clock seconds per run.
@@ -76,12 +81,16 @@ impl Aggregate {
         let col = |f: &dyn Fn(&RunResult) -> f64| MeanStd::of(&runs.iter().map(f).collect::<Vec<_>>());
         let fwts: Vec<f64> = runs.iter().filter_map(|r| r.summary.fwt).collect();
         let tasks = first.reports.len();
-        let alpha = (0..tasks)
-            .map(|t| {
-                let v: Vec<f64> = runs.iter().filter_map(|r| r.reports.get(t).and_then(|x| x.alpha)).collect();
-                (!v.is_empty()).then(|| MeanStd::of(&v))
-            })
-            .collect();
+        let per_task = |f: &dyn Fn(&TaskReport) -> Option<f64>| -> Vec<Option<MeanStd>> {
+            (0..tasks)
+                .map(|t| {
+                    let v: Vec<f64> = runs.iter().filter_map(|r| r.reports.get(t).and_then(f)).collect();
+                    (!v.is_empty()).then(|| MeanStd::of(&v))
+                })
+                .collect()
+        };
+        let alpha = per_task(&|x| x.alpha);
+        let linearisation_error = per_task(&|x| x.linearisation_error);
         let basis_sizes = (0..tasks)
             .map(|t| {
                 let layers = first.reports[t].basis_sizes.len();
@@ -105,6 +114,7 @@ impl Aggregate {
             fwt: (!fwts.is_empty()).then(|| MeanStd::of(&fwts)),
             forgetting: col(&|r| r.summary.forgetting),
             alpha,
+            linearisation_error,
             basis_sizes,
             seconds: col(&|r| r.seconds),
             bytes_kept: col(&|r| r.reports.last().map_or(0.0, |x| x.bytes_kept as f64)).mean,
@@ -192,6 +202,16 @@ pub fn markdown(agg: &Aggregate, command: &str) -> String {
     if agg.alpha.iter().any(Option::is_some) {
         s.push_str("\nα per task (mean ± std over seeds):\n\n| task | α |\n|---|---|\n");
         for (t, a) in agg.alpha.iter().enumerate() {
+            let _ =
+                writeln!(s, "| {} | {} |", t + 1, a.map_or("–".into(), |m| format!("{:.4} ± {:.4}", m.mean, m.std)));
+        }
+    }
+    if agg.linearisation_error.iter().any(Option::is_some) {
+        s.push_str(
+            "\nLinearisation error per task, ‖f(θ₀+τ) − f_lin(τ)‖ / ‖f(θ₀+τ) − f(θ₀)‖ on the task's validation logits \
+             (mean ± std over seeds):\n\n| task | error |\n|---|---|\n",
+        );
+        for (t, a) in agg.linearisation_error.iter().enumerate() {
             let _ =
                 writeln!(s, "| {} | {} |", t + 1, a.map_or("–".into(), |m| format!("{:.4} ± {:.4}", m.mean, m.std)));
         }

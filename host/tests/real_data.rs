@@ -120,3 +120,22 @@ fn pretrained_streams_start_from_the_base_model() {
     assert_eq!(model.input_len(), 800);
     assert_eq!(model.heads[0].out_features(), 2, "the growing head starts with the first task's classes");
 }
+
+/// `host compare --eval val`: every task is scored on its validation split (carved from the training images),
+/// never on the test set, and the stream's name says so.
+#[test]
+fn eval_on_val_scores_the_validation_splits() {
+    use host::presets::Preset;
+    let mut p = Preset::named("split-mnist", None).unwrap();
+    let test = p.load(&data_dir(), 0).expect("MNIST (run scripts/fetch-data.sh)");
+    p.eval_on_val = true;
+    let val = p.load(&data_dir(), 0).unwrap();
+    assert_eq!(val.name, format!("{}@val", test.name));
+    for (t, v) in test.tasks.iter().zip(&val.tasks) {
+        assert!(!v.val.is_empty());
+        assert_eq!(v.test.y, v.val.y, "task {} scores its validation split", v.id);
+        assert_eq!(v.test.x, v.val.x);
+        assert_ne!(v.test.len(), t.test.len(), "not the test set");
+        assert_eq!(v.train.y, t.train.y, "training data unchanged");
+    }
+}

@@ -183,6 +183,7 @@ impl Method for GpmMethod {
             timings,
             bytes_kept: self.bytes_kept(),
             basis_energy_lost: updates.iter().map(|u| u.energy_lost).collect(),
+            ..TaskReport::default()
         })
     }
 

@@ -5,15 +5,20 @@
 //! Task `t`:
 //! 1. *Tangent-space fine-tuning* of a task vector τ_t from 0 in the model linearised at θ₀,
 //!    `f_lin(x; τ) = f(x; θ₀) + J_θ₀(x) τ` (Ortiz-Jiménez et al., 2023), with Adam on the cross-entropy of `f_lin`.
-//!    `J τ` is a central difference, `(f(θ₀ + hτ̂) − f(θ₀ − hτ̂)) ‖τ‖ / 2h` with `τ̂ = τ/‖τ‖` and
-//!    h = [`JVP_STEP`] (exact for a network that is piecewise linear in θ between the two points); the gradient
-//!    `J_θ₀ᵀ ∂L/∂f_lin` is one backward pass at θ₀.
+//!    `f(x; θ₀)` and `J_θ₀(x) τ` come from one forward-mode pass at θ₀ through the real layers ([`crate::nn::jvp`]:
+//!    each layer's own derivative, exact up to rounding, no finite-difference step), and the gradient
+//!    `∇_τ L = J_θ₀ᵀ ∂L/∂f_lin` is one backward pass at θ₀ on that pass's caches.
 //! 2. *Merge* with Adam's final second moments `v_t` as the diagonal Fisher proxy
 //!    ([`second_moment_merge`]): `τ*_t = (V_{t−1} τ*_{t−1} + v_t τ_t)/(V_{t−1} + v_t)`, `V_t = V_{t−1} + v_t`;
 //!    θ* = θ₀ + τ*_t (task 1: τ*₁ = τ₁).
 //! 3. *Post-merge correction*: per feature `j` of the current head's input, the least-squares scale that maps the
 //!    merged model's feature onto the task model's on the current task's inputs ([`correction_scales`]), folded
 //!    into the current head's weight columns, `W_h[:, j] ← s_j W_h[:, j]`.
+//!
+//! After training, the task's *linearisation error* on its validation split (training split when there is none),
+//! `‖f(θ₀ + τ) − f_lin(τ)‖ / ‖f(θ₀ + τ) − f(θ₀)‖` over the logits ([`linearisation_error`]), goes into the task
+//! report: near 0, the deployed network is the linear model that was trained; near 1 or above, the tangent model
+//! says little about the deployed one.
 //!
 //! Memory kept between tasks: θ₀ and `V` (two vectors, constant in the number of tasks); τ*_{t−1} is θ − θ₀.
 //!
@@ -36,13 +41,11 @@ use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
 use crate::error::{Error, Result, shape_err};
 use crate::merge::holistic::{correction_scales, second_moment_merge};
-use crate::nn::{Mode, Model, ParamGrowth, softmax_cross_entropy};
+use crate::nn::{Mode, Model, ParamGrowth, jvp, softmax_cross_entropy};
 use crate::train::{EpochLog, TrainConfig, TrainLog, evaluate};
 
 /// Adam learning rate of the tangent-space fine-tuning.
 pub const HOLISTIC_LR: f32 = 1e-4;
-/// Step of the central-difference Jacobian-vector product (in parameter units, along the unit task vector).
-pub const JVP_STEP: f32 = 1e-2;
 /// Training samples the post-merge correction uses.
 pub const CORRECTION_SAMPLES: usize = 2048;
 
@@ -66,6 +69,15 @@ impl Holistic {
     /// Holistic merging with the stream's epochs and batch size.
     pub fn new(train: TrainConfig) -> Self {
         Self { train, lr: HOLISTIC_LR, theta0: Vec::new(), v_acc: Vec::new(), grown: None, tasks_seen: 0 }
+    }
+
+    /// The same with Adam learning rate `lr` (the `holistic:<lr>` of `host compare`); an error unless finite and
+    /// positive.
+    pub fn with_lr(self, lr: f32) -> Result<Self> {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::Config(format!("holistic: the Adam learning rate must be finite and > 0, got {lr}")));
+        }
+        Ok(Self { lr, ..self })
     }
 }
 
@@ -91,27 +103,14 @@ fn tangent_finetune(
     let mut order: Vec<usize> = (0..task.train.len()).collect();
     for epoch in 0..cfg.epochs {
         order.shuffle(ctx.rng);
+        model.set_flat_params(theta0)?;
         let mut sum = 0.0f64;
         for chunk in order.chunks(cfg.batch_size) {
             let batch = task.train.select(chunk);
-            let x = batch.x.view();
-            let norm = tau.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt() as f32;
-            let jvp = if norm > 0.0 {
-                let k = JVP_STEP / norm;
-                model.set_flat_params(&add_scaled(theta0, &tau, k))?;
-                let zp = model.forward(&x, task.head, Mode::Train)?;
-                model.set_flat_params(&add_scaled(theta0, &tau, -k))?;
-                let zm = model.forward(&x, task.head, Mode::Train)?;
-                Some((zp - zm) / (2.0 * k))
-            } else {
-                None
-            };
-            model.set_flat_params(theta0)?;
             model.zero_grad();
-            let mut z = model.forward(&x, task.head, Mode::Train)?;
-            if let Some(j) = jvp {
-                z += &j;
-            }
+            // f_lin(x; τ) = f(x; θ₀) + J_θ₀(x) τ, in one forward-mode pass at θ₀; backward then runs on its caches.
+            let (mut z, j) = jvp(model, &batch.x.view(), task.head, &tau, Mode::Train)?;
+            z += &j;
             let (loss, g) = softmax_cross_entropy(&z.view(), &batch.y)?;
             model.backward(g, task.head)?;
             adam.direction(model)?;
@@ -135,6 +134,32 @@ fn tangent_finetune(
     model.zero_grad();
     model.clear_cache();
     Ok((tau, adam.flat_second_moment(), log))
+}
+
+/// `‖f(θ₀ + τ) − f_lin(τ)‖ / ‖f(θ₀ + τ) − f(θ₀)‖` over the logits of up to [`CORRECTION_SAMPLES`] samples of
+/// `samples` on head `head` (evaluation mode), with `f_lin(τ) = f(θ₀) + J_θ₀ τ` ([`crate::nn::jvp`]): how far the
+/// deployed network is from the linearised one that was trained, relative to how far training moved it. 0 when τ
+/// does not move the logits. Leaves the model at θ₀ + τ.
+pub fn linearisation_error(
+    model: &mut Model,
+    theta0: &[f32],
+    tau: &[f32],
+    samples: &crate::data::Samples,
+    head: usize,
+) -> Result<f64> {
+    let m = samples.len().min(CORRECTION_SAMPLES);
+    let (x, _) = samples.slice(0, m);
+    model.set_flat_params(theta0)?;
+    let (f0, j) = jvp(model, &x, head, tau, Mode::Eval)?;
+    model.set_flat_params(&add_scaled(theta0, tau, 1.0))?;
+    let f = model.forward(&x, head, Mode::Eval)?;
+    model.clear_cache();
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for ((&fv, &f0v), &jv) in f.iter().zip(&f0).zip(&j) {
+        num += (f64::from(fv) - f64::from(f0v) - f64::from(jv)).powi(2);
+        den += (f64::from(fv) - f64::from(f0v)).powi(2);
+    }
+    Ok(if den > 0.0 { (num / den).sqrt() } else { 0.0 })
 }
 
 /// Sum over the first [`CORRECTION_SAMPLES`] training samples of the current head's input features, per feature:
@@ -193,6 +218,8 @@ impl Method for Holistic {
         let t0 = Instant::now();
         let (tau, v, log) = tangent_finetune(model, &theta0, task, &self.train, self.lr, ctx)?;
         let t_train = t0.elapsed().as_secs_f64();
+        let probe = if task.val.is_empty() { task.train } else { task.val };
+        let lin_err = linearisation_error(model, &theta0, &tau, probe, task.head)?;
         let t1 = Instant::now();
         let tau_merged: Vec<f32> = current.iter().zip(&theta0).map(|(a, b)| a - b).collect();
         let mut v_acc = self.v_acc.clone();
@@ -223,6 +250,7 @@ impl Method for Holistic {
             stages: vec![("train".into(), log)],
             timings: vec![("train".into(), t_train), ("merge".into(), t1.elapsed().as_secs_f64())],
             bytes_kept: self.bytes_kept(),
+            linearisation_error: Some(lin_err),
             ..TaskReport::default()
         })
     }
@@ -231,8 +259,9 @@ impl Method for Holistic {
         4 * (self.theta0.len() + self.v_acc.len())
     }
 
-    /// Adam's two moments, θ₀ and `V` (kept), and transients: θ₀ ± hτ̂, τ, v, the task model, θ*, the previous
-    /// task vector and the flat gradient (`kept_bytes` = two vectors; nine flat copies).
+    /// Adam's two moments, θ₀ and `V` (kept), and transients: the JVP's parameter tangents, τ, v, the task model,
+    /// θ*, the previous task vector and the flat gradient (`kept_bytes` = two vectors; nine flat copies, as many
+    /// as the central difference this replaced needed).
     fn footprint(&self, model: &Model) -> Result<Footprint> {
         let plan = StepPlan {
             flat_copies: 9,

@@ -32,7 +32,7 @@ pub use ewc::Ewc;
 pub use finetune::FineTune;
 pub use gpm::GpmMethod;
 pub(crate) use gpm::update_bases;
-pub use holistic::{CORRECTION_SAMPLES, HOLISTIC_LR, Holistic, JVP_STEP};
+pub use holistic::{CORRECTION_SAMPLES, HOLISTIC_LR, Holistic, linearisation_error};
 pub use joint::Joint;
 pub use merging::{MergeRule, Merging, PAM_EPSILON};
 pub use prototype::{
@@ -123,6 +123,10 @@ pub struct TaskReport {
     /// drop (0 everywhere when the bases fit; empty for methods without bases). See [`crate::gpm::Gpm::max_bytes`].
     #[serde(default)]
     pub basis_energy_lost: Vec<f64>,
+    /// Tangent-space methods (holistic): the deployed network's distance from the linearised one that was trained,
+    /// relative to the distance training moved it ([`holistic::linearisation_error`]); `None` for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linearisation_error: Option<f64>,
 }
 
 /// What a method keeps between tasks, in the state store's schema (for [`crate::store::LearnerState`]).

@@ -20,14 +20,20 @@ impl Relu {
     }
 
     /// Pass the gradient where the input was positive.
-    pub fn backward(&mut self, mut grad: ArrayD<f32>) -> Result<ArrayD<f32>> {
-        let mask = self.mask.as_ref().ok_or_else(|| crate::Error::Config("Relu::backward before forward".into()))?;
-        if mask.shape() != grad.shape() {
-            return Err(shape_err("Relu grad", mask.shape(), grad.shape()));
+    pub fn backward(&mut self, grad: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        self.tangent(grad)
+    }
+
+    /// Forward-mode tangent of the last forward pass, `ẏ = ẋ ⊙ 1[x > 0]`: the same diagonal map as backward
+    /// (a diagonal Jacobian is its own transpose).
+    pub fn tangent(&self, mut dx: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let mask = self.mask.as_ref().ok_or_else(|| crate::Error::Config("Relu before forward".into()))?;
+        if mask.shape() != dx.shape() {
+            return Err(shape_err("Relu grad/tangent", mask.shape(), dx.shape()));
         }
         // Branch-free: random masks make an `if` mispredict about half the time.
-        ndarray::Zip::from(&mut grad).and(mask).for_each(|g, &m| *g = relu_grad(*g, m));
-        Ok(grad)
+        ndarray::Zip::from(&mut dx).and(mask).for_each(|g, &m| *g = relu_grad(*g, m));
+        Ok(dx)
     }
 
     /// Drop cached activations.

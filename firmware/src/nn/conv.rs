@@ -171,30 +171,53 @@ impl Conv2d {
         let patches = ops::im2col_into(&x.view(), self.window(), buf)?;
         let wm = self.weight_matrix()?;
         let y = ops::matmul_nt(&patches.view(), &wm)?; // (n·oh·ow, out)
-        // (n·oh·ow, out) → (n, out, oh, ow): a per-sample transpose, with the bias added on the way.
-        let out = self.out_channels();
         let bias: Vec<f32> = match &self.bias {
             Some(b) => b.value.iter().copied().collect(),
-            None => vec![0.0; out],
+            None => vec![0.0; self.out_channels()],
         };
-        let y = ops::standard(y);
-        let ys = y.as_slice().expect("standard layout is contiguous");
-        let mut o = vec![0.0f32; n * out * oh * ow];
-        let per = out * oh * ow;
-        crate::threads::for_each_chunk(&mut o, per, |s, dst| {
-            transpose_into(&ys[s * per..(s + 1) * per], dst, oh * ow, out);
-            for (plane, &b) in dst.chunks_exact_mut(oh * ow).zip(&bias) {
-                if b != 0.0 {
-                    plane.iter_mut().for_each(|v| *v += b);
-                }
-            }
-            Ok(())
-        })?;
-        let y =
-            Array4::from_shape_vec((n, out, oh, ow), o).map_err(|e| shape_err("Conv2d output", (n, out, oh, ow), e))?;
+        let y = rows_to_nchw(y, n, oh, ow, &bias)?;
         self.patches = Some(patches);
         self.input_dim = Some((n, c, h, w));
-        Ok(y.into_dyn())
+        Ok(y)
+    }
+
+    /// Forward-mode tangent of the last forward pass, for an input tangent `ẋ` and parameter tangents `Ẇ`
+    /// (weight shape) and `ḃ`: the convolution is bilinear in input and weight, so
+    ///
+    /// `ẏ = conv(ẋ, W) + conv(x, Ẇ) + ḃ = im2col(ẋ) Wᵀ + P Ẇᵀ + ḃ` (`P` = the cached patches of `x`).
+    /// `dx = None` is `ẋ = 0` (the first layer), which skips `im2col(ẋ) Wᵀ`.
+    pub fn tangent(&self, dx: Option<ArrayD<f32>>, dw: &ArrayD<f32>, db: Option<&[f32]>) -> Result<ArrayD<f32>> {
+        self.check_weight()?;
+        let (Some(patches), Some((n, c, h, w))) = (self.patches.as_ref(), self.input_dim) else {
+            return Err(Error::Config("Conv2d::tangent before forward".into()));
+        };
+        if dw.shape() != self.dims {
+            return Err(shape_err("Conv2d weight tangent", self.dims, dw.shape()));
+        }
+        let out = self.out_channels();
+        let bias = match db {
+            Some(b) if b.len() == out => b.to_vec(),
+            Some(b) => return Err(shape_err("Conv2d bias tangent", out, b.len())),
+            None => vec![0.0; out],
+        };
+        let (oh, ow) = self.output_size(h, w)?;
+        let dw = ops::standard(dw.clone());
+        let dwm =
+            dw.view().into_shape_with_order((out, self.patch_len())).map_err(|e| shape_err("Conv2d Ẇ", out, e))?;
+        let mut y = match dx {
+            Some(dx) => {
+                let dx =
+                    dx.into_dimensionality::<Ix4>().map_err(|e| shape_err("Conv2d tangent", "(batch, in, h, w)", e))?;
+                if dx.dim() != (n, c, h, w) {
+                    return Err(shape_err("Conv2d tangent", (n, c, h, w), dx.dim()));
+                }
+                let dpatches = ops::im2col_into(&dx.view(), self.window(), Vec::new())?;
+                ops::matmul_nt(&dpatches.view(), &self.weight_matrix()?)?
+            }
+            None => Array2::zeros((patches.nrows(), out)),
+        };
+        gemm(1.0, &patches.view(), &dwm.t(), 1.0, &mut y.view_mut())?;
+        rows_to_nchw(y, n, oh, ow, &bias)
     }
 
     /// Accumulate `dW += Gᵀ P`, `db += Σ G` (with `G` the output gradient as `(batch·out_h·out_w, out)` and
@@ -290,6 +313,28 @@ fn check_geometry(in_ch: usize, out_ch: usize, kh: usize, kw: usize, stride: usi
         )));
     }
     Ok(())
+}
+
+/// The GEMM output `(n·oh·ow, out)` as `(n, out, oh, ow)`: a per-sample transpose on the board's threads, with
+/// `bias[o]` added to channel `o` on the way.
+fn rows_to_nchw(y: Array2<f32>, n: usize, oh: usize, ow: usize, bias: &[f32]) -> Result<ArrayD<f32>> {
+    let out = bias.len();
+    let y = ops::standard(y);
+    let ys = y.as_slice().expect("standard layout is contiguous");
+    let mut o = vec![0.0f32; n * out * oh * ow];
+    let per = out * oh * ow;
+    crate::threads::for_each_chunk(&mut o, per, |s, dst| {
+        transpose_into(&ys[s * per..(s + 1) * per], dst, oh * ow, out);
+        for (plane, &b) in dst.chunks_exact_mut(oh * ow).zip(bias) {
+            if b != 0.0 {
+                plane.iter_mut().for_each(|v| *v += b);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Array4::from_shape_vec((n, out, oh, ow), o)
+        .map_err(|e| shape_err("Conv2d output", (n, out, oh, ow), e))?
+        .into_dyn())
 }
 
 /// Write the transpose of the row-major `rows × cols` matrix `src` into `dst` (row-major `cols × rows`).

@@ -66,15 +66,20 @@ impl Dropout {
     }
 
     /// Multiply the gradient by the last mask (identity after an identity pass).
-    pub fn backward(&mut self, mut grad: ArrayD<f32>) -> Result<ArrayD<f32>> {
-        let shape = self.shape.as_ref().ok_or_else(|| Error::Config("Dropout::backward before forward".into()))?;
-        if grad.shape() != shape.as_slice() {
-            return Err(shape_err("Dropout grad", shape, grad.shape()));
+    pub fn backward(&mut self, grad: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        self.tangent(grad)
+    }
+
+    /// Forward-mode tangent of the last forward pass, `ẏ = ẋ ⊙ mask`: the same diagonal map as backward.
+    pub fn tangent(&self, mut dx: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let shape = self.shape.as_ref().ok_or_else(|| Error::Config("Dropout before forward".into()))?;
+        if dx.shape() != shape.as_slice() {
+            return Err(shape_err("Dropout grad/tangent", shape, dx.shape()));
         }
         if let Some(mask) = &self.mask {
-            grad *= mask;
+            dx *= mask;
         }
-        Ok(grad)
+        Ok(dx)
     }
 
     /// Drop the cached mask.

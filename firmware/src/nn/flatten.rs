@@ -34,6 +34,15 @@ impl Flatten {
         grad.into_shape_clone(IxDyn(shape)).map_err(|e| shape_err("Flatten grad", shape, e))
     }
 
+    /// Forward-mode tangent of the last forward pass: `ẋ` reshaped as the input was.
+    pub fn tangent(&self, dx: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let shape = self.shape.as_ref().ok_or_else(|| Error::Config("Flatten::tangent before forward".into()))?;
+        if dx.shape() != shape.as_slice() {
+            return Err(shape_err("Flatten tangent", shape, dx.shape()));
+        }
+        Flatten::default().forward(dx)
+    }
+
     /// Drop the cached input shape.
     pub fn clear_cache(&mut self) {
         self.shape = None;

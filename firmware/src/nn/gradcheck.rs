@@ -848,3 +848,141 @@ fn bad_shapes_are_errors_not_panics() {
     .unwrap();
     assert!(wrong_order.forward(&Array2::zeros((2, 4)).view(), 0, Mode::Train).is_err(), "conv on 2-D input");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// forward mode: nn::jvp against central differences of the logits
+
+/// `(f(θ + hτ) − f(θ − hτ)) / 2h`, each side on a clone of `model` (clones draw the same dropout mask), with the
+/// largest `h ∈ {1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6}` whose two sides cross no ReLU or max-pool kink ([`kink_pattern`]): a
+/// crossed kink, not the product under test, is what makes a difference quotient wrong.
+fn logits_central_difference(model: &Model, x: &Array2<f32>, head: usize, tau: &[f32], mode: Mode) -> Array2<f32> {
+    let theta = model.flat_params();
+    let moved = |k: f32| {
+        let mut m = model.clone();
+        let p: Vec<f32> = theta.iter().zip(tau).map(|(a, t)| a + k * t).collect();
+        m.set_flat_params(&p).unwrap();
+        m
+    };
+    let base = kink_pattern(model, x);
+    for h in [1e-3f32, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6] {
+        let (mut plus, mut minus) = (moved(h), moved(-h));
+        if kink_pattern(&plus, x) != base || kink_pattern(&minus, x) != base {
+            continue;
+        }
+        let (fp, fm) = (plus.forward(&x.view(), head, mode).unwrap(), minus.forward(&x.view(), head, mode).unwrap());
+        return (fp - fm) / (2.0 * h);
+    }
+    panic!("every step crosses a kink: pick another direction");
+}
+
+/// `‖a − b‖ / ‖b‖` in f64.
+fn rel_err(a: &Array2<f32>, b: &Array2<f32>) -> f64 {
+    assert_eq!(a.dim(), b.dim());
+    let d: f64 = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
+    let n: f64 = b.iter().map(|&y| f64::from(y).powi(2)).sum();
+    (d / n).sqrt()
+}
+
+fn direction(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Through conv (stride, padding, bias), 4-D and 2-D batch norm, ReLU, max-pool, flatten, linear, dropout (in
+/// training mode with its mask) and both heads, the forward-mode product agrees with central differences of the
+/// logits to 1 %, and its logits are the plain forward pass's, bit for bit. Along a direction 2 % longer the
+/// differences disagree by more than the tolerance: the check can fail.
+#[test]
+fn jvp_matches_central_differences_through_every_layer_kind() {
+    let mut rng = seeded_rng(41);
+    let model = tiny_lenet(&mut rng);
+    let x = flat_batch(6, 2 * 8 * 8, &mut rng);
+    for (head, mode) in [(0, Mode::Eval), (1, Mode::Eval), (0, Mode::Train)] {
+        let tau = direction(model.num_params(), &mut rng);
+        let (y, dy) = jvp(&mut model.clone(), &x.view(), head, &tau, mode).unwrap();
+        let y_plain = model.clone().forward(&x.view(), head, mode).unwrap();
+        assert!(y.iter().zip(&y_plain).all(|(a, b)| a.to_bits() == b.to_bits()), "logits differ ({mode:?})");
+        let fd = logits_central_difference(&model, &x, head, &tau, mode);
+        assert!(fd.iter().any(|v| v.abs() > 0.05), "a trivial direction proves nothing: {fd:?}");
+        let e = rel_err(&dy, &fd);
+        assert!(e < 1e-2, "head {head} {mode:?}: JVP vs central differences, relative error {e}");
+        let longer: Vec<f32> = tau.iter().map(|t| 1.02 * t).collect();
+        let fd_longer = logits_central_difference(&model, &x, head, &longer, mode);
+        assert!(rel_err(&dy, &fd_longer) > 1e-2, "the tolerance does not see a 2 % error");
+    }
+}
+
+/// The zoo's MLP (no bias) and CNN: central differences agree, and the product is linear in τ.
+#[test]
+fn jvp_zoo_models_and_linearity() {
+    let mut rng = seeded_rng(42);
+    let mlp = zoo::mlp(20, &[16, 16], &[3, 2], false, &mut rng).unwrap();
+    let cnn = zoo::cnn([1, 16, 16], 8, &[4], &mut rng).unwrap();
+    for (name, model, head) in [("mlp", mlp, 1), ("cnn", cnn, 0)] {
+        let x = flat_batch(5, model.input_len(), &mut rng);
+        let tau = direction(model.num_params(), &mut rng);
+        let (_, dy) = jvp(&mut model.clone(), &x.view(), head, &tau, Mode::Eval).unwrap();
+        let fd = logits_central_difference(&model, &x, head, &tau, Mode::Eval);
+        let e = rel_err(&dy, &fd);
+        assert!(e < 1e-2, "{name}: relative error {e}");
+        let tau3: Vec<f32> = tau.iter().map(|t| 3.0 * t).collect();
+        let (_, dy3) = jvp(&mut model.clone(), &x.view(), head, &tau3, Mode::Eval).unwrap();
+        assert!(rel_err(&dy3, &(&dy * 3.0)) < 1e-5, "{name}: J(3τ) ≠ 3 Jτ");
+    }
+}
+
+/// A model that is a single linear head: `J τ = x Ẇᵀ + ḃ` exactly, and other heads' entries of τ do not matter.
+#[test]
+fn jvp_of_a_linear_model_is_x_dw_plus_db() {
+    let mut rng = seeded_rng(43);
+    let heads = vec![Linear::new("a", 4, 2, true, &mut rng), Linear::new("b", 4, 3, true, &mut rng)];
+    let mut model = Model::new(vec![4], vec![], heads).unwrap();
+    let x = flat_batch(3, 4, &mut rng);
+    let mut tau = direction(model.num_params(), &mut rng);
+    let (dw, db) = (&tau[10..22], &tau[22..25]); // head 1 after head 0's 4·2 + 2 entries
+    let expect = Array2::from_shape_fn((3, 3), |(i, o)| (0..4).map(|k| x[[i, k]] * dw[o * 4 + k]).sum::<f32>() + db[o]);
+    let (_, dy) = jvp(&mut model, &x.view(), 1, &tau, Mode::Eval).unwrap();
+    assert!(dy.iter().zip(&expect).all(|(a, b)| (a - b).abs() < 1e-5), "{dy:?} vs {expect:?}");
+    tau[..10].iter_mut().for_each(|t| *t = 100.0);
+    let (_, again) = jvp(&mut model, &x.view(), 1, &tau, Mode::Eval).unwrap();
+    assert_eq!(dy, again);
+}
+
+/// The layers keep the caches of `f(x; θ)`: a backward pass right after `jvp` gives the plain gradient, bit for bit.
+#[test]
+fn backward_after_jvp_is_the_plain_gradient() {
+    let mut rng = seeded_rng(44);
+    let model = zoo::cnn([1, 16, 16], 8, &[4], &mut rng).unwrap();
+    let x = flat_batch(5, 256, &mut rng);
+    let y = labels(5, 4, &mut rng);
+    let tau = direction(model.num_params(), &mut rng);
+    let grad_after = |use_jvp: bool| {
+        let mut m = model.clone();
+        m.zero_grad();
+        let logits = if use_jvp {
+            jvp(&mut m, &x.view(), 0, &tau, Mode::Train).unwrap().0
+        } else {
+            m.forward(&x.view(), 0, Mode::Train).unwrap()
+        };
+        let (_, g) = softmax_cross_entropy(&logits.view(), &y).unwrap();
+        m.backward(g, 0).unwrap();
+        m.flat_grads()
+    };
+    let (a, b) = (grad_after(true), grad_after(false));
+    assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+}
+
+#[test]
+fn jvp_bad_inputs_are_typed_errors() {
+    let mut rng = seeded_rng(45);
+    let mut model = zoo::mlp(6, &[4], &[2], true, &mut rng).unwrap();
+    let x = flat_batch(2, 6, &mut rng);
+    let n = model.num_params();
+    let tau = vec![0.1f32; n];
+    assert!(matches!(jvp(&mut model, &x.view(), 0, &tau[1..], Mode::Eval), Err(crate::Error::Shape { .. })));
+    let mut bad = tau.clone();
+    bad[3] = f32::NAN;
+    assert!(matches!(jvp(&mut model, &x.view(), 0, &bad, Mode::Eval), Err(crate::Error::NonFinite(_))));
+    assert!(matches!(jvp(&mut model, &x.view(), 1, &tau, Mode::Eval), Err(crate::Error::UnknownHead { .. })));
+    let wide = flat_batch(2, 7, &mut rng);
+    assert!(matches!(jvp(&mut model, &wide.view(), 0, &tau, Mode::Eval), Err(crate::Error::Shape { .. })));
+}

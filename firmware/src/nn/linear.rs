@@ -118,6 +118,34 @@ impl Linear {
         Ok(g)
     }
 
+    /// Forward-mode tangent of the last forward pass, for an input tangent `ẋ (batch, in)` and parameter tangents
+    /// `Ẇ (out, in)`, `ḃ (out,)`: `ẏ = ẋ Wᵀ + x Ẇᵀ + ḃ` (the product rule on `y = x Wᵀ + b`). `dx = None` is
+    /// `ẋ = 0` (the input does not move: the first layer), which skips the `ẋ Wᵀ` product.
+    pub fn tangent(&self, dx: Option<ArrayD<f32>>, dw: &ArrayD<f32>, db: Option<&[f32]>) -> Result<ArrayD<f32>> {
+        let x = self.input.as_ref().ok_or_else(|| crate::Error::Config("Linear::tangent before forward".into()))?;
+        let dw = dw.view().into_dimensionality::<Ix2>().map_err(|e| shape_err("Linear Ẇ", "(out, in)", e))?;
+        if dw.dim() != (self.out_features(), self.in_features()) {
+            return Err(shape_err("Linear Ẇ", (self.out_features(), self.in_features()), dw.dim()));
+        }
+        let mut y = match dx {
+            Some(dx) => {
+                let dx = dx.into_dimensionality::<Ix2>().map_err(|e| shape_err("Linear tangent", "(batch, in)", e))?;
+                if dx.dim() != x.dim() {
+                    return Err(shape_err("Linear tangent", x.dim(), dx.dim()));
+                }
+                crate::nn::ops::matmul_nt(&dx.view(), &self.w())?
+            }
+            None => Array2::zeros((x.nrows(), self.out_features())),
+        };
+        gemm(1.0, &x.view(), &dw.t(), 1.0, &mut y.view_mut())?;
+        match db {
+            Some(b) if b.len() == self.out_features() => y += &ndarray::ArrayView1::from(b),
+            Some(b) => return Err(shape_err("Linear ḃ", self.out_features(), b.len())),
+            None => {}
+        }
+        Ok(y.into_dyn())
+    }
+
     /// Parameters in order (weight, bias).
     pub fn params(&self) -> Vec<&Param> {
         std::iter::once(&self.weight).chain(self.bias.as_ref()).collect()

@@ -7,6 +7,7 @@ mod flatten;
 pub mod gemm;
 #[cfg(test)]
 mod gradcheck;
+pub mod jvp;
 mod layer;
 mod linear;
 mod loss;
@@ -24,6 +25,7 @@ pub use activation::Relu;
 pub use conv::Conv2d;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
+pub use jvp::jvp;
 pub use layer::{Layer, Mode};
 pub use linear::Linear;
 pub use loss::{argmax_rows, softmax_cross_entropy, softmax_cross_entropy_over};

@@ -159,6 +159,46 @@ impl BatchNorm {
         Ok(g)
     }
 
+    /// Forward-mode tangent of the last forward pass, for an input tangent `ẋ` and parameter tangents `γ̇`, `β̇`:
+    ///
+    /// `ẏ = γ̇ x̂ + γ/√(σ²+ε) · (ẋ − mean(ẋ) − x̂·mean(x̂ ẋ)) + β̇` (means per channel over the batch),
+    ///
+    /// the derivative of `γ (x − μ)/√(σ² + ε) + β` with the batch statistics μ, σ² moving with `x`. `dx = None`
+    /// is `ẋ = 0`.
+    pub fn tangent(&self, dx: Option<ArrayD<f32>>, dgamma: &[f32], dbeta: &[f32]) -> Result<ArrayD<f32>> {
+        self.check_params()?;
+        let cache = self.cache.as_ref().ok_or_else(|| Error::Config("BatchNorm::tangent before forward".into()))?;
+        let dx = dx.unwrap_or_else(|| ArrayD::zeros(cache.xhat.raw_dim()));
+        if dx.shape() != cache.xhat.shape() {
+            return Err(shape_err("BatchNorm tangent", cache.xhat.shape(), dx.shape()));
+        }
+        let (n, c, s) = self.layout(dx.shape())?;
+        if dgamma.len() != c || dbeta.len() != c {
+            return Err(shape_err("BatchNorm parameter tangent", c, dgamma.len().min(dbeta.len())));
+        }
+        let m = (n * s) as f64;
+        let mut d = ops::standard(dx);
+        let ds = d.as_slice_mut().expect("standard layout is contiguous");
+        let xh = cache.xhat.as_slice().expect("x̂ is kept in standard layout");
+        for ch in 0..c {
+            let runs = (0..n).map(|b| (b * c + ch) * s);
+            let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+            for o in runs.clone() {
+                sd += lane_sum(&ds[o..o + s], &xh[o..o + s], |d, _| d);
+                sdx += lane_sum(&ds[o..o + s], &xh[o..o + s], |d, x| d * x);
+            }
+            let (md, mdx) = ((sd / m) as f32, (sdx / m) as f32);
+            let scale = self.weight.value[ch] * cache.inv_std[ch];
+            let (dg, db) = (dgamma[ch], dbeta[ch]);
+            for o in runs {
+                for (dv, &xv) in ds[o..o + s].iter_mut().zip(&xh[o..o + s]) {
+                    *dv = dg * xv + scale * (*dv - md - xv * mdx) + db;
+                }
+            }
+        }
+        Ok(d)
+    }
+
     /// Parameters in order (weight, bias).
     pub fn params(&self) -> Vec<&Param> {
         vec![&self.weight, &self.bias]

@@ -90,6 +90,24 @@ impl MaxPool2d {
         Ok(dx.into_dyn())
     }
 
+    /// Forward-mode tangent of the last forward pass: each output takes the input tangent at its window's argmax,
+    /// `ẏ_o = ẋ_{a(o)}` (away from ties the max is locally the selection of its argmax).
+    pub fn tangent(&self, dx: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let (Some(arg), Some((n, c, h, w))) = (self.argmax.as_ref(), self.input_dim) else {
+            return Err(Error::Config("MaxPool2d::tangent before forward".into()));
+        };
+        if dx.shape() != [n, c, h, w] {
+            return Err(shape_err("MaxPool2d tangent", (n, c, h, w), dx.shape()));
+        }
+        let (oh, ow) = self.output_size(h, w)?;
+        let dx = ops::standard(dx);
+        let xs = dx.as_slice().expect("standard layout is contiguous");
+        let out: Vec<f32> = arg.iter().map(|&i| xs[i]).collect();
+        let y = Array4::from_shape_vec((n, c, oh, ow), out)
+            .map_err(|e| shape_err("MaxPool2d tangent", (n, c, oh, ow), e))?;
+        Ok(y.into_dyn())
+    }
+
     /// Drop cached argmax positions.
     pub fn clear_cache(&mut self) {
         self.argmax = None;

@@ -76,6 +76,15 @@ impl RandomFeatures {
         Ok(crate::nn::gemm::matmul(&g.view(), &self.weight.view())?.into_dyn())
     }
 
+    /// Forward-mode tangent, `ẏ = ẋ Rᵀ` (the layer is linear and has no parameters).
+    pub fn tangent(&self, dx: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let dx = dx.into_dimensionality::<Ix2>().map_err(|e| shape_err("RandomFeatures tangent", "(batch, in)", e))?;
+        if dx.ncols() != self.in_features() {
+            return Err(shape_err("RandomFeatures tangent width", self.in_features(), dx.ncols()));
+        }
+        Ok(crate::nn::ops::matmul_nt(&dx.view(), &self.weight.view())?.into_dyn())
+    }
+
     /// Forget the last forward pass.
     pub fn clear_cache(&mut self) {
         self.input_seen = false;
