@@ -172,7 +172,8 @@ mod tests {
     #[test]
     fn holistic_takes_its_learning_rate() {
         let preset = Preset::named("mnist-pt", None).unwrap();
-        assert_eq!(build("holistic:3e-4", &preset).unwrap().name(), "holistic");
+        assert_eq!(build("holistic:0.0003", &preset).unwrap().name(), "holistic:0.0003");
+        assert_eq!(build("holistic:1e-4", &preset).unwrap().name(), "holistic", "the default rate keeps its name");
         for bad in ["holistic:0", "holistic:-1e-3", "holistic:fast", "holistic:inf"] {
             assert!(matches!(build(bad, &preset), Err(Error::UnknownMethod(_))), "{bad}");
         }

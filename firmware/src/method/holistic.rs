@@ -191,8 +191,9 @@ fn feature_sums(
 }
 
 impl Method for Holistic {
+    /// `holistic`, or `holistic:<lr>` with a learning rate other than [`HOLISTIC_LR`].
     fn name(&self) -> String {
-        "holistic".into()
+        if self.lr == HOLISTIC_LR { "holistic".into() } else { format!("holistic:{}", self.lr) }
     }
 
     fn learn_task(&mut self, model: &mut Model, task: &TaskData<'_>, ctx: &mut LearnContext<'_>) -> Result<TaskReport> {
