@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bench_fleet;
 pub mod bench_gemm;
 pub mod bench_replay;
 pub mod compare;

@@ -140,6 +140,31 @@ enum BenchCmd {
     Replay(BenchReplayArgs),
     /// GEMM kernels on the task update's shapes at 1..N threads; with PyTorch's results, a table of % of peak.
     Gemm(BenchGemmArgs),
+    /// Fleet updates: bytes on the wire per compact Fisher format, and the Fisher-weighted merge's time against
+    /// the number of boards; write JSON.
+    Fleet(BenchFleetArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchFleetArgs {
+    /// Base model whose trainable suffix shapes the updates (default: the shipped models/mnist-cnn-0123.onnx).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Where the frozen prefix ends (the boards' cut).
+    #[arg(long, default_value = "last:2")]
+    cut: String,
+    /// Numbers of boards to merge, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
+    devices: Vec<usize>,
+    /// Fisher format of the merged updates (f32, bf16, f16, log8, q4).
+    #[arg(long, default_value = "f16")]
+    format: String,
+    /// Timed repetitions per figure (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -695,6 +720,17 @@ fn bench_cmd(cmd: BenchCmd) -> anyhow::Result<()> {
             let dir = a.data_dir.unwrap_or_else(data::data_dir);
             let b = host::bench_replay::replay_cost(&preset, &a.method, a.tasks, &a.replay, &dir, a.seed, &HEAP)?;
             print!("{}", host::bench_replay::replay_table(&b));
+            if let Some(out) = &a.out {
+                report::write_json(out, &b)?;
+                println!("written to {}", out.display());
+            }
+            Ok(())
+        }
+        BenchCmd::Fleet(a) => {
+            let model = a.model.unwrap_or_else(host::presets::shipped_base);
+            let format = a.format.parse()?;
+            let b = host::bench_fleet::run(&model, &a.cut, &a.devices, format, a.repeat)?;
+            print!("{}", host::bench_fleet::markdown(&b));
             if let Some(out) = &a.out {
                 report::write_json(out, &b)?;
                 println!("written to {}", out.display());

@@ -108,13 +108,16 @@ pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
             "coma" => merging(MergeRule::Coma { a: v }),
             "cofima" => merging(MergeRule::Cofima { a: v }),
             "magmax" => merging(MergeRule::MagMax { lambda: v }),
+            "trm" => Ok(Box::new(
+                Trm::new(preset.train.clone()).with_beta(v as f32).map_err(|e| Error::UnknownMethod(e.to_string()))?,
+            )),
             "holistic" => Ok(Box::new(
                 Holistic::new(preset.train.clone())
                     .with_lr(v as f32)
                     .map_err(|e| Error::UnknownMethod(e.to_string()))?,
             )),
             _ => Err(Error::UnknownMethod(format!(
-                "{name} (known with a weight: coma:<a>, cofima:<a>, magmax:<λ>, holistic:<Adam lr > 0>)"
+                "{name} (known with a weight: coma:<a>, cofima:<a>, magmax:<λ>, trm:<β ≥ 0>, holistic:<Adam lr > 0>)"
             ))),
         };
     }
@@ -167,14 +170,16 @@ mod tests {
         }
     }
 
-    /// `holistic:<lr>` sets the tangent fine-tuning's Adam rate (the validation search's knob); zero, negative or
-    /// non-numeric rates are typed errors.
+    /// `holistic:<lr>` sets the tangent fine-tuning's Adam rate and `trm:<β>` TRM's consistency weight (the
+    /// validation searches' knobs); out-of-range or non-numeric values are typed errors.
     #[test]
     fn holistic_takes_its_learning_rate() {
         let preset = Preset::named("mnist-pt", None).unwrap();
         assert_eq!(build("holistic:0.0003", &preset).unwrap().name(), "holistic:0.0003");
         assert_eq!(build("holistic:1e-4", &preset).unwrap().name(), "holistic", "the default rate keeps its name");
-        for bad in ["holistic:0", "holistic:-1e-3", "holistic:fast", "holistic:inf"] {
+        assert_eq!(build("trm:0.5", &preset).unwrap().name(), "trm:0.5");
+        assert_eq!(build("trm:1", &preset).unwrap().name(), "trm");
+        for bad in ["holistic:0", "holistic:-1e-3", "holistic:fast", "holistic:inf", "trm:-1", "trm:nan"] {
             assert!(matches!(build(bad, &preset), Err(Error::UnknownMethod(_))), "{bad}");
         }
     }

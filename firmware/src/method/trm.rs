@@ -81,13 +81,23 @@ pub struct Trm {
     pub train: TrainConfig,
     /// Heads the learned tasks used (prediction consistency goes through them).
     pub old_heads: Vec<usize>,
+    /// Weight β of prediction consistency ([`TRM_BETA`] unless chosen, `trm:<β>`).
+    pub beta: f32,
     tasks_seen: usize,
 }
 
 impl Trm {
     /// TRM with the stream's training settings.
     pub fn new(train: TrainConfig) -> Self {
-        Self { train, old_heads: Vec::new(), tasks_seen: 0 }
+        Self { train, old_heads: Vec::new(), beta: TRM_BETA, tasks_seen: 0 }
+    }
+
+    /// The same with consistency weight `beta` (`trm:<β>` of `host compare`); an error unless finite and ≥ 0.
+    pub fn with_beta(self, beta: f32) -> Result<Self> {
+        if !(beta.is_finite() && beta >= 0.0) {
+            return Err(Error::Config(format!("trm: β must be finite and >= 0, got {beta}")));
+        }
+        Ok(Self { beta, ..self })
     }
 }
 
@@ -170,7 +180,7 @@ impl Trm {
                     let zv: Vec<f32> = zr.iter().copied().collect();
                     let pv: Vec<f32> = pr.iter().copied().collect();
                     for (gi, v) in gr.iter_mut().zip(consistency_logit_grad(&zv, &pv)?) {
-                        *gi = TRM_BETA * v / rows;
+                        *gi = self.beta * v / rows;
                     }
                 }
                 model.backward(g, h)?;
@@ -198,8 +208,9 @@ impl Trm {
 }
 
 impl Method for Trm {
+    /// `trm`, or `trm:<β>` with a consistency weight other than [`TRM_BETA`].
     fn name(&self) -> String {
-        "trm".into()
+        if self.beta == TRM_BETA { "trm".into() } else { format!("trm:{}", self.beta) }
     }
 
     fn learn_task(&mut self, model: &mut Model, task: &TaskData<'_>, ctx: &mut LearnContext<'_>) -> Result<TaskReport> {
