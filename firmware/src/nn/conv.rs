@@ -181,29 +181,26 @@ impl Conv2d {
         Ok(y)
     }
 
-    /// Forward-mode tangent of the last forward pass, for an input tangent `ẋ` and parameter tangents `Ẇ`
-    /// (weight shape) and `ḃ`: the convolution is bilinear in input and weight, so
+    /// Forward-mode tangent of the last forward pass, for an input tangent `ẋ` and parameter tangents `Ẇ` (the
+    /// weight's values flat in `(out, in, kh, kw)` order, as [`super::Model::flat_params`] lists them) and `ḃ`:
+    /// the convolution is bilinear in input and weight, so
     ///
     /// `ẏ = conv(ẋ, W) + conv(x, Ẇ) + ḃ = im2col(ẋ) Wᵀ + P Ẇᵀ + ḃ` (`P` = the cached patches of `x`).
     /// `dx = None` is `ẋ = 0` (the first layer), which skips `im2col(ẋ) Wᵀ`.
-    pub fn tangent(&self, dx: Option<ArrayD<f32>>, dw: &ArrayD<f32>, db: Option<&[f32]>) -> Result<ArrayD<f32>> {
+    pub fn tangent(&self, dx: Option<ArrayD<f32>>, dw: &[f32], db: Option<&[f32]>) -> Result<ArrayD<f32>> {
         self.check_weight()?;
         let (Some(patches), Some((n, c, h, w))) = (self.patches.as_ref(), self.input_dim) else {
             return Err(Error::Config("Conv2d::tangent before forward".into()));
         };
-        if dw.shape() != self.dims {
-            return Err(shape_err("Conv2d weight tangent", self.dims, dw.shape()));
-        }
         let out = self.out_channels();
+        let dwm = ArrayView2::from_shape((out, self.patch_len()), dw)
+            .map_err(|_| shape_err("Conv2d weight tangent", self.dims, dw.len()))?;
         let bias = match db {
             Some(b) if b.len() == out => b.to_vec(),
             Some(b) => return Err(shape_err("Conv2d bias tangent", out, b.len())),
             None => vec![0.0; out],
         };
         let (oh, ow) = self.output_size(h, w)?;
-        let dw = ops::standard(dw.clone());
-        let dwm =
-            dw.view().into_shape_with_order((out, self.patch_len())).map_err(|e| shape_err("Conv2d Ẇ", out, e))?;
         let mut y = match dx {
             Some(dx) => {
                 let dx =

@@ -19,7 +19,7 @@
 //! zero), unlike a finite difference, whose error depends on its step. The layers keep their forward caches, so
 //! a backward pass at θ (the gradient `J_θᵀ δ`) can follow directly, as tangent-space fine-tuning needs.
 
-use ndarray::{Array2, ArrayD, ArrayView2, IxDyn};
+use ndarray::{Array2, ArrayD, ArrayView2};
 
 use super::layer::{Layer, Mode};
 use super::linear::Linear;
@@ -53,45 +53,38 @@ pub fn jvp(
     // `None` while the tangent is still zero (below the first layer with parameters).
     let mut dh: Option<ArrayD<f32>> = None;
     for layer in &mut model.trunk {
-        let dp = split(layer.params().iter().map(|p| p.value.shape()), tau, &mut off)?;
+        let dp = split(layer.params().iter().map(|p| p.len()), tau, &mut off)?;
         h = layer.forward(h, mode)?;
         dh = tangent(layer, dh, &dp)?;
     }
     off += model.heads[..head].iter().flat_map(Linear::params).map(|p| p.len()).sum::<usize>();
     let lin = &mut model.heads[head];
-    let dp = split(lin.params().iter().map(|p| p.value.shape()), tau, &mut off)?;
+    let dp = split(lin.params().iter().map(|p| p.len()), tau, &mut off)?;
     let y = lin.forward(h)?;
-    let dy = lin.tangent(dh, &dp[0], dp.get(1).map(flat))?;
+    let dy = lin.tangent(dh, dp[0], dp.get(1).copied())?;
     let y = y.into_dimensionality().map_err(|e| shape_err("model output", "(batch, classes)", e))?;
     let dy = dy.into_dimensionality().map_err(|e| shape_err("JVP output", "(batch, classes)", e))?;
     Ok((y, dy))
 }
 
-/// The next parameters' slices of `tau`, from `*off`, shaped like them.
-fn split<'a>(shapes: impl Iterator<Item = &'a [usize]>, tau: &[f32], off: &mut usize) -> Result<Vec<ArrayD<f32>>> {
-    shapes
-        .map(|shape| {
-            let len: usize = shape.iter().product();
-            let part = tau.get(*off..*off + len).ok_or_else(|| shape_err("JVP direction τ", *off + len, tau.len()))?;
-            *off += len;
-            ArrayD::from_shape_vec(IxDyn(shape), part.to_vec())
-                .map_err(|e| shape_err("JVP parameter tangent", shape, e))
-        })
-        .collect()
-}
-
-/// A tangent built by [`split`] as a slice (it is in standard layout by construction).
-fn flat(a: &ArrayD<f32>) -> &[f32] {
-    a.as_slice().expect("split builds standard-layout arrays")
+/// The next parameters' slices of `tau`, from `*off`: one per length in `lens`, in the parameters' own (row-major)
+/// order, borrowed, not copied.
+fn split<'t>(lens: impl Iterator<Item = usize>, tau: &'t [f32], off: &mut usize) -> Result<Vec<&'t [f32]>> {
+    lens.map(|len| {
+        let part = tau.get(*off..*off + len).ok_or_else(|| shape_err("JVP direction τ", *off + len, tau.len()))?;
+        *off += len;
+        Ok(part)
+    })
+    .collect()
 }
 
 /// The tangent of one layer's output after its forward pass, from its input tangent (`None` = zero) and its
 /// parameter tangents (in [`Layer::params`] order). Stays `None` through parameter-free layers.
-fn tangent(layer: &Layer, dx: Option<ArrayD<f32>>, dp: &[ArrayD<f32>]) -> Result<Option<ArrayD<f32>>> {
+fn tangent(layer: &Layer, dx: Option<ArrayD<f32>>, dp: &[&[f32]]) -> Result<Option<ArrayD<f32>>> {
     let dy = match (layer, dx) {
-        (Layer::Linear(l), dx) => l.tangent(dx, &dp[0], dp.get(1).map(flat))?,
-        (Layer::Conv2d(c), dx) => c.tangent(dx, &dp[0], dp.get(1).map(flat))?,
-        (Layer::BatchNorm(b), dx) => b.tangent(dx, flat(&dp[0]), flat(&dp[1]))?,
+        (Layer::Linear(l), dx) => l.tangent(dx, dp[0], dp.get(1).copied())?,
+        (Layer::Conv2d(c), dx) => c.tangent(dx, dp[0], dp.get(1).copied())?,
+        (Layer::BatchNorm(b), dx) => b.tangent(dx, dp[0], dp[1])?,
         (_, None) => return Ok(None),
         (Layer::Relu(r), Some(dx)) => r.tangent(dx)?,
         (Layer::MaxPool2d(p), Some(dx)) => p.tangent(dx)?,

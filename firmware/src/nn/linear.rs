@@ -119,14 +119,12 @@ impl Linear {
     }
 
     /// Forward-mode tangent of the last forward pass, for an input tangent `ẋ (batch, in)` and parameter tangents
-    /// `Ẇ (out, in)`, `ḃ (out,)`: `ẏ = ẋ Wᵀ + x Ẇᵀ + ḃ` (the product rule on `y = x Wᵀ + b`). `dx = None` is
+    /// `Ẇ (out, in)` (flat, row-major, as [`super::Model::flat_params`] lists it), `ḃ (out,)`: `ẏ = ẋ Wᵀ + x Ẇᵀ + ḃ` (the product rule on `y = x Wᵀ + b`). `dx = None` is
     /// `ẋ = 0` (the input does not move: the first layer), which skips the `ẋ Wᵀ` product.
-    pub fn tangent(&self, dx: Option<ArrayD<f32>>, dw: &ArrayD<f32>, db: Option<&[f32]>) -> Result<ArrayD<f32>> {
+    pub fn tangent(&self, dx: Option<ArrayD<f32>>, dw: &[f32], db: Option<&[f32]>) -> Result<ArrayD<f32>> {
         let x = self.input.as_ref().ok_or_else(|| crate::Error::Config("Linear::tangent before forward".into()))?;
-        let dw = dw.view().into_dimensionality::<Ix2>().map_err(|e| shape_err("Linear Ẇ", "(out, in)", e))?;
-        if dw.dim() != (self.out_features(), self.in_features()) {
-            return Err(shape_err("Linear Ẇ", (self.out_features(), self.in_features()), dw.dim()));
-        }
+        let shape = (self.out_features(), self.in_features());
+        let dw = ndarray::ArrayView2::from_shape(shape, dw).map_err(|_| shape_err("Linear Ẇ", shape, dw.len()))?;
         let mut y = match dx {
             Some(dx) => {
                 let dx = dx.into_dimensionality::<Ix2>().map_err(|e| shape_err("Linear tangent", "(batch, in)", e))?;

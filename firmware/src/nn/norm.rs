@@ -26,6 +26,9 @@ pub struct BatchNorm {
     cache: Option<Cache>,
 }
 
+/// `(Σ v, Σ v x̂)` of one channel over the batch.
+type ChannelSums = (f64, f64);
+
 #[derive(Debug, Clone)]
 struct Cache {
     /// Normalised input x̂ in standard layout, same shape as the input.
@@ -129,34 +132,12 @@ impl BatchNorm {
     /// Accumulate `dγ += Σ g·x̂`, `dβ += Σ g` and return
     /// `dx = γ/√(σ²+ε) · (g − mean(g) − x̂·mean(g·x̂))` (means per channel over the batch).
     pub fn backward(&mut self, grad: ArrayD<f32>) -> Result<ArrayD<f32>> {
-        self.check_params()?;
-        let cache = self.cache.as_ref().ok_or_else(|| Error::Config("BatchNorm::backward before forward".into()))?;
-        if grad.shape() != cache.xhat.shape() {
-            return Err(shape_err("BatchNorm grad", cache.xhat.shape(), grad.shape()));
-        }
-        let (n, c, s) = self.layout(grad.shape())?;
-        let m = (n * s) as f64;
-        let mut g = ops::standard(grad);
-        let gs = g.as_slice_mut().expect("standard layout is contiguous");
-        let xh = cache.xhat.as_slice().expect("x̂ is kept in standard layout");
-        for ch in 0..c {
-            let runs = (0..n).map(|b| (b * c + ch) * s);
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-            for o in runs.clone() {
-                sg += lane_sum(&gs[o..o + s], &xh[o..o + s], |g, _| g);
-                sgx += lane_sum(&gs[o..o + s], &xh[o..o + s], |g, x| g * x);
-            }
+        let (dx, sums) = self.through_batch_statistics(grad, None, "grad")?;
+        for (ch, (sg, sgx)) in sums.into_iter().enumerate() {
             self.bias.grad[ch] += sg as f32;
             self.weight.grad[ch] += sgx as f32;
-            let (mg, mgx) = ((sg / m) as f32, (sgx / m) as f32);
-            let scale = self.weight.value[ch] * cache.inv_std[ch];
-            for o in runs {
-                for (gv, &xv) in gs[o..o + s].iter_mut().zip(&xh[o..o + s]) {
-                    *gv = scale * (*gv - mg - xv * mgx);
-                }
-            }
         }
-        Ok(g)
+        Ok(dx)
     }
 
     /// Forward-mode tangent of the last forward pass, for an input tangent `ẋ` and parameter tangents `γ̇`, `β̇`:
@@ -166,37 +147,55 @@ impl BatchNorm {
     /// the derivative of `γ (x − μ)/√(σ² + ε) + β` with the batch statistics μ, σ² moving with `x`. `dx = None`
     /// is `ẋ = 0`.
     pub fn tangent(&self, dx: Option<ArrayD<f32>>, dgamma: &[f32], dbeta: &[f32]) -> Result<ArrayD<f32>> {
-        self.check_params()?;
-        let cache = self.cache.as_ref().ok_or_else(|| Error::Config("BatchNorm::tangent before forward".into()))?;
-        let dx = dx.unwrap_or_else(|| ArrayD::zeros(cache.xhat.raw_dim()));
-        if dx.shape() != cache.xhat.shape() {
-            return Err(shape_err("BatchNorm tangent", cache.xhat.shape(), dx.shape()));
-        }
-        let (n, c, s) = self.layout(dx.shape())?;
+        let c = self.features();
         if dgamma.len() != c || dbeta.len() != c {
             return Err(shape_err("BatchNorm parameter tangent", c, dgamma.len().min(dbeta.len())));
         }
+        let cache = self.cache.as_ref().ok_or_else(|| Error::Config("BatchNorm::tangent before forward".into()))?;
+        let dx = dx.unwrap_or_else(|| ArrayD::zeros(cache.xhat.raw_dim()));
+        Ok(self.through_batch_statistics(dx, Some((dgamma, dbeta)), "tangent")?.0)
+    }
+
+    /// The map backward and the tangent share (the input Jacobian of batch normalisation is self-adjoint): per
+    /// channel over the batch, `v ← γ/√(σ²+ε) · (v − mean(v) − x̂·mean(v x̂)) + a x̂ + b`, with `(a, b)` per channel
+    /// from `affine` (zero when `None`). Also returns `(Σ v, Σ v x̂)` per channel, taken before the update.
+    fn through_batch_statistics(
+        &self,
+        v: ArrayD<f32>,
+        affine: Option<(&[f32], &[f32])>,
+        what: &str,
+    ) -> Result<(ArrayD<f32>, Vec<ChannelSums>)> {
+        self.check_params()?;
+        let cache = self.cache.as_ref().ok_or_else(|| Error::Config(format!("BatchNorm {what} before forward")))?;
+        if v.shape() != cache.xhat.shape() {
+            return Err(shape_err(&format!("BatchNorm {what}"), cache.xhat.shape(), v.shape()));
+        }
+        let (n, c, s) = self.layout(v.shape())?;
         let m = (n * s) as f64;
-        let mut d = ops::standard(dx);
-        let ds = d.as_slice_mut().expect("standard layout is contiguous");
+        let mut v = ops::standard(v);
+        let vs = v.as_slice_mut().expect("standard layout is contiguous");
         let xh = cache.xhat.as_slice().expect("x̂ is kept in standard layout");
+        let mut sums = Vec::with_capacity(c);
         for ch in 0..c {
             let runs = (0..n).map(|b| (b * c + ch) * s);
-            let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+            let (mut sv, mut svx) = (0.0f64, 0.0f64);
             for o in runs.clone() {
-                sd += lane_sum(&ds[o..o + s], &xh[o..o + s], |d, _| d);
-                sdx += lane_sum(&ds[o..o + s], &xh[o..o + s], |d, x| d * x);
+                sv += lane_sum(&vs[o..o + s], &xh[o..o + s], |v, _| v);
+                svx += lane_sum(&vs[o..o + s], &xh[o..o + s], |v, x| v * x);
             }
-            let (md, mdx) = ((sd / m) as f32, (sdx / m) as f32);
+            sums.push((sv, svx));
+            let (mv, mvx) = ((sv / m) as f32, (svx / m) as f32);
             let scale = self.weight.value[ch] * cache.inv_std[ch];
-            let (dg, db) = (dgamma[ch], dbeta[ch]);
+            let centred = |v: f32, x: f32| scale * (v - mv - x * mvx);
             for o in runs {
-                for (dv, &xv) in ds[o..o + s].iter_mut().zip(&xh[o..o + s]) {
-                    *dv = dg * xv + scale * (*dv - md - xv * mdx) + db;
+                let lane = vs[o..o + s].iter_mut().zip(&xh[o..o + s]);
+                match affine {
+                    None => lane.for_each(|(vv, &xv)| *vv = centred(*vv, xv)),
+                    Some((a, b)) => lane.for_each(|(vv, &xv)| *vv = centred(*vv, xv) + a[ch] * xv + b[ch]),
                 }
             }
         }
-        Ok(d)
+        Ok((v, sums))
     }
 
     /// Parameters in order (weight, bias).
