@@ -1,5 +1,5 @@
 //! Kill test of the state store: a child process (`state_churn`) commits state in a loop; it is SIGKILLed at
-//! random moments over 100 cycles, and after every kill the store must load the last committed state intact:
+//! random moments over at least 100 cycles (kill window adapted to the machine's speed), and after every kill the store must load the last committed state intact:
 //! CRC ok, generation never below what the child acknowledged and never decreasing, content exactly the
 //! deterministic state of that generation, and no slot ever corrupt (a half-written temp file is never used).
 #![cfg(unix)]
@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 use firmware::store::{Slot, SlotStatus, StateStore, fixture};
 
 const CYCLES: usize = 100;
+/// Commits the run must reach to exercise the protocol. On a loaded machine the child may spend a whole sleep
+/// window starting up, so cycles go on past `CYCLES` until this many commits (bounded by `MAX_CYCLES`).
+const MIN_COMMITS: u64 = CYCLES as u64 / 2;
+/// Upper bound on cycles, so a machine where the child never commits fails instead of looping.
+const MAX_CYCLES: usize = 10 * CYCLES;
 /// State size: ~400 bytes per unit, so ~200 KB per commit (long enough for kills to land mid-write).
 const SCALE: usize = 500;
 
@@ -27,7 +32,13 @@ fn sigkill_at_random_moments_never_loses_or_tears_committed_state() {
 
     let mut last_loaded = 0u64;
     let (mut unacknowledged, mut tmp_left, mut no_progress) = (0, 0, 0);
-    for cycle in 0..CYCLES {
+    let mut cycle = 0;
+    // The kill lands uniformly in [0, window]. On a loaded machine a 30 ms window can end before the child has
+    // started, so a cycle without a new commit widens it by half (up to 2 s) and one with a commit narrows it back
+    // by a fifth (down to 30 ms): kills stay spread over start-up, writes, renames and acknowledgements.
+    let mut window_us = 30_000u64;
+    while cycle < CYCLES || (last_loaded < MIN_COMMITS && cycle < MAX_CYCLES) {
+        cycle += 1;
         let mut child = Command::new(exe)
             .arg(&dir)
             .arg(SCALE.to_string())
@@ -44,7 +55,7 @@ fn sigkill_at_random_moments_never_loses_or_tears_committed_state() {
                 .filter_map(|l| l.strip_prefix("committed ").and_then(|g| g.parse::<u64>().ok()))
                 .last()
         });
-        std::thread::sleep(Duration::from_micros(rng.next_u64() % 30_001));
+        std::thread::sleep(Duration::from_micros(rng.next_u64() % (window_us + 1)));
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("wait");
         let acked = reader.join().expect("reader thread");
@@ -61,6 +72,7 @@ fn sigkill_at_random_moments_never_loses_or_tears_committed_state() {
         let Some(loaded) = loaded else {
             assert_eq!((acked, last_loaded), (None, 0), "cycle {cycle}: committed state vanished");
             no_progress += 1;
+            window_us = (window_us * 3 / 2).min(2_000_000);
             continue;
         };
         let g = loaded.generation();
@@ -76,6 +88,7 @@ fn sigkill_at_random_moments_never_loses_or_tears_committed_state() {
             assert!(g <= last_loaded + 1, "cycle {cycle}: loaded {g}, previous {last_loaded}, nothing acknowledged");
             no_progress += usize::from(g == last_loaded);
         }
+        window_us = if g == last_loaded { (window_us * 3 / 2).min(2_000_000) } else { (window_us * 4 / 5).max(30_000) };
         assert!(
             loaded.state == fixture::synthetic(g, SCALE),
             "cycle {cycle}: generation {g} loaded with content that is not the state committed as {g}"
@@ -92,10 +105,10 @@ fn sigkill_at_random_moments_never_loses_or_tears_committed_state() {
     }
     let elapsed = started.elapsed();
     eprintln!(
-        "kill test: {CYCLES} kills in {elapsed:.1?}; final generation {last_loaded}; {unacknowledged} kills \
+        "kill test: {cycle} kills in {elapsed:.1?} (last window {window_us} µs); final generation {last_loaded}; {unacknowledged} kills \
          between a rename and its acknowledgement; {tmp_left} kills left a temp file (killed mid-write); \
          {no_progress} cycles without a new commit"
     );
-    assert!(last_loaded >= CYCLES as u64 / 2, "too few commits ({last_loaded}) to exercise the protocol");
+    assert!(last_loaded >= MIN_COMMITS, "too few commits ({last_loaded}) in {cycle} cycles to exercise the protocol");
     let _ = std::fs::remove_dir_all(&dir);
 }
