@@ -1,7 +1,8 @@
 //! Kill test of the state store: a child process (`state_churn`) commits state in a loop; it is SIGKILLed at
-//! random moments over at least 100 cycles (kill window adapted to the machine's speed), and after every kill the store must load the last committed state intact:
-//! CRC ok, generation never below what the child acknowledged and never decreasing, content exactly the
-//! deterministic state of that generation, and no slot ever corrupt (a half-written temp file is never used).
+//! random moments over at least 100 cycles (the kill window adapts to the machine's speed), and after every kill
+//! the store must load the last committed state intact: CRC ok, generation never below what the child
+//! acknowledged and never decreasing, content exactly the deterministic state of that generation, and no slot
+//! ever corrupt (a half-written temp file is never used).
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader};
