@@ -17,33 +17,22 @@ use firmware::nn::zoo;
 use firmware::onnx::{Cut, DeviceModel, FrozenPrefix, OnnxModel, PlanKind};
 use firmware::train::{Silent, TrainConfig};
 use host::data::stream::{Stream, StreamTask};
-use host::data::{Dataset, MNIST_NORM};
+use host::data::{Dataset, MNIST_NORM, backbone};
 use host::onnx_cli::check_in_tract;
 use host::simulate;
 use ndarray::{Array2, ArrayView2, Axis, s};
 
-const FEATURES: &str = "/ReduceMean_output_0";
-const SIDE: usize = 224;
-/// Caffe channel means in BGR order.
-const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
-
+const FEATURES: &str = backbone::OPEN_NSFW_FEATURES;
+const SIDE: usize = backbone::OPEN_NSFW_SIDE;
 fn backbone_path() -> PathBuf {
-    let p = host::data::data_dir().join("open_nsfw/open_nsfw.onnx");
+    let p = backbone::open_nsfw_path(&host::data::data_dir());
     assert!(p.is_file(), "{} is missing; run `bash scripts/fetch-data.sh`", p.display());
     p
 }
 
 /// One normalised 28×28 MNIST row → the backbone's input: 224×224×3 NHWC, BGR, raw 0–255 minus the means.
 fn to_backbone_input(row: &[f32]) -> Vec<f32> {
-    let (mean, std) = MNIST_NORM;
-    let mut out = Vec::with_capacity(SIDE * SIDE * 3);
-    for y in 0..SIDE {
-        for x in 0..SIDE {
-            let p = ((row[(y / 8) * 28 + x / 8] * std + mean) * 255.0).clamp(0.0, 255.0);
-            out.extend(MEAN_BGR.iter().map(|m| p - m));
-        }
-    }
-    out
+    backbone::caffe_bgr_input(row, 28, 28, MNIST_NORM, SIDE)
 }
 
 /// `n_train` training and `n_test` test images of `classes` (labels = position in `classes`), in file order.
@@ -63,29 +52,9 @@ fn pick(
     (xt, yt, xs, ys)
 }
 
-/// Features of MNIST rows through the frozen backbone, two threads, 8 images per tract run.
+/// Features of MNIST rows through the frozen backbone (all cores, 8 images per tract run).
 fn features(prefix: &FrozenPrefix, rows: &ArrayView2<'_, f32>) -> Array2<f32> {
-    let half = rows.nrows().div_ceil(2);
-    let parts: Vec<Array2<f32>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..2)
-            .map(|t| {
-                let part = rows.slice(s![(t * half).min(rows.nrows())..((t + 1) * half).min(rows.nrows()), ..]);
-                sc.spawn(move || {
-                    let mut out = Vec::new();
-                    for chunk in part.axis_chunks_iter(Axis(0), 8) {
-                        let data: Vec<f32> =
-                            chunk.rows().into_iter().flat_map(|r| to_backbone_input(r.as_slice().unwrap())).collect();
-                        let x = Array2::from_shape_vec((chunk.nrows(), SIDE * SIDE * 3), data).unwrap();
-                        out.push(prefix.run(&x.view()).unwrap());
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    ndarray::concatenate(Axis(0), &views).unwrap()
+    backbone::backbone_features(prefix, rows, 28, 28, MNIST_NORM).unwrap()
 }
 
 #[test]
@@ -167,7 +136,11 @@ fn open_nsfw_backbone_with_a_new_head_learns_two_mnist_tasks() {
         });
     }
     let secs = t1.elapsed().as_secs_f64();
-    eprintln!("features of 600 images in {secs:.1} s ({:.3} s per image, 2 threads)", secs / 600.0);
+    eprintln!(
+        "features of 600 images in {secs:.1} s ({:.3} s per image, {} threads)",
+        secs / 600.0,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
     let stream = Stream {
         name: "mnist-224-via-open_nsfw".into(),
         channels: 1,

@@ -50,7 +50,7 @@ pub enum Error {
     SizeMismatch(String),
     /// A stream name the tool does not know.
     #[error(
-        "unknown stream '{0}' (known: pmnist, split-mnist, split-mnist-ci, split-fmnist, split-fmnist-ci, mnist-pt, mnist-pt-ci, fmnist-pt, fmnist-pt-ci, custom)"
+        "unknown stream '{0}' (known: pmnist, split-mnist, split-mnist-ci, split-fmnist, split-fmnist-ci, mnist-pt, mnist-pt-ci, fmnist-pt, fmnist-pt-ci, mnist-nsfw, mnist-nsfw-ci, fmnist-nsfw, fmnist-nsfw-ci, custom)"
     )]
     UnknownStream(String),
     /// A method name the tool does not know.

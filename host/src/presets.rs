@@ -9,6 +9,7 @@ use firmware::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::data;
+use crate::data::backbone;
 use crate::data::stream::{self, Stream};
 use crate::error::{Error, Result};
 
@@ -162,6 +163,16 @@ pub enum StreamSpec {
         /// Class groups, one per task.
         groups: Vec<Vec<usize>>,
     },
+    /// MNIST (or Fashion-MNIST), subsampled, through the frozen open_nsfw ResNet-50 prefix
+    /// ([`crate::data::backbone`]), cut into these class groups: the trainable suffix sees 1024-d features.
+    Backbone {
+        /// Fashion-MNIST instead of MNIST.
+        fashion: bool,
+        /// Images kept per class.
+        subsample: backbone::Subsample,
+        /// Class groups, one per task.
+        groups: Vec<Vec<usize>>,
+    },
     /// Any IDX image data set, split by a class grouping.
     Custom {
         /// Train images, train labels, test images, test labels.
@@ -210,6 +221,10 @@ impl Preset {
     ///   pre-trained weights (cut `input`); batch 64, lr 0.01, 5 epochs, GPM's conv-net thresholds.
     /// * `fmnist-pt`: Fashion-MNIST, 5 × 2 classes, on the same MNIST-pre-trained network (a domain shift).
     /// * `mnist-pt-ci`, `fmnist-pt-ci`: the same, class-incremental (one growing head, no task id).
+    /// * `mnist-nsfw`, `fmnist-nsfw` (and `-ci`): Split-MNIST / Split-Fashion-MNIST (5 × 2 classes) through the
+    ///   frozen open_nsfw ResNet-50 prefix (a third-party backbone, [`crate::data::backbone`]; the first 600
+    ///   training and 300 test images per class), with a trainable suffix MLP 1024-256 (biased) and the heads;
+    ///   split-mnist's training and GPM settings (ε 0.97, 300 samples).
     ///
     /// GPM: PMNIST ε = [0.95, 0.99, 0.99] on all three layers (head included), 300 samples; Split-MNIST ε = 0.97
     /// on both trunk layers, 300 samples; Split-Fashion-MNIST ε = 0.97 + 0.003·task on every conv/linear trunk
@@ -274,7 +289,17 @@ impl Preset {
                     ..Self::named("split-fmnist", tasks)?
                 }
             }
-            "split-mnist-ci" | "split-fmnist-ci" | "mnist-pt-ci" | "fmnist-pt-ci" => {
+            "mnist-nsfw" | "fmnist-nsfw" => Preset {
+                stream: StreamSpec::Backbone {
+                    fashion: name == "fmnist-nsfw",
+                    subsample: backbone::Subsample { train: 600, test: 300 },
+                    groups: stream::default_pairs(10),
+                },
+                model: ModelSpec::Mlp { hidden: vec![256], bias: true },
+                ..Self::named("split-mnist", tasks)?
+            },
+            "split-mnist-ci" | "split-fmnist-ci" | "mnist-pt-ci" | "fmnist-pt-ci" | "mnist-nsfw-ci"
+            | "fmnist-nsfw-ci" => {
                 let mut p = Self::named(name.trim_end_matches("-ci"), tasks)?;
                 p.multi_head = false;
                 p.grow_head = true;
@@ -350,6 +375,16 @@ impl Preset {
                     (data::load_mnist(&data_dir.join("mnist"))?, "mnist")
                 };
                 stream::split(&ds, &format!("{name}-pt"), groups, self.multi_head, seed, self.val_frac)
+            }
+            StreamSpec::Backbone { fashion, subsample, groups } => {
+                check_tasks(groups.len())?;
+                let (ds, norm, name) = if *fashion {
+                    (data::load_fashion_mnist(&data_dir.join("fashion-mnist"))?, data::FASHION_MNIST_NORM, "fmnist")
+                } else {
+                    (data::load_mnist(&data_dir.join("mnist"))?, data::MNIST_NORM, "mnist")
+                };
+                let feats = backbone::features_of(&backbone::open_nsfw_path(data_dir), &ds, norm, *subsample)?;
+                stream::split(&feats, &format!("{name}-nsfw"), groups, self.multi_head, seed, self.val_frac)
             }
             StreamSpec::Custom { files, groups } => {
                 check_tasks(groups.len())?;

@@ -4,6 +4,7 @@
 //! [`data_dir()`]: `mnist/` and `fashion-mnist/`, each with the four IDX files (gzipped or raw). Nothing is
 //! downloaded at run time.
 
+pub mod backbone;
 pub mod idx;
 pub mod stream;
 
