@@ -183,11 +183,17 @@ pub fn markdown(cmp: &Comparison) -> String {
                 if margin > noise { "more than one standard deviation" } else { "within one standard deviation" }
             );
         }
-        if let Some(pos) = rows.iter().position(|a| a.method.starts_with("gpm+became")) {
+        // Plain BECAME when it ran; otherwise its first variant (`gpm+became@cuda`, the field's `gpm+became+…`).
+        let became = rows
+            .iter()
+            .position(|a| a.method == "gpm+became")
+            .or_else(|| rows.iter().position(|a| a.method.starts_with("gpm+became")));
+        if let Some(pos) = became {
             let best = rows[0];
             let _ = writeln!(
                 s,
-                "BECAME (gpm+became) ranks {} of {}{}.",
+                "BECAME ({}) ranks {} of {}{}.",
+                rows[pos].method,
                 pos + 1,
                 rows.len(),
                 if pos == 0 {
@@ -284,6 +290,20 @@ mod tests {
         assert!(md.contains("Winner: **gpm+became**, 5.00 pt ACC ahead of pam"), "{md}");
         assert!(md.contains("BECAME (gpm+became) ranks 1 of 3"), "{md}");
         assert!(md.contains("4.0 KiB") && md.contains("80 B"), "{md}");
+    }
+
+    #[test]
+    fn report_places_plain_became_not_a_variant_ranked_above_it() {
+        let mut c = comparison();
+        let field = Aggregate::new(vec![
+            run("gpm+became+lt+slda", 0, vec![vec![1.0, 0.0], vec![0.99, 1.0]], None, 0),
+            run("gpm+became+lt+slda", 1, vec![vec![1.0, 0.0], vec![0.99, 1.0]], None, 0),
+        ])
+        .unwrap();
+        c.aggregates.push(field);
+        let md = markdown(&c);
+        assert!(md.contains("| 1 | gpm+became+lt+slda"), "{md}");
+        assert!(md.contains("BECAME (gpm+became) ranks 2 of 4"), "{md}");
     }
 
     #[test]
