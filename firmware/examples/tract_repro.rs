@@ -1,5 +1,5 @@
 //! Minimal reproducers for the two tract 0.23.9 behaviours behind the frozen-prefix gap to onnxruntime
-//! (docs/upstream/tract-frozen-prefix.md; the ONNX files come from the Python script there). Uses tract-onnx alone,
+//! (docs/upstream/tract-frozen-prefix.md; the ONNX files come from docs/upstream/tract_repro.py). Uses tract-onnx alone,
 //! as released, so the program can be filed upstream as it is:
 //!
 //! ```sh
@@ -31,7 +31,7 @@ fn main() -> TractResult<()> {
                 ops.dedup();
                 println!("optimised: {} nodes ({})", m.nodes().len(), ops.join(", "));
             }
-            Err(e) => println!("into_optimized failed: {e:?}"),
+            Err(e) => println!("into_optimized failed: {e:#}"),
         },
         "time" => {
             let reps: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(100);
