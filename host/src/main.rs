@@ -81,6 +81,45 @@ enum Command {
     /// Drive a device daemon over a serial port or a pseudo-terminal (hello, status, add, learn, predict, export,
     /// reset).
     Device(host::device_client::DeviceArgs),
+    /// A fleet of boards that learn apart and merge into one model (issue 18).
+    #[command(subcommand)]
+    Fleet(FleetCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCmd {
+    /// Boards learn different new digits from the shipped base with the device's learner; their updates are merged
+    /// (Fisher-weighted and plain average) and scored class-incrementally next to joint training and each board
+    /// alone (host/src/fleet_sim.rs).
+    Sim(FleetSimArgs),
+}
+
+#[derive(Debug, Args)]
+struct FleetSimArgs {
+    /// The shipped base model.
+    #[arg(long, default_value = "models/mnist-cnn-0123.onnx")]
+    model: PathBuf,
+    /// Where the frozen prefix ends (the daemon's default).
+    #[arg(long, default_value = "last:2")]
+    cut: String,
+    /// Board profile of every board.
+    #[arg(long, default_value = "boards/jetson-nano-4gb.toml")]
+    board: PathBuf,
+    /// Fleet sizes, comma separated.
+    #[arg(long, default_value = "2,4,8")]
+    devices: String,
+    /// Seeds, comma separated.
+    #[arg(long, default_value = "0,1,2")]
+    seeds: String,
+    /// Epochs per learning stage.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Folder for fleet-sim.json and fleet-sim.md.
+    #[arg(long, default_value = "out/fleet-sim")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -473,7 +512,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::FisherAlpha(a) => fisher_alpha_cmd(a),
         Command::Footprint(a) => footprint_cmd(a),
         Command::Device(a) => Ok(host::device_client::run(&a)?),
+        Command::Fleet(FleetCmd::Sim(a)) => fleet_sim_cmd(a),
     }
+}
+
+fn fleet_sim_cmd(a: FleetSimArgs) -> anyhow::Result<()> {
+    let list = |s: &str, what: &str| -> anyhow::Result<Vec<u64>> {
+        s.split(',').map(|x| x.trim().parse::<u64>().map_err(|_| anyhow::anyhow!("{what}: bad value '{x}'"))).collect()
+    };
+    let devices: Vec<usize> = list(&a.devices, "--devices")?.into_iter().map(|d| d as usize).collect();
+    if devices.iter().any(|&d| d == 0 || d > 8) {
+        anyhow::bail!("--devices: fleet sizes from 1 to 8 (the joint board holds 8 sample buffers)");
+    }
+    let cfg = host::fleet_sim::FleetSimConfig {
+        model: a.model,
+        cut: a.cut,
+        board: a.board,
+        devices,
+        seeds: list(&a.seeds, "--seeds")?,
+        epochs: a.epochs,
+        data_dir: a.data_dir.unwrap_or_else(data::data_dir),
+    };
+    let runs = host::fleet_sim::run(&cfg)?;
+    let command: String = std::env::args().collect::<Vec<_>>().join(" ");
+    println!("{}", host::fleet_sim::write(&runs, &command, &a.out)?);
+    Ok(())
 }
 
 fn fetch() -> anyhow::Result<()> {

@@ -1,0 +1,454 @@
+//! `host fleet sim`: the fleet's accuracy, in one process (issue 18, the results part; no broker involved).
+//!
+//! N boards ship with the same base model (the shipped CNN, pre-trained on MNIST digits 0–3, cut where the daemon
+//! cuts it) and are provisioned identically at the factory (the base classes' first training images, as
+//! `host device-learn` does). In the field each board learns its own new digits from its own photos with the
+//! device's learner and method ([`firmware::daemon::DeviceLearner`], [`firmware::method::field_method`], the
+//! board profile's Fisher format and budgets): board `i` gets `k = max(2, ⌈6/N⌉)` of the six new digits 4–9,
+//! round robin, so with 4 or 8 boards a digit is learned on several boards, each from different photos (the
+//! training images of a digit are shuffled with the seed and dealt out in disjoint slices, `1024/k` per digit and
+//! board: a sample buffer's worth). Each board's committed state becomes its [`FleetUpdate`] (trainable
+//! parameters, accumulated Fisher `F_old` in the board's compact format, class registry), exactly what it would
+//! publish, and the updates are merged:
+//!
+//! - **merged**: [`merge_updates`], the Fisher-weighted closed form θ* = (Σᵢ Fᵢ)⁻¹ Σᵢ Fᵢ θᵢ per parameter (head
+//!   rows per class over the boards that know the class);
+//! - **plain average**: the same merge with every Fisher set to one (θ* = mean of θᵢ, head rows averaged over
+//!   the boards that know the class);
+//! - **Fisher on the trunk only** (a diagnostic): Fisher-weighted trunk, head rows plainly averaged;
+//! - **joint**: one board provisioned the same way that learns every board's photos together as one task (the
+//!   same method: what the fleet would reach with all data in one place);
+//! - **alone**: each board's own model.
+//!
+//! Every model is scored class-incrementally on the whole MNIST test set (10 000 images, digits 0–9, no task
+//! id): a prediction is right when the class name of the predicted head row is the image's digit.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use firmware::budget::BoardProfile;
+use firmware::daemon::{DeviceLearner, SAMPLE_CAPACITY};
+use firmware::data::Samples;
+use firmware::fisher::{FisherFormat, compact};
+use firmware::fleet::{FleetUpdate, MergedModel, merge_updates};
+use firmware::learner::Learner;
+use firmware::method::{Became, ClassMeans, SLDA_SHRINKAGE, SharedCovariance, slda_head};
+use firmware::nn::{Linear, Model};
+use firmware::onnx::{Cut, DeviceModel, OnnxModel};
+use firmware::store::{FisherBlob, LearnerState, SldaState};
+use firmware::train::TrainConfig;
+use ndarray::{Array1, Array2, Axis};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::onnx_cli::PROVISION_PER_CLASS;
+use crate::report::MeanStd;
+
+/// The digits the base model knows.
+pub const BASE_CLASSES: [usize; 4] = [0, 1, 2, 3];
+/// The digits the fleet learns in the field.
+pub const NEW_CLASSES: [usize; 6] = [4, 5, 6, 7, 8, 9];
+/// Sample capacity of the joint learner (every board's photos at once: 8 boards × 1024).
+const JOINT_CAPACITY: usize = 8 * SAMPLE_CAPACITY;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct FleetSimConfig {
+    /// The shipped base model (ONNX).
+    pub model: PathBuf,
+    /// Where the frozen prefix ends (the daemon's default `last:2`).
+    pub cut: String,
+    /// Board profile of every board.
+    pub board: PathBuf,
+    /// Fleet sizes.
+    pub devices: Vec<usize>,
+    /// Seeds.
+    pub seeds: Vec<u64>,
+    /// Epochs per learning stage (the daemon's default is 3).
+    pub epochs: usize,
+    /// Data folder.
+    pub data_dir: PathBuf,
+}
+
+/// One fleet size and seed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetRun {
+    /// Number of boards.
+    pub devices: usize,
+    /// Seed.
+    pub seed: u64,
+    /// The new digits each board learned.
+    pub classes: Vec<Vec<usize>>,
+    /// Accuracy (%) of the Fisher-weighted merge over the 10 digits.
+    pub merged: f64,
+    /// Accuracy (%) of the plain parameter average of the same updates.
+    pub average: f64,
+    /// Accuracy (%) of the Fisher-weighted merge on the trunk with the head rows plainly averaged (a diagnostic:
+    /// which half of the merge costs accuracy).
+    pub fisher_trunk_only: f64,
+    /// Accuracy (%) of the Fisher-merged trunk with the SLDA head recomputed from the boards' pooled statistics
+    /// ([`pooled_slda_head`]).
+    pub pooled_slda: f64,
+    /// Accuracy (%) of one board that learned all the boards' photos.
+    pub joint: f64,
+    /// Accuracy (%) of each board alone.
+    pub alone: Vec<f64>,
+    /// Bytes of each board's update frame as it would be published.
+    pub update_bytes: Vec<usize>,
+    /// Wall-clock seconds of the run.
+    pub seconds: f64,
+}
+
+/// The new digits of each of `n` boards: `k = max(2, ⌈6/n⌉)` per board, dealt round robin.
+pub fn assignment(n: usize) -> Vec<Vec<usize>> {
+    let k = NEW_CLASSES.len().div_ceil(n.max(1)).max(2);
+    (0..n).map(|i| (0..k).map(|j| NEW_CLASSES[(i * k + j) % NEW_CLASSES.len()]).collect()).collect()
+}
+
+/// Features of the whole data set through the base's frozen prefix, computed once.
+struct Data {
+    train: Samples,
+    test: Samples,
+    provision: Vec<usize>,
+}
+
+/// Run every fleet size and seed; the runs in order.
+pub fn run(cfg: &FleetSimConfig) -> Result<Vec<FleetRun>> {
+    let file = OnnxModel::open(&cfg.model)?;
+    let dm = file.split(&Cut::parse(&cfg.cut)?)?;
+    let profile = BoardProfile::load(&cfg.board)?;
+    firmware::threads::set_threads(profile.threads);
+    let ds = crate::data::load_mnist(&cfg.data_dir.join("mnist"))?;
+    let t0 = Instant::now();
+    let features = |x: &Array2<f32>| dm.features_batched(&x.view(), 256);
+    let mut provision = Vec::new();
+    for &c in &BASE_CLASSES {
+        provision.extend((0..ds.train_y.len()).filter(|&i| ds.train_y[i] == c).take(PROVISION_PER_CLASS));
+    }
+    provision.sort_unstable();
+    let data = Data {
+        train: Samples::new(features(&ds.train_x)?, ds.train_y.clone())?,
+        test: Samples::new(features(&ds.test_x)?, ds.test_y.clone())?,
+        provision,
+    };
+    tracing::info!(secs = t0.elapsed().as_secs_f64(), "features of MNIST through the frozen prefix");
+    let mut runs = Vec::new();
+    for &n in &cfg.devices {
+        for &seed in &cfg.seeds {
+            let r = run_one(cfg, &profile, &dm, &data, n, seed)?;
+            tracing::info!(
+                devices = n,
+                seed,
+                merged = r.merged,
+                average = r.average,
+                joint = r.joint,
+                secs = r.seconds,
+                "fleet run done"
+            );
+            runs.push(r);
+        }
+    }
+    Ok(runs)
+}
+
+fn names(classes: &[usize]) -> Vec<String> {
+    classes.iter().map(usize::to_string).collect()
+}
+
+/// A learner of capacity `CAP` on the base model, provisioned with the base classes.
+fn provisioned<const CAP: usize>(
+    cfg: &FleetSimConfig,
+    profile: &BoardProfile,
+    dm: &DeviceModel,
+    data: &Data,
+    seed: u64,
+) -> Result<Learner<Became, CAP>> {
+    let train = TrainConfig { epochs: cfg.epochs, ..TrainConfig::default() };
+    let method = firmware::method::field_method(train, profile.fisher_format, profile.budget.fisher)?;
+    let base = names(&BASE_CLASSES);
+    let refs: Vec<&str> = base.iter().map(String::as_str).collect();
+    let mut l = Learner::new(profile.clone(), "fleet", dm.trainable.clone(), method, &refs, seed)?;
+    for &i in &data.provision {
+        add(&mut l, data, i)?;
+    }
+    l.learn()?;
+    Ok(l)
+}
+
+fn add<const CAP: usize>(l: &mut Learner<Became, CAP>, data: &Data, i: usize) -> Result<()> {
+    let row = data.train.x.row(i);
+    let x = row.as_slice().ok_or_else(|| Error::Invalid("feature row not contiguous".into()))?;
+    l.add_sample(&data.train.y[i].to_string(), x)?;
+    Ok(())
+}
+
+/// Accuracy (%) of `model` (head rows named by `classes`) on the test set, over all ten digits.
+fn accuracy(model: &Model, classes: &[String], test: &Samples) -> Result<f64> {
+    let mut m = model.clone();
+    let mut right = 0usize;
+    for (x, y) in test.x.axis_chunks_iter(Axis(0), 1000).zip(test.y.chunks(1000)) {
+        let pred = m.predict(&x, 0)?;
+        right += pred.iter().zip(y).filter(|(p, y)| classes.get(**p).and_then(|c| c.parse().ok()) == Some(**y)).count();
+    }
+    Ok(100.0 * right as f64 / test.len().max(1) as f64)
+}
+
+/// `template` with its head resized to the merged registry and every parameter set from `merged`; errors when
+/// the merged layout is not the model's.
+fn model_of(template: &Model, merged: &MergedModel) -> Result<Model> {
+    let width = template.heads.first().map(Linear::in_features).ok_or_else(|| Error::Invalid("no head".into()))?;
+    let n = merged.classes.len();
+    let head = Linear::from_weights("head.0", Array2::zeros((n, width)), Some(Array1::zeros(n)))?;
+    let mut m = Model::new(template.input_shape.clone(), template.trunk.clone(), vec![head])?;
+    let layout = LearnerState::from_model(&m, "fleet")?.layout;
+    if layout != merged.layout {
+        return Err(Error::Invalid("the merged layout is not the boards' model".into()));
+    }
+    m.set_flat_params(&merged.params)?;
+    Ok(m)
+}
+
+/// The SLDA head of the boards' pooled statistics, rows in `classes` order: per class name
+/// `μ_c = Σᵢ nᵢ,c μᵢ,c / Σᵢ nᵢ,c` over the boards that saw it, the shared covariance `Σ = Σᵢ tᵢ Σᵢ / Σᵢ tᵢ`
+/// (each board's `Σᵢ` is the mean within-class scatter of its `tᵢ` samples), then `w_c = Λμ_c`,
+/// `b_c = −½ μ_cᵀΛμ_c` with `Λ = ((1−ε)Σ + εI)⁻¹` ([`slda_head`], the board's own formula).
+pub fn pooled_slda_head(boards: &[(Vec<String>, SldaState)], classes: &[String]) -> Result<(Array2<f32>, Array1<f32>)> {
+    let d = boards.first().map(|(_, s)| s.dim as usize).ok_or_else(|| Error::Invalid("no board".into()))?;
+    let mut means = ClassMeans::new(classes.len(), d);
+    let mut cov = SharedCovariance::new(d);
+    let mut sums = Array2::<f64>::zeros((classes.len(), d));
+    for (registry, st) in boards {
+        st.validate()?;
+        if st.dim as usize != d || st.counts.len() != registry.len() {
+            return Err(Error::Invalid("boards' SLDA statistics of different shapes".into()));
+        }
+        let mu = Array2::from_shape_vec((registry.len(), d), st.means.clone())
+            .map_err(|e| Error::Invalid(format!("SLDA means: {e}")))?;
+        for (r, name) in registry.iter().enumerate() {
+            let c = classes.iter().position(|x| x == name).ok_or_else(|| Error::Invalid(format!("class {name}")))?;
+            let n = st.counts[r];
+            sums.row_mut(c).scaled_add(n as f64, &mu.row(r));
+            means.count[c] += n;
+        }
+        let sigma =
+            Array2::from_shape_vec((d, d), st.sigma.clone()).map_err(|e| Error::Invalid(format!("SLDA Σ: {e}")))?;
+        cov.sigma.scaled_add(st.updates as f64, &sigma);
+        cov.updates += st.updates;
+    }
+    for (c, &n) in means.count.iter().enumerate() {
+        if n > 0 {
+            means.mean.row_mut(c).assign(&(&sums.row(c) / n as f64));
+        }
+    }
+    if cov.updates > 0 {
+        cov.sigma /= cov.updates as f64;
+    }
+    Ok(slda_head(&means, &cov, SLDA_SHRINKAGE)?)
+}
+
+/// Which part of each update's Fisher [`reweighted`] replaces by ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reweight {
+    /// Every parameter: the merge becomes the plain average.
+    Everywhere,
+    /// The head's parameters only.
+    Head,
+}
+
+/// `updates` with the Fisher set to one where `what` says (the rest unchanged).
+fn reweighted(updates: &[FleetUpdate], what: Reweight) -> Result<Vec<FleetUpdate>> {
+    updates
+        .iter()
+        .map(|u| {
+            let head =
+                u.layout.iter().find(|p| p.name.starts_with("head.")).map_or(u.params.len(), |p| p.offset as usize);
+            let f = u.fisher_values()?;
+            let v: Vec<f32> = f
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| if what == Reweight::Everywhere || i >= head { 1.0 } else { x })
+                .collect();
+            let c = compact::encode(&v, FisherFormat::F32)?;
+            Ok(FleetUpdate { fisher: FisherBlob::from_compact(&c)?, ..u.clone() })
+        })
+        .collect()
+}
+
+fn run_one(
+    cfg: &FleetSimConfig,
+    profile: &BoardProfile,
+    dm: &DeviceModel,
+    data: &Data,
+    n: usize,
+    seed: u64,
+) -> Result<FleetRun> {
+    let t0 = Instant::now();
+    let classes = assignment(n);
+    // Deal each new digit's training images (shuffled with the seed) to its boards in disjoint slices.
+    let mut rng = firmware::seeded_rng(seed ^ 0xF1EE7);
+    let mut photos: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &c in &NEW_CLASSES {
+        let mut rows: Vec<usize> = (0..data.train.len()).filter(|&i| data.train.y[i] == c).collect();
+        rows.shuffle(&mut rng);
+        let holders: Vec<usize> = (0..n).filter(|&d| classes[d].contains(&c)).collect();
+        for (h, &d) in holders.iter().enumerate() {
+            let per = SAMPLE_CAPACITY / classes[d].len();
+            photos[d].extend(rows.iter().skip(h * per).take(per));
+        }
+    }
+    let mut updates = Vec::with_capacity(n);
+    let mut alone = Vec::with_capacity(n);
+    let mut update_bytes = Vec::with_capacity(n);
+    let mut template = None;
+    let mut slda = Vec::with_capacity(n);
+    for d in 0..n {
+        let mut l: DeviceLearner = provisioned(cfg, profile, dm, data, seed.wrapping_mul(1000).wrapping_add(d as u64))?;
+        // Interleave the board's digits, as photos arrive in the field.
+        let mut rows = photos[d].clone();
+        rows.sort_by_key(|&i| (data.train.y[i], i));
+        let per_class: Vec<Vec<usize>> =
+            classes[d].iter().map(|&c| rows.iter().copied().filter(|&i| data.train.y[i] == c).collect()).collect();
+        for k in 0..per_class.iter().map(Vec::len).max().unwrap_or(0) {
+            for rows in &per_class {
+                if let Some(&i) = rows.get(k) {
+                    add(&mut l, data, i)?;
+                }
+            }
+        }
+        l.learn()?;
+        let registry: Vec<String> = l.classes().iter().map(|c| c.name.clone()).collect();
+        alone.push(accuracy(l.model(), &registry, &data.test)?);
+        let state = l.state()?;
+        slda.push((
+            registry.clone(),
+            state.slda.clone().ok_or_else(|| Error::Invalid("a board kept no SLDA statistics".into()))?,
+        ));
+        let fisher = state.fisher.ok_or_else(|| Error::Invalid("a board kept no Fisher".into()))?;
+        let u = FleetUpdate {
+            fleet: "sim".into(),
+            device: format!("board-{d:02}"),
+            generation: 2,
+            base_model: cfg.model.file_name().map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+            layout: state.layout,
+            params: state.params,
+            fisher,
+            classes: registry,
+        };
+        update_bytes.push(firmware::fleet::encode_update(&u, usize::MAX >> 1)?.len());
+        updates.push(u);
+        template.get_or_insert_with(|| l.model().clone());
+    }
+    let template = template.ok_or_else(|| Error::Invalid("a fleet needs at least one board".into()))?;
+    let merged = merge_updates(&updates)?;
+    let merged_acc = accuracy(&model_of(&template, &merged)?, &merged.classes, &data.test)?;
+    // The plain average: the same merge with unit Fisher everywhere; and the Fisher on the trunk only.
+    let average = merge_updates(&reweighted(&updates, Reweight::Everywhere)?)?;
+    let average_acc = accuracy(&model_of(&template, &average)?, &average.classes, &data.test)?;
+    let trunk_only = merge_updates(&reweighted(&updates, Reweight::Head)?)?;
+    let trunk_only_acc = accuracy(&model_of(&template, &trunk_only)?, &trunk_only.classes, &data.test)?;
+    // The Fisher-merged trunk under the head SLDA's pooled statistics give.
+    let mut pooled = model_of(&template, &merged)?;
+    let (w, b) = pooled_slda_head(&slda, &merged.classes)?;
+    pooled.heads[0] = Linear::from_weights("head.0", w, Some(b))?;
+    let pooled_acc = accuracy(&pooled, &merged.classes, &data.test)?;
+    // Joint: every board's photos on one board, one task.
+    let mut joint: Learner<Became, JOINT_CAPACITY> = provisioned(cfg, profile, dm, data, seed.wrapping_mul(1000))?;
+    let mut all: Vec<usize> = photos.concat();
+    all.shuffle(&mut rng);
+    for &i in &all {
+        add(&mut joint, data, i)?;
+    }
+    joint.learn()?;
+    let registry: Vec<String> = joint.classes().iter().map(|c| c.name.clone()).collect();
+    let joint_acc = accuracy(joint.model(), &registry, &data.test)?;
+    Ok(FleetRun {
+        devices: n,
+        seed,
+        classes,
+        merged: merged_acc,
+        average: average_acc,
+        fisher_trunk_only: trunk_only_acc,
+        pooled_slda: pooled_acc,
+        joint: joint_acc,
+        alone,
+        update_bytes,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The Markdown table: one row per fleet size, mean ± std over seeds.
+pub fn markdown(runs: &[FleetRun], command: &str) -> String {
+    use std::fmt::Write;
+    let mut s = format!(
+        "Command: `{command}`\n\nClass-incremental accuracy (%) on the 10 000 MNIST test images, digits 0–9, no task \
+         id; mean ± std over seeds.\n\n| boards | new digits per board | seeds | merged (Fisher) | plain average | \
+         Fisher on the trunk only | Fisher trunk + pooled SLDA head | joint | each board alone | merged − joint | update frame |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    let mut sizes: Vec<usize> = runs.iter().map(|r| r.devices).collect();
+    sizes.dedup();
+    for n in sizes {
+        let rs: Vec<&FleetRun> = runs.iter().filter(|r| r.devices == n).collect();
+        let col = |f: &dyn Fn(&FleetRun) -> f64| MeanStd::of(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
+        let (m, a, t, j) = (col(&|r| r.merged), col(&|r| r.average), col(&|r| r.fisher_trunk_only), col(&|r| r.joint));
+        let p = col(&|r| r.pooled_slda);
+        let alone = MeanStd::of(&rs.iter().flat_map(|r| r.alone.iter().copied()).collect::<Vec<_>>());
+        let gap = col(&|r| r.merged - r.joint);
+        let bytes = rs.iter().flat_map(|r| r.update_bytes.iter().copied()).max().unwrap_or(0);
+        let _ = writeln!(
+            s,
+            "| {n} | {} | {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:+.2} ± {:.2} | {:.0} KiB |",
+            rs.first().map_or(0, |r| r.classes.first().map_or(0, Vec::len)),
+            rs.len(),
+            m.mean,
+            m.std,
+            a.mean,
+            a.std,
+            t.mean,
+            t.std,
+            p.mean,
+            p.std,
+            j.mean,
+            j.std,
+            alone.mean,
+            alone.std,
+            gap.mean,
+            gap.std,
+            bytes as f64 / 1024.0
+        );
+    }
+    s
+}
+
+/// Write `fleet-sim.json` and `fleet-sim.md` into `out`.
+pub fn write(runs: &[FleetRun], command: &str, out: &Path) -> Result<String> {
+    let md = markdown(runs, command);
+    crate::report::write_json(&out.join("fleet-sim.json"), &runs)?;
+    crate::report::write_text(&out.join("fleet-sim.md"), &md)?;
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_new_digit_has_a_board_and_boards_get_at_least_two() {
+        for n in 1..=8 {
+            let a = assignment(n);
+            assert_eq!(a.len(), n);
+            for c in NEW_CLASSES {
+                assert!(a.iter().any(|b| b.contains(&c)), "{n} boards: digit {c} unassigned");
+            }
+            for b in &a {
+                assert!(b.len() >= 2);
+                let mut u = b.clone();
+                u.dedup();
+                assert_eq!(u.len(), b.len(), "a board got a digit twice: {b:?}");
+            }
+        }
+        assert_eq!(assignment(2), [vec![4, 5, 6], vec![7, 8, 9]]);
+        assert_eq!(assignment(4)[3], [4, 5]);
+    }
+}
