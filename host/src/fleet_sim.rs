@@ -433,6 +433,41 @@ pub fn write(runs: &[FleetRun], command: &str, out: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
+    fn stats(means: Vec<f64>, counts: Vec<u64>, sigma_diag: f64, updates: u64) -> SldaState {
+        SldaState {
+            dim: 2,
+            means,
+            counts,
+            sigma: vec![sigma_diag, 0.0, 0.0, sigma_diag],
+            updates,
+            train_weight: Vec::new(),
+            train_bias: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pooled_slda_head_weights_means_by_counts_and_sigma_by_samples() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a = (names(&["a", "b"]), stats(vec![1.0, 0.0, 0.0, 1.0], vec![2, 2], 1.0, 4));
+        let b = (names(&["b", "c"]), stats(vec![0.0, 3.0, 5.0, 5.0], vec![2, 1], 3.0, 3));
+        let classes = names(&["a", "b", "c"]);
+        let (w, bias) = pooled_slda_head(&[a, b], &classes).unwrap();
+        // μ_a = (1, 0), μ_b = (0, 2) (2 + 2 samples), μ_c = (5, 5); Σ = (4·1 + 3·3)/7 · I.
+        let s = (1.0 - SLDA_SHRINKAGE) * 13.0 / 7.0 + SLDA_SHRINKAGE;
+        let want = [[1.0 / s, 0.0], [0.0, 2.0 / s], [5.0 / s, 5.0 / s]];
+        for (c, row) in want.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                assert!((f64::from(w[[c, j]]) - v).abs() < 1e-5, "w[{c}][{j}] = {} want {v}", w[[c, j]]);
+            }
+        }
+        assert!((f64::from(bias[1]) + 0.5 * 4.0 / s).abs() < 1e-5, "b_b = {}", bias[1]);
+        // A board whose statistics have another width is refused.
+        let odd = (names(&["a"]), SldaState { dim: 3, ..stats(vec![0.0; 3], vec![1], 1.0, 1) });
+        assert!(
+            pooled_slda_head(&[(names(&["a"]), stats(vec![1.0, 0.0], vec![1], 1.0, 1)), odd], &names(&["a"])).is_err()
+        );
+    }
+
     #[test]
     fn every_new_digit_has_a_board_and_boards_get_at_least_two() {
         for n in 1..=8 {
