@@ -52,9 +52,18 @@ pub fn run(plan: &ComparePlan, command: &str) -> Result<Comparison> {
             registry::build(m, preset)?; // unknown names fail before any data is loaded
         }
     }
+    // A class-incremental-only method (the device's `field`) is not run on a task-incremental stream.
+    let runs_on =
+        |s: usize, m: usize| !(plan.streams[s].1.multi_head && registry::class_incremental_only(&plan.methods[m]));
     let jobs: Vec<(usize, usize, u64)> = (0..plan.streams.len())
         .flat_map(|s| (0..plan.methods.len()).flat_map(move |m| plan.seeds.iter().map(move |&seed| (s, m, seed))))
+        .filter(|&(s, m, _)| runs_on(s, m))
         .collect();
+    for (s, (name, _)) in plan.streams.iter().enumerate() {
+        for (m, method) in plan.methods.iter().enumerate().filter(|&(m, _)| !runs_on(s, m)) {
+            tracing::info!(stream = %name, method = %method, m, "not run: class-incremental only, the stream is task-incremental");
+        }
+    }
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(jobs.len()));
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -92,7 +101,7 @@ pub fn run(plan: &ComparePlan, command: &str) -> Result<Comparison> {
     results.sort_by_key(|(s, m, r)| (*s, *m, r.seed));
     let mut aggregates = Vec::new();
     for s in 0..plan.streams.len() {
-        for m in 0..plan.methods.len() {
+        for m in (0..plan.methods.len()).filter(|&m| runs_on(s, m)) {
             let runs: Vec<_> =
                 results.iter().filter(|(rs, rm, _)| *rs == s && *rm == m).map(|(_, _, r)| r.clone()).collect();
             aggregates.push(Aggregate::new(runs)?);

@@ -63,6 +63,13 @@ pub fn adam_nscl(preset: &Preset) -> AdamNscl {
     AdamNscl::new(NsclConfig::new(preset.train.clone(), !preset.multi_head))
 }
 
+/// Whether `name` runs only on single-head (class-incremental) streams: `field` is the device's configuration,
+/// which projects its one head by construction. `host compare` leaves such a method out of task-incremental
+/// streams (and says so in its report) instead of failing after the other runs.
+pub fn class_incremental_only(name: &str) -> bool {
+    name == "field"
+}
+
 /// Build the method called `name` with the preset's settings. Heads are projected by GPM only when the
 /// run is single-head. `gpm+became@cpu` / `gpm+became@cuda` run GPM + BECAME on a compute backend
 /// ([`crate::backend::became_on`]). `gpm+became:<format>` (e.g. `gpm+became:q4`) stores BECAME's accumulated Fisher in a
