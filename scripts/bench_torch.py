@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GPM + BECAME in PyTorch on the CPU, timed phase by phase: the reference for `host bench update`.
+"""GPM + BECAME in PyTorch (CPU, or a CUDA GPU with --device cuda), timed phase by phase: the reference for `host bench update`.
 
 Written the way the authors' code does it (GPM's main_pmnist.py, BECAME's GPM-based variant): an MLP without
 biases whose forward stores each layer's input in `net.act`, SGD over a shuffled index, `loss.backward()`, the
@@ -19,7 +19,11 @@ with a 5 % hold-out), learns tasks 1..T and times the last one. split-fmnist run
 
     {"impl": "pytorch", "stream", "epochs", "threads", "phases": {name: seconds}, "total", "version", ...}
 
-Usage: bench_torch.py --stream pmnist|split-mnist|split-fmnist [--tasks 2] [--epochs 1] [--threads N] [--repeat N] [--out FILE.json]
+With --device cuda the tasks, the model and GPM's projection matrices live on the GPU (the SVDs stay in numpy, as
+in the authors' code) and every phase ends with torch.cuda.synchronize(), so a phase's time includes its kernels:
+the peer of `host bench update --method gpm+became@cuda`.
+
+Usage: bench_torch.py --stream pmnist|split-mnist|split-fmnist [--tasks 2] [--epochs 1] [--threads N] [--repeat N] [--device cpu|cuda] [--out FILE.json]
 """
 
 import argparse
@@ -182,7 +186,7 @@ def train_epoch(args, model, x, y, head, optimizer, criterion, feature_mat=None,
     model.train()
     r = np.arange(x.size(0))
     np.random.shuffle(r)
-    r = torch.LongTensor(r)
+    r = torch.from_numpy(r).to(x.device)
     total = 0.0
     for i in range(0, len(r), args.batch_size):
         b = r[i : i + args.batch_size]
@@ -212,7 +216,7 @@ def test(model, x, y, head, criterion, batch=64):
     total_loss, correct = 0.0, 0
     r = np.arange(x.size(0))
     np.random.shuffle(r)
-    r = torch.LongTensor(r)
+    r = torch.from_numpy(r).to(x.device)
     with torch.no_grad():
         for i in range(0, len(r), batch):
             b = r[i : i + batch]
@@ -275,7 +279,7 @@ def get_fisher(model, x, head, criterion, batch=64):
 def get_representation_matrix(net, x, head, n_layers, samples=300):
     r = np.arange(x.size(0))
     np.random.shuffle(r)
-    r = torch.LongTensor(r)
+    r = torch.from_numpy(r).to(x.device)
     b = r[0:samples]
     example_data = x[b]
     with torch.no_grad():
@@ -333,6 +337,13 @@ def flat(model):
     return torch.cat([p.data.reshape(-1) for p in model.parameters()])
 
 
+def clock(args):
+    """time.perf_counter() after the GPU's queued work has finished (with --device cuda)."""
+    if args.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def run_once(args, tasks, hidden, heads, n_out, threshold, cnn=False):
     """Learn every task from a fresh model; return the result dict of the last task (the timed one)."""
     torch.manual_seed(args.seed)
@@ -341,7 +352,7 @@ def run_once(args, tasks, hidden, heads, n_out, threshold, cnn=False):
     # named_parameters() order: the trunk's (MLP: lin1.weight, lin2.weight; LeNet: conv1, bn1 ×2, conv2, bn2 ×2,
     # fc1), then the heads; the first n_proj are projected (matrices) or frozen after task 1 (BN vectors).
     n_proj = 7 if cnn else n_layers
-    model = LeNet(hidden, heads, n_out) if cnn else MLPNet(hidden, heads, n_out)
+    model = (LeNet(hidden, heads, n_out) if cnn else MLPNet(hidden, heads, n_out)).to(args.device)
     criterion = nn.CrossEntropyLoss()
     feature_list = []
     fisher_old = None
@@ -349,30 +360,30 @@ def run_once(args, tasks, hidden, heads, n_out, threshold, cnn=False):
     for task_id, task in enumerate(tasks):
         timings = OrderedDict()
         if task_id == 0:
-            t0 = time.perf_counter()
+            t0 = clock(args)
             epochs1 = run_stage(args, model, task, criterion)
-            timings["stage1"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            timings["stage1"] = clock(args) - t0
+            t0 = clock(args)
             fisher_old = get_fisher(model, task["xtr"], task["head"], criterion)
-            timings["fisher"] = time.perf_counter() - t0
+            timings["fisher"] = clock(args) - t0
             epochs2, alpha = 0, None
         else:
             # Stage 1: projected SGD from the previous merged model, best-validation restore.
-            t0 = time.perf_counter()
-            feature_mat = [torch.Tensor(np.dot(f, f.transpose())) for f in feature_list]
+            t0 = clock(args)
+            feature_mat = [torch.tensor(np.dot(f, f.transpose()), dtype=torch.float32, device=args.device) for f in feature_list]
             epochs1 = run_stage(args, model, task, criterion, feature_mat, n_proj, task_id, restore_best=True)
-            timings["stage1"] = time.perf_counter() - t0
+            timings["stage1"] = clock(args) - t0
             theta_gp = {n: p.data.clone() for n, p in model.named_parameters()}
             # Stage 2: a fresh optimizer, no projection, no restore.
-            t0 = time.perf_counter()
+            t0 = clock(args)
             epochs2 = run_stage(args, model, task, criterion, restore_best=False)
-            timings["stage2"] = time.perf_counter() - t0
+            timings["stage2"] = clock(args) - t0
             theta_hat = {n: p.data.clone() for n, p in model.named_parameters()}
-            t0 = time.perf_counter()
+            t0 = clock(args)
             fisher_cur = get_fisher(model, task["xtr"], task["head"], criterion)
-            t_fisher = time.perf_counter() - t0
+            t_fisher = clock(args) - t0
             # Merge: one global α over every parameter.
-            t0 = time.perf_counter()
+            t0 = clock(args)
             num, den = 0.0, 0.0
             for n in theta_gp:
                 d2 = (theta_hat[n] - theta_gp[n]).double().pow(2)
@@ -382,16 +393,16 @@ def run_once(args, tasks, hidden, heads, n_out, threshold, cnn=False):
             with torch.no_grad():
                 for n, p in model.named_parameters():
                     p.copy_((1 - alpha) * theta_gp[n] + alpha * theta_hat[n])
-            timings["merge"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            timings["merge"] = clock(args) - t0
+            t0 = clock(args)
             fisher_merged = get_fisher(model, task["xtr"], task["head"], criterion)
             for n in fisher_old:
                 fisher_old[n] += fisher_merged[n]
-            timings["fisher"] = t_fisher + time.perf_counter() - t0
-        t0 = time.perf_counter()
+            timings["fisher"] = t_fisher + clock(args) - t0
+        t0 = clock(args)
         mat_list = get_representation_matrix(model, task["xtr"], task["head"], n_layers, args.rep_samples)
         feature_list = update_GPM(mat_list, [t + args.threshold_increment * task_id for t in threshold], feature_list)
-        timings["basis"] = time.perf_counter() - t0
+        timings["basis"] = clock(args) - t0
         total = sum(timings.values())
         print(
             f"task {task_id + 1}: " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()) + f", total {total:.3f} s",
@@ -412,6 +423,7 @@ def run_once(args, tasks, hidden, heads, n_out, threshold, cnn=False):
             "alpha": alpha,
             "basis_sizes": [f.shape[1] for f in feature_list],
             "version": torch.__version__,
+            "device": torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "cpu",
         }
     return report
 
@@ -425,8 +437,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=1, help="runs from scratch; each phase reports its fastest run")
     ap.add_argument("--data-dir", default=os.environ.get("EDGELEARN_DATA") or os.path.join(os.path.dirname(__file__), "..", "data"))
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (a CUDA GPU: the peer of gpm+became@cuda)")
     ap.add_argument("--out")
     args = ap.parse_args()
+    args.device = torch.device(args.device)
     if args.tasks < 2:
         raise SystemExit("--tasks must be at least 2 (task 1 has no stage 2 and no merge)")
     if args.repeat < 1:
@@ -450,6 +464,9 @@ def main():
     args.batch_size, args.lr, args.lr_min, args.lr_patience, args.lr_factor = batch, 0.01, 1e-5, 6, 2.0
     x, y = load_fashion(args.data_dir) if args.stream == "split-fmnist" else load_mnist(args.data_dir)
     tasks = make_tasks(args.stream, args.tasks, x, y, args.seed)
+    for task in tasks:
+        for k in ("xtr", "ytr", "xva", "yva"):
+            task[k] = task[k].to(args.device)
     cnn = args.stream == "split-fmnist"
     runs = [run_once(args, tasks, hidden, heads, n_out, threshold, cnn) for _ in range(args.repeat)]
     report = runs[-1]
