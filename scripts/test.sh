@@ -3,6 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-data.sh
+# The fleet test (host/tests/fleet_mqtt.rs) starts its own MQTT broker on loopback: Debian's mosquitto.
+if ! [ -x /usr/sbin/mosquitto ] || ! command -v mosquitto_passwd >/dev/null; then
+  echo "== installing mosquitto (Debian package) for the fleet test" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq mosquitto >/dev/null
+fi
 cargo test --workspace "$@"
 # The frozen third-party backbone (ResNet-50 in tract, ~1.5 min on two cores) is #[ignore]d in the plain
 # `cargo test`; the project's test command runs it too (--workspace keeps the build shared with the run above).

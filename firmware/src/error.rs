@@ -189,6 +189,10 @@ pub enum Error {
     /// settings that cannot be applied, a pin read or write error.
     #[error("board I/O: {0}")]
     Hal(String),
+    /// The fleet's MQTT broker refused the connection (bad credentials, an ACL), did not answer in time, or the
+    /// link broke (`firmware::fleet::mqtt`, feature `fleet-mqtt`).
+    #[error("MQTT broker: {0}")]
+    Broker(String),
     /// A bad frame on the serial link ([`crate::protocol`]); the link stays up.
     #[error("protocol frame: {0}")]
     Frame(#[from] crate::protocol::FrameError),

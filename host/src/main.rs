@@ -92,6 +92,44 @@ enum FleetCmd {
     /// (Fisher-weighted and plain average) and scored class-incrementally next to joint training and each board
     /// alone (host/src/fleet_sim.rs).
     Sim(FleetSimArgs),
+    /// The fleet's merger: subscribes to edgelearn/<fleet>/+/update over MQTT, stores each update durably,
+    /// merges the boards' latest updates (Fisher-weighted) and publishes the fleet model, retained, on
+    /// edgelearn/<fleet>/model (host/src/fleet_serve.rs).
+    Serve(FleetServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct FleetServeArgs {
+    /// The MQTT broker, host:port.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    broker: String,
+    /// Fleet name.
+    #[arg(long)]
+    fleet: String,
+    /// The fleet's base model id (updates from another base are refused).
+    #[arg(long)]
+    base_model: String,
+    /// The merger's folder (stored updates, published models, refused messages).
+    #[arg(long, default_value = "out/fleet-merger")]
+    dir: PathBuf,
+    /// MQTT user name (the shipped broker configuration requires one).
+    #[arg(long)]
+    user: Option<String>,
+    /// File whose first line is the MQTT password.
+    #[arg(long, requires = "user")]
+    password_file: Option<PathBuf>,
+    /// Largest update payload accepted, bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_payload: usize,
+    /// Exit after publishing this many models.
+    #[arg(long)]
+    max_merges: Option<u64>,
+    /// Exit after this many seconds without a message.
+    #[arg(long)]
+    idle_exit_s: Option<f64>,
+    /// Seconds to wait for the broker's acknowledgements.
+    #[arg(long, default_value_t = 10.0)]
+    timeout_s: f64,
 }
 
 #[derive(Debug, Args)]
@@ -513,7 +551,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Footprint(a) => footprint_cmd(a),
         Command::Device(a) => Ok(host::device_client::run(&a)?),
         Command::Fleet(FleetCmd::Sim(a)) => fleet_sim_cmd(a),
+        Command::Fleet(FleetCmd::Serve(a)) => fleet_serve_cmd(a),
     }
+}
+
+fn fleet_serve_cmd(a: FleetServeArgs) -> anyhow::Result<()> {
+    let secs = |s: f64, what: &str| -> anyhow::Result<std::time::Duration> {
+        std::time::Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("{what}: {s} is not a duration"))
+    };
+    let mut broker = firmware::fleet::mqtt::BrokerConfig::parse(&a.broker)?;
+    broker.timeout = secs(a.timeout_s, "--timeout-s")?;
+    if let Some(user) = a.user {
+        let password = match a.password_file {
+            Some(p) => std::fs::read_to_string(&p)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            None => String::new(),
+        };
+        broker.credentials = Some((user, password));
+    }
+    let cfg = host::fleet_serve::ServeConfig {
+        broker,
+        fleet: a.fleet,
+        base_model: a.base_model,
+        dir: a.dir,
+        max_payload: a.max_payload,
+        max_merges: a.max_merges,
+        idle_exit: a.idle_exit_s.map(|s| secs(s, "--idle-exit-s")).transpose()?,
+    };
+    let r = host::fleet_serve::serve(&cfg)?;
+    println!(
+        "merger: {} update(s) stored, {} repeat(s) ignored, {} refused, {} model(s) published; fleet model version {}",
+        r.accepted, r.repeats, r.refused, r.published, r.version
+    );
+    Ok(())
 }
 
 fn fleet_sim_cmd(a: FleetSimArgs) -> anyhow::Result<()> {

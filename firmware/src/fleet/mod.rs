@@ -9,12 +9,21 @@
 //!   device id that is not the topic's, another base model or an inconsistent payload is a typed [`Refusal`].
 //! - [`merge`]: the Fisher-weighted merge of many boards' updates into one model over the union of their
 //!   classes ([`merge::merge_updates`]).
+//! - [`model`]: the merged model as the merger publishes it (magic `ELFM`, the same frame, a version that only
+//!   grows), checked on the way in like an update.
+//! - `mqtt` (feature `fleet-mqtt`): the transport — topics, ids and a blocking MQTT link (rumqttc) with acknowledged QoS 1 publishes
+//!   and, for the merger, acknowledgements sent only after a message is stored.
 //!
-//! Not here yet (issue 18 open): the MQTT transport (rumqttc, mosquitto), the merger service, adoption through
-//! the A/B store, the fleet test and demo.
+//! The merger service is `host fleet serve` (it keeps every update durably and republishes the merged model).
+//! Not here yet (issue 18 open): the daemon publishing after each commit, adoption of the fleet model through the
+//! A/B store, TLS on the client side, the multi-board demo.
 
 pub mod merge;
+pub mod model;
+#[cfg(feature = "fleet-mqtt")]
+pub mod mqtt;
 pub mod update;
 
 pub use merge::{MergedModel, merge_updates};
+pub use model::{FleetModel, MODEL_MAGIC, decode_model, encode_model};
 pub use update::{FLEET_MAGIC, FLEET_VERSION, FleetUpdate, Refusal, decode_update, encode_update};

@@ -1482,19 +1482,7 @@ impl DeviceModel {
     }
 }
 
-/// Write `bytes` to `path` via `path.tmp` + rename, creating parent folders.
+/// Write `bytes` to `path` durably ([`crate::store::write_durable`]: `path.tmp`, fsync, rename, folder fsync).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |what: &str| {
-        let ctx = format!("{what} {}", path.display());
-        move |source| Error::Io { context: ctx, source }
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io("creating the folder of"))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(io("writing"))?;
-    std::fs::rename(&tmp, path).map_err(io("renaming into place"))?;
-    Ok(())
+    crate::store::write_durable(path, bytes)
 }

@@ -394,6 +394,23 @@ fn read_capped(path: &Path, max: u64) -> std::result::Result<Option<Vec<u8>>, Re
     Ok(Some(buf))
 }
 
+/// Write `bytes` to `path` so that a power cut leaves either the old file (or none) or the whole new one: write
+/// `path.tmp`, fsync it, rename it over `path`, fsync the folder. Creates the parent folders. The same sequence as
+/// a state slot's commit, for files outside the A/B store (exported ONNX models, the fleet merger's updates).
+pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+    f.write_all(bytes).map_err(io_err(format!("writing {}", tmp.display())))?;
+    f.sync_all().map_err(io_err(format!("syncing {}", tmp.display())))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err(format!("renaming {} to {}", tmp.display(), path.display())))?;
+    sync_dir(dir)
+}
+
 /// fsync a directory so that a rename (or create/remove) inside it is durable. A no-op where directories
 /// cannot be opened as files (not Unix).
 fn sync_dir(dir: &Path) -> Result<()> {

@@ -1,0 +1,188 @@
+//! The fleet model as the merger publishes it: [`FleetModel`], framed by [`encode_model`] and checked by
+//! [`decode_model`].
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  magic            b"ELFM"
+//!      4     2  version          u16 LE (this build: FLEET_VERSION)
+//!      6     2  flags            u16 LE, must be 0
+//!      8     8  model version    u64 LE (the merger's counter: 1, 2, …; a board adopts only a newer one)
+//!     16     4  payload_len      u32 LE (n)
+//!     20     n  payload          postcard(FleetModel)
+//!   20+n     4  crc              u32 LE, CRC-32C of bytes 0 .. 20+n
+//! ```
+//!
+//! The same frame as a state slot and an update ([`crate::store::frame`]); only the magic differs, so a file of
+//! one kind can never be read as the other.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fleet::merge::MergedModel;
+use crate::fleet::update::{FLEET_VERSION, Refusal};
+use crate::store::{Corruption, FisherBlob, ParamEntry, frame, read_frame_of};
+
+/// The four magic bytes of a fleet-model frame.
+pub const MODEL_MAGIC: [u8; 4] = *b"ELFM";
+
+/// What the merger publishes, retained, on `edgelearn/<fleet>/model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetModel {
+    /// Fleet name.
+    pub fleet: String,
+    /// The merger's model version (repeated in the frame header); strictly increasing.
+    pub version: u64,
+    /// The base model every merged update started from.
+    pub base_model: String,
+    /// The merged class registry, in head-row order.
+    pub classes: Vec<String>,
+    /// Name, shape and offset of each parameter.
+    pub layout: Vec<ParamEntry>,
+    /// The merged parameters, in `layout` order.
+    pub params: Vec<f32>,
+    /// `Σᵢ Fᵢ` per parameter (f32 little-endian blob): the merged model's diagonal Fisher.
+    pub fisher: FisherBlob,
+    /// `(device, generation)` of every update merged into this version.
+    pub merged: Vec<(String, u64)>,
+}
+
+impl FleetModel {
+    /// Version `version` of fleet `fleet` from a merge.
+    pub fn from_merge(fleet: &str, version: u64, m: &MergedModel) -> Self {
+        Self {
+            fleet: fleet.to_string(),
+            version,
+            base_model: m.base_model.clone(),
+            classes: m.classes.clone(),
+            layout: m.layout.clone(),
+            params: m.params.clone(),
+            fisher: FisherBlob::from_f32(&m.fisher),
+            merged: m.merged.clone(),
+        }
+    }
+
+    /// Check the payload's own consistency: a layout that tiles `params`, finite parameters, a Fisher of the
+    /// right length, a head of one row per class.
+    pub fn validate(&self) -> std::result::Result<(), Refusal> {
+        let bad = |m: String| Err(Refusal::Inconsistent(m));
+        let mut offset = 0u64;
+        for p in &self.layout {
+            if p.offset != offset {
+                return bad(format!("{} at offset {}, expected {offset}", p.name, p.offset));
+            }
+            let n = p.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(u64::from(d)));
+            offset = match n.and_then(|n| offset.checked_add(n)) {
+                Some(o) => o,
+                None => return bad(format!("{}: shape {:?} overflows", p.name, p.shape)),
+            };
+        }
+        if offset != self.params.len() as u64 {
+            return bad(format!("layout covers {offset} values, {} parameters sent", self.params.len()));
+        }
+        if self.params.iter().any(|v| !v.is_finite()) {
+            return bad("a parameter is not finite".into());
+        }
+        if self.fisher.entries != self.params.len() as u64 {
+            return bad(format!("{} Fisher entries for {} parameters", self.fisher.entries, self.params.len()));
+        }
+        let rows = self.layout.iter().find(|p| p.name == "head.0.weight").and_then(|p| p.shape.first().copied());
+        if rows != Some(self.classes.len() as u32) {
+            return bad(format!("{} class names for a head of {rows:?} rows", self.classes.len()));
+        }
+        Ok(())
+    }
+}
+
+/// Frame a fleet model ([`crate::store::frame`] with [`MODEL_MAGIC`], the model version in the header).
+pub fn encode_model(m: &FleetModel, max_payload: usize) -> Result<Vec<u8>> {
+    m.validate().map_err(|r| Error::Config(format!("fleet model {}: {r}", m.version)))?;
+    let payload = postcard::to_allocvec(m).map_err(|e| Error::Config(format!("fleet model does not encode: {e}")))?;
+    frame(MODEL_MAGIC, FLEET_VERSION, m.version, &payload, max_payload)
+}
+
+/// Check and decode a fleet model received for fleet `fleet` whose base model is `base_model`: frame, CRC,
+/// version, header/payload agreement, fleet, base model and consistency. Never panics on any input.
+pub fn decode_model(
+    bytes: &[u8],
+    max_payload: usize,
+    fleet: &str,
+    base_model: &str,
+) -> std::result::Result<FleetModel, Refusal> {
+    let header = read_frame_of(MODEL_MAGIC, bytes, max_payload).map_err(|e| match e {
+        Error::CorruptState(c) => Refusal::Frame(c),
+        other => Refusal::Inconsistent(other.to_string()),
+    })?;
+    if header.format_version > FLEET_VERSION {
+        return Err(Refusal::NewerVersion { found: header.format_version, supported: FLEET_VERSION });
+    }
+    if header.format_version == 0 || header.flags != 0 {
+        return Err(Refusal::Frame(Corruption::Flags(header.flags)));
+    }
+    let payload = &bytes[crate::store::HEADER_LEN..bytes.len() - crate::store::CRC_LEN];
+    let (m, rest) = postcard::take_from_bytes::<FleetModel>(payload)
+        .map_err(|e| Refusal::Frame(Corruption::Decode(e.to_string())))?;
+    if !rest.is_empty() {
+        return Err(Refusal::Frame(Corruption::TrailingBytes(rest.len())));
+    }
+    if m.version != header.generation {
+        return Err(Refusal::Frame(Corruption::GenerationMismatch { header: header.generation, payload: m.version }));
+    }
+    if m.fleet != fleet {
+        return Err(Refusal::Inconsistent(format!("fleet model of {:?}, expected {fleet:?}", m.fleet)));
+    }
+    if m.base_model != base_model {
+        return Err(Refusal::UnknownBase { expected: base_model.to_string(), found: m.base_model });
+    }
+    m.validate()?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fisher::FisherFormat;
+    use crate::fleet::merge_updates;
+    use crate::fleet::update::tests::update;
+
+    const MAX: usize = 1 << 20;
+
+    fn model() -> FleetModel {
+        let a = update("a", 1, &["4", "5"], 0.1, FisherFormat::F32);
+        let b = update("b", 2, &["5", "6"], 0.7, FisherFormat::F32);
+        FleetModel::from_merge("f", 3, &merge_updates(&[a, b]).unwrap())
+    }
+
+    #[test]
+    fn a_model_round_trips_and_carries_the_merge() {
+        let m = model();
+        assert_eq!(m.classes, ["4", "5", "6"]);
+        assert_eq!(m.merged, [("a".to_string(), 1), ("b".to_string(), 2)]);
+        let bytes = encode_model(&m, MAX).unwrap();
+        assert_eq!(&bytes[..4], b"ELFM");
+        assert_eq!(decode_model(&bytes, MAX, "f", &m.base_model).unwrap(), m);
+    }
+
+    #[test]
+    fn damaged_foreign_or_mismatched_models_are_refused() {
+        let m = model();
+        let bytes = encode_model(&m, MAX).unwrap();
+        for i in [0, 9, 30, bytes.len() - 1] {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(matches!(decode_model(&b, MAX, "f", &m.base_model), Err(Refusal::Frame(_))), "byte {i}");
+        }
+        for n in [0, 10, 23, bytes.len() - 1] {
+            assert!(decode_model(&bytes[..n], MAX, "f", &m.base_model).is_err(), "truncated to {n}");
+        }
+        assert!(matches!(decode_model(&bytes, MAX, "f", "other"), Err(Refusal::UnknownBase { .. })));
+        assert!(matches!(decode_model(&bytes, MAX, "g", &m.base_model), Err(Refusal::Inconsistent(_))));
+        assert!(decode_model(&bytes, 16, "f", &m.base_model).is_err(), "over the payload limit");
+        // An update frame is not a model frame.
+        let u = update("a", 1, &["4", "5"], 0.1, FisherFormat::F32);
+        let ub = crate::fleet::encode_update(&u, MAX).unwrap();
+        assert!(matches!(decode_model(&ub, MAX, "f", &u.base_model), Err(Refusal::Frame(_))));
+        let mut bad = m.clone();
+        bad.params[0] = f32::NAN;
+        assert!(encode_model(&bad, MAX).is_err());
+    }
+}
