@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use firmware::fisher::FisherFormat;
 use firmware::fleet::mqtt::{self, BrokerConfig, Link};
 use firmware::fleet::{FleetUpdate, decode_model, encode_update, merge_updates};
-use firmware::store::{FisherBlob, ParamEntry};
 
 const FLEET: &str = "lab";
 const BASE: &str = "base-test";
@@ -127,27 +127,9 @@ fn merger(port: u16, dir: &Path, extra: &[&str]) -> Proc {
     Proc(child.expect("starting host fleet serve"))
 }
 
-/// A small hand-made update: a 2×3 trunk layer and a head with one (width 2, biased) row per class.
+/// [`firmware::fleet::fixture::update`] of this fleet and base model.
 fn update(device: &str, generation: u64, classes: &[&str], seed: f32) -> FleetUpdate {
-    let c = classes.len() as u32;
-    let layout = vec![
-        ParamEntry { name: "trunk.0.weight".into(), shape: vec![2, 3], offset: 0 },
-        ParamEntry { name: "head.0.weight".into(), shape: vec![c, 2], offset: 6 },
-        ParamEntry { name: "head.0.bias".into(), shape: vec![c], offset: 6 + 2 * u64::from(c) },
-    ];
-    let n = 6 + 3 * classes.len();
-    let params: Vec<f32> = (0..n).map(|i| seed + i as f32 * 0.25).collect();
-    let fisher: Vec<f32> = (0..n).map(|i| 0.5 + (i % 3) as f32 * seed).collect();
-    FleetUpdate {
-        fleet: FLEET.into(),
-        device: device.into(),
-        generation,
-        base_model: BASE.into(),
-        layout,
-        params,
-        fisher: FisherBlob::from_f32(&fisher),
-        classes: classes.iter().map(|s| s.to_string()).collect(),
-    }
+    firmware::fleet::fixture::update(FLEET, BASE, device, generation, classes, seed, FisherFormat::F32).unwrap()
 }
 
 fn frame(u: &FleetUpdate) -> Vec<u8> {

@@ -9,6 +9,7 @@
 //!   device id that is not the topic's, another base model or an inconsistent payload is a typed [`Refusal`].
 //! - [`merge`]: the Fisher-weighted merge of many boards' updates into one model over the union of their
 //!   classes ([`merge::merge_updates`]).
+//! - [`fixture`]: small hand-made updates for tests.
 //! - [`model`]: the merged model as the merger publishes it (magic `ELFM`, the same frame, a version that only
 //!   grows), checked on the way in like an update.
 //! - `mqtt` (feature `fleet-mqtt`): the transport — topics, ids and a blocking MQTT link (rumqttc) with acknowledged QoS 1 publishes
@@ -18,6 +19,7 @@
 //! Not here yet (issue 18 open): the daemon publishing after each commit, adoption of the fleet model through the
 //! A/B store, TLS on the client side, the multi-board demo.
 
+pub mod fixture;
 pub mod merge;
 pub mod model;
 #[cfg(feature = "fleet-mqtt")]

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fleet::merge::MergedModel;
-use crate::fleet::update::{FLEET_VERSION, Refusal};
-use crate::store::{Corruption, FisherBlob, ParamEntry, frame, read_frame_of};
+use crate::fleet::update::{FLEET_VERSION, Refusal, check_payload, decode_frame};
+use crate::store::{Corruption, FisherBlob, ParamEntry, frame};
 
 /// The four magic bytes of a fleet-model frame.
 pub const MODEL_MAGIC: [u8; 4] = *b"ELFM";
@@ -64,32 +64,7 @@ impl FleetModel {
     /// Check the payload's own consistency: a layout that tiles `params`, finite parameters, a Fisher of the
     /// right length, a head of one row per class.
     pub fn validate(&self) -> std::result::Result<(), Refusal> {
-        let bad = |m: String| Err(Refusal::Inconsistent(m));
-        let mut offset = 0u64;
-        for p in &self.layout {
-            if p.offset != offset {
-                return bad(format!("{} at offset {}, expected {offset}", p.name, p.offset));
-            }
-            let n = p.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(u64::from(d)));
-            offset = match n.and_then(|n| offset.checked_add(n)) {
-                Some(o) => o,
-                None => return bad(format!("{}: shape {:?} overflows", p.name, p.shape)),
-            };
-        }
-        if offset != self.params.len() as u64 {
-            return bad(format!("layout covers {offset} values, {} parameters sent", self.params.len()));
-        }
-        if self.params.iter().any(|v| !v.is_finite()) {
-            return bad("a parameter is not finite".into());
-        }
-        if self.fisher.entries != self.params.len() as u64 {
-            return bad(format!("{} Fisher entries for {} parameters", self.fisher.entries, self.params.len()));
-        }
-        let rows = self.layout.iter().find(|p| p.name == "head.0.weight").and_then(|p| p.shape.first().copied());
-        if rows != Some(self.classes.len() as u32) {
-            return bad(format!("{} class names for a head of {rows:?} rows", self.classes.len()));
-        }
-        Ok(())
+        check_payload(&self.layout, &self.params, self.fisher.entries, self.classes.len())
     }
 }
 
@@ -108,24 +83,9 @@ pub fn decode_model(
     fleet: &str,
     base_model: &str,
 ) -> std::result::Result<FleetModel, Refusal> {
-    let header = read_frame_of(MODEL_MAGIC, bytes, max_payload).map_err(|e| match e {
-        Error::CorruptState(c) => Refusal::Frame(c),
-        other => Refusal::Inconsistent(other.to_string()),
-    })?;
-    if header.format_version > FLEET_VERSION {
-        return Err(Refusal::NewerVersion { found: header.format_version, supported: FLEET_VERSION });
-    }
-    if header.format_version == 0 || header.flags != 0 {
-        return Err(Refusal::Frame(Corruption::Flags(header.flags)));
-    }
-    let payload = &bytes[crate::store::HEADER_LEN..bytes.len() - crate::store::CRC_LEN];
-    let (m, rest) = postcard::take_from_bytes::<FleetModel>(payload)
-        .map_err(|e| Refusal::Frame(Corruption::Decode(e.to_string())))?;
-    if !rest.is_empty() {
-        return Err(Refusal::Frame(Corruption::TrailingBytes(rest.len())));
-    }
-    if m.version != header.generation {
-        return Err(Refusal::Frame(Corruption::GenerationMismatch { header: header.generation, payload: m.version }));
+    let (version, m) = decode_frame::<FleetModel>(MODEL_MAGIC, bytes, max_payload)?;
+    if m.version != version {
+        return Err(Refusal::Frame(Corruption::GenerationMismatch { header: version, payload: m.version }));
     }
     if m.fleet != fleet {
         return Err(Refusal::Inconsistent(format!("fleet model of {:?}, expected {fleet:?}", m.fleet)));

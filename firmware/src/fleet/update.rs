@@ -92,33 +92,10 @@ impl FleetUpdate {
         if self.device.is_empty() || self.fleet.is_empty() {
             return bad("empty fleet or device id".into());
         }
-        let mut offset = 0u64;
-        for p in &self.layout {
-            if p.offset != offset {
-                return bad(format!("{} at offset {}, expected {offset}", p.name, p.offset));
-            }
-            let n = p.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(u64::from(d)));
-            offset = match n.and_then(|n| offset.checked_add(n)) {
-                Some(o) => o,
-                None => return bad(format!("{}: shape {:?} overflows", p.name, p.shape)),
-            };
-        }
-        if offset != self.params.len() as u64 {
-            return bad(format!("layout covers {offset} values, {} parameters sent", self.params.len()));
-        }
-        if let Some(i) = self.params.iter().position(|v| !v.is_finite()) {
-            return bad(format!("parameter {i} is not finite"));
-        }
-        if self.fisher.entries != self.params.len() as u64 {
-            return bad(format!("{} Fisher entries for {} parameters", self.fisher.entries, self.params.len()));
-        }
+        check_payload(&self.layout, &self.params, self.fisher.entries, self.classes.len())?;
         let fisher = self.fisher_values().map_err(|e| Refusal::Inconsistent(format!("Fisher: {e}")))?;
         if let Some(i) = fisher.iter().position(|v| !v.is_finite() || *v < 0.0) {
             return bad(format!("Fisher entry {i} is negative or not finite"));
-        }
-        let rows = self.layout.iter().find(|p| p.name == "head.0.weight").and_then(|p| p.shape.first().copied());
-        if rows != Some(self.classes.len() as u32) {
-            return bad(format!("{} class names for a head of {rows:?} rows", self.classes.len()));
         }
         let mut names: Vec<&str> = self.classes.iter().map(String::as_str).collect();
         names.sort_unstable();
@@ -151,30 +128,9 @@ pub fn decode_update(
     topic_device: &str,
     base_model: &str,
 ) -> std::result::Result<FleetUpdate, Refusal> {
-    let header = read_frame_of(FLEET_MAGIC, bytes, max_payload).map_err(|e| match e {
-        Error::CorruptState(c) => Refusal::Frame(c),
-        other => Refusal::Inconsistent(other.to_string()),
-    })?;
-    if header.format_version > FLEET_VERSION {
-        return Err(Refusal::NewerVersion { found: header.format_version, supported: FLEET_VERSION });
-    }
-    if header.format_version == 0 {
-        return Err(Refusal::Inconsistent("update format version 0".into()));
-    }
-    if header.flags != 0 {
-        return Err(Refusal::Frame(Corruption::Flags(header.flags)));
-    }
-    let payload = &bytes[crate::store::HEADER_LEN..bytes.len() - crate::store::CRC_LEN];
-    let (u, rest) = postcard::take_from_bytes::<FleetUpdate>(payload)
-        .map_err(|e| Refusal::Frame(Corruption::Decode(e.to_string())))?;
-    if !rest.is_empty() {
-        return Err(Refusal::Frame(Corruption::TrailingBytes(rest.len())));
-    }
-    if u.generation != header.generation {
-        return Err(Refusal::Frame(Corruption::GenerationMismatch {
-            header: header.generation,
-            payload: u.generation,
-        }));
+    let (generation, u) = decode_frame::<FleetUpdate>(FLEET_MAGIC, bytes, max_payload)?;
+    if u.generation != generation {
+        return Err(Refusal::Frame(Corruption::GenerationMismatch { header: generation, payload: u.generation }));
     }
     if u.device != topic_device {
         return Err(Refusal::DeviceMismatch { topic: topic_device.to_string(), payload: u.device });
@@ -186,12 +142,78 @@ pub fn decode_update(
     Ok(u)
 }
 
+/// The checks an update and a fleet model share: a layout that tiles `params` exactly, finite parameters, one
+/// Fisher entry per parameter, and a single head (`head.0.weight`) with one row per class name.
+pub(crate) fn check_payload(
+    layout: &[ParamEntry],
+    params: &[f32],
+    fisher_entries: u64,
+    classes: usize,
+) -> std::result::Result<(), Refusal> {
+    let bad = |m: String| Err(Refusal::Inconsistent(m));
+    let mut offset = 0u64;
+    for p in layout {
+        if p.offset != offset {
+            return bad(format!("{} at offset {}, expected {offset}", p.name, p.offset));
+        }
+        let n = p.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(u64::from(d)));
+        offset = match n.and_then(|n| offset.checked_add(n)) {
+            Some(o) => o,
+            None => return bad(format!("{}: shape {:?} overflows", p.name, p.shape)),
+        };
+    }
+    if offset != params.len() as u64 {
+        return bad(format!("layout covers {offset} values, {} parameters sent", params.len()));
+    }
+    if let Some(i) = params.iter().position(|v| !v.is_finite()) {
+        return bad(format!("parameter {i} is not finite"));
+    }
+    if fisher_entries != params.len() as u64 {
+        return bad(format!("{fisher_entries} Fisher entries for {} parameters", params.len()));
+    }
+    let rows = layout.iter().find(|p| p.name == "head.0.weight").and_then(|p| p.shape.first().copied());
+    if rows != Some(classes as u32) {
+        return bad(format!("{classes} class names for a head of {rows:?} rows"));
+    }
+    Ok(())
+}
+
+/// Read a fleet frame of `magic` (an update or a fleet model) and decode its postcard payload: length, size cap and
+/// CRC ([`read_frame_of`]), a format version this build reads, flags 0, no trailing bytes. Returns the header's
+/// generation field (an update's generation, a model's version) beside the payload.
+pub(crate) fn decode_frame<T: serde::de::DeserializeOwned>(
+    magic: [u8; 4],
+    bytes: &[u8],
+    max_payload: usize,
+) -> std::result::Result<(u64, T), Refusal> {
+    let header = read_frame_of(magic, bytes, max_payload).map_err(|e| match e {
+        Error::CorruptState(c) => Refusal::Frame(c),
+        other => Refusal::Inconsistent(other.to_string()),
+    })?;
+    if header.format_version > FLEET_VERSION {
+        return Err(Refusal::NewerVersion { found: header.format_version, supported: FLEET_VERSION });
+    }
+    if header.format_version == 0 {
+        return Err(Refusal::Inconsistent("fleet format version 0".into()));
+    }
+    if header.flags != 0 {
+        return Err(Refusal::Frame(Corruption::Flags(header.flags)));
+    }
+    let payload = &bytes[crate::store::HEADER_LEN..bytes.len() - crate::store::CRC_LEN];
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(payload).map_err(|e| Refusal::Frame(Corruption::Decode(e.to_string())))?;
+    if !rest.is_empty() {
+        return Err(Refusal::Frame(Corruption::TrailingBytes(rest.len())));
+    }
+    Ok((header.generation, value))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::fisher::{FisherFormat, compact};
+    use crate::fisher::FisherFormat;
 
-    /// A small update: a 3-wide trunk layer (2×3 weight) and a head with one row per class (width 2, biased).
+    /// [`crate::fleet::fixture::update`] of fleet `lab`, base model `base-1`.
     pub(crate) fn update(
         device: &str,
         generation: u64,
@@ -199,26 +221,8 @@ pub(crate) mod tests {
         seed: f32,
         format: FisherFormat,
     ) -> FleetUpdate {
-        let c = classes.len() as u32;
-        let layout = vec![
-            ParamEntry { name: "trunk.0.weight".into(), shape: vec![2, 3], offset: 0 },
-            ParamEntry { name: "head.0.weight".into(), shape: vec![c, 2], offset: 6 },
-            ParamEntry { name: "head.0.bias".into(), shape: vec![c], offset: 6 + 2 * u64::from(c) },
-        ];
-        let n = 6 + 3 * classes.len();
-        let params: Vec<f32> = (0..n).map(|i| seed + i as f32 * 0.25).collect();
-        let f: Vec<f32> = (0..n).map(|i| 0.5 + (i % 3) as f32 * seed.abs()).collect();
-        let fisher = FisherBlob::from_compact(&compact::encode(&f, format).unwrap()).unwrap();
-        FleetUpdate {
-            fleet: "lab".into(),
-            device: device.into(),
-            generation,
-            base_model: "base-1".into(),
-            layout,
-            params,
-            fisher,
-            classes: classes.iter().map(|s| s.to_string()).collect(),
-        }
+        crate::fleet::fixture::update("lab", "base-1", device, generation, classes, seed, format)
+            .expect("a fixture update")
     }
 
     /// Seeds of the update_decode fuzz target (`cargo test --workspace --lib fleet::update::tests::write_fuzz_seeds
