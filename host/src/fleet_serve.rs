@@ -72,36 +72,32 @@ pub struct MergerStore {
     version: u64,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
-}
-
 impl MergerStore {
     /// Open (create) the folder and read back every stored update; a stored frame that no longer decodes is
     /// moved to `rejected/` with a warning, never deleted.
     pub fn open(dir: &Path, fleet: &str, base_model: &str, max_payload: usize) -> Result<Self> {
         let mut store = Self { dir: dir.to_path_buf(), latest: Default::default(), version: 0 };
         let updates = dir.join("updates");
-        fs::create_dir_all(&updates).map_err(io_err(&updates))?;
+        fs::create_dir_all(&updates).map_err(|e| Error::io(&updates, e))?;
         let mut devices: Vec<PathBuf> = read_dir_sorted(&updates)?;
         devices.retain(|p| p.is_dir());
         for d in devices {
             let device = d.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             for f in read_dir_sorted(&d)?.into_iter().filter(|f| f.extension().is_some_and(|e| e == "elfu")) {
-                let bytes = fs::read(&f).map_err(io_err(&f))?;
+                let bytes = fs::read(&f).map_err(|e| Error::io(&f, e))?;
                 match decode_update(&bytes, max_payload, &device, base_model) {
                     Ok(u) if u.fleet == fleet => store.keep(u),
                     Ok(u) => warn!(file = %f.display(), fleet = %u.fleet, "stored update of another fleet, skipped"),
                     Err(r) => {
                         warn!(file = %f.display(), refusal = %r, "stored update no longer decodes; moved to rejected/");
                         store.reject(&device, &bytes)?;
-                        fs::remove_file(&f).map_err(io_err(&f))?;
+                        fs::remove_file(&f).map_err(|e| Error::io(&f, e))?;
                     }
                 }
             }
         }
         let models = dir.join("models");
-        fs::create_dir_all(&models).map_err(io_err(&models))?;
+        fs::create_dir_all(&models).map_err(|e| Error::io(&models, e))?;
         store.version = read_dir_sorted(&models)?
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "elfm"))
@@ -152,10 +148,11 @@ impl MergerStore {
     }
 
     /// Merge the latest updates into the next model version and store its frame durably; returns the frame.
-    pub fn merge_next(&mut self, fleet: &str, max_payload: usize) -> Result<(FleetModel, Vec<u8>)> {
+    pub fn merge_next(&mut self, fleet: &str) -> Result<(FleetModel, Vec<u8>)> {
         let merged = merge_updates(&self.latest())?;
         let model = FleetModel::from_merge(fleet, self.version + 1, &merged);
-        let frame = encode_model(&model, max_payload.max(64 << 20))?;
+        // The model goes out as one MQTT packet: the link's packet limit is its cap.
+        let frame = encode_model(&model, mqtt::MAX_PACKET)?;
         let path = self.dir.join("models").join(format!("{:020}.elfm", model.version));
         write_durable(&path, &frame)?;
         self.version = model.version;
@@ -165,10 +162,10 @@ impl MergerStore {
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(io_err(dir))?
+        .map_err(|e| Error::io(dir, e))?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()
-        .map_err(io_err(dir))?;
+        .map_err(|e| Error::io(dir, e))?;
     v.sort();
     Ok(v)
 }
@@ -225,7 +222,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport> {
                 store.put(&msg.payload, u)?;
                 report.accepted += 1;
                 info!(%device, generation, "update stored");
-                match store.merge_next(&cfg.fleet, cfg.max_payload) {
+                match store.merge_next(&cfg.fleet) {
                     Ok((model, frame)) => {
                         link.publish(&mqtt::model_topic(&cfg.fleet), frame, true)?;
                         report.published += 1;
