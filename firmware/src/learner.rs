@@ -39,8 +39,8 @@ use crate::method::{LearnContext, Method, MethodState, TaskReport};
 use crate::nn::{Linear, Model};
 use crate::replay::ReplayBuffer;
 use crate::store::{
-    CRC_LEN, ClassEntry, HEADER_LEN, InboxLedger, LearnerState, LedgerFile, MetricsHistory, ReplayState, StateStore,
-    TaskEntry,
+    CRC_LEN, ClassEntry, FleetState, HEADER_LEN, InboxLedger, LearnerState, LedgerFile, MetricsHistory, ReplayState,
+    StateStore, TaskEntry,
 };
 use crate::train::Silent;
 
@@ -158,6 +158,7 @@ pub struct Learner<M: Method + Clone, const CAP: usize> {
     tasks: Vec<TaskEntry>,
     metrics: MetricsHistory,
     inbox: InboxLedger,
+    fleet: Option<FleetState>,
     buffer: SampleBuffer<CAP>,
     replay: ReplayBuffer,
     store: Option<StateStore>,
@@ -237,6 +238,7 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
             tasks: Vec::new(),
             metrics: MetricsHistory::default(),
             inbox: InboxLedger::default(),
+            fleet: None,
             buffer,
             replay,
             store: None,
@@ -312,6 +314,16 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
     /// by [`Learner::set_inbox_files`] for the next commit).
     pub fn inbox_ledger(&self) -> &InboxLedger {
         &self.inbox
+    }
+
+    /// The board's fleet record (`None` outside a fleet); committed with the state.
+    pub fn fleet(&self) -> Option<&FleetState> {
+        self.fleet.as_ref()
+    }
+
+    /// Set the fleet record the next [`Learner::commit`] stores.
+    pub fn set_fleet(&mut self, fleet: FleetState) {
+        self.fleet = Some(fleet);
     }
 
     /// Record the inbox photos the task just learned came from; the next [`Learner::commit`] stores them with the
@@ -495,6 +507,7 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         state.metrics = self.metrics.clone();
         state.inbox = self.inbox.clone();
         state.replay = ReplayState::of(&self.replay)?;
+        state.fleet = self.fleet.clone();
         Ok(state)
     }
 
@@ -514,7 +527,33 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
     pub fn load(&mut self) -> Result<Option<u64>> {
         let store = self.store.as_mut().ok_or_else(|| Error::Config("no state store (use with_store)".into()))?;
         let Some(loaded) = store.load()? else { return Ok(None) };
-        let state = loaded.state;
+        self.install(loaded.state).map(Some)
+    }
+
+    /// Replace everything by `state` (a fleet model's state, [`crate::fleet::adopt`]) and commit it as the next
+    /// generation, which it returns. The state is checked and built on the side exactly as [`Learner::load`]
+    /// does, so a state that does not fit leaves the learner and the store unchanged; the commit is the store's,
+    /// so a power cut leaves the old state or the adopted one on disk, never a mix. If the commit fails, the
+    /// learner goes back to the committed state. Buffered samples are discarded.
+    pub fn adopt(&mut self, state: LearnerState) -> Result<u64> {
+        if self.store.is_none() {
+            return Err(Error::Config("no state store (use with_store)".into()));
+        }
+        self.install(state)?;
+        match self.commit() {
+            Ok(generation) => Ok(generation),
+            Err(e) => {
+                if let Err(back) = self.load() {
+                    tracing::error!(error = %back, "could not reload the committed state after a failed adoption");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Check `state` against this model and profile, rebuild everything from it on the side and swap it in;
+    /// returns its generation. On any error the learner is unchanged.
+    fn install(&mut self, state: LearnerState) -> Result<u64> {
         let [outputs] = state.model.head_outputs[..] else {
             return Err(Error::Config(format!(
                 "stored model has {} heads, the learner needs one",
@@ -571,8 +610,9 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         self.tasks = state.tasks;
         self.metrics = state.metrics;
         self.inbox = state.inbox;
+        self.fleet = state.fleet;
         self.buffer.clear();
-        Ok(Some(generation))
+        Ok(generation)
     }
 }
 

@@ -5,7 +5,10 @@
 //! The updates are shaped like the real ones: the trainable suffix of a real base model (by default the shipped
 //! CNN cut where the demo and the boards cut it, `last:2`: Linear 800→100, ReLU, a head), the base classes `0`–`3`
 //! plus two new MNIST classes per board (board `i` learns digits `4 + (2i mod 6)` and `5 + (2i mod 6)`, so the
-//! union of classes is at most ten, as on MNIST). Board `i`'s parameters are the base's plus a seeded
+//! union of classes is at most ten, as on MNIST). The head's input is RanPAC's expansion of the field method
+//! (`--random-features`, 2048 on the Jetson profiles; 0: the trunk's own width), and every update carries the SLDA
+//! statistics its task added ([`firmware::fleet::SldaSums`], the `d(d+1)/2` scatter triangle in f32 dominating
+//! the frame at that width). Board `i`'s parameters are the base's plus a seeded
 //! perturbation and its Fisher a seeded positive vector spanning six orders of magnitude: the sizes depend only on
 //! the layout and the format, and the merge's cost only on the sizes, not on the values. Every frame is decoded and
 //! validated back ([`firmware::fleet::decode_update`]) before it is timed, so what is measured is what a merger
@@ -15,7 +18,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use firmware::fisher::{FisherFormat, compact};
-use firmware::fleet::{FleetUpdate, decode_update, encode_update, merge_updates};
+use firmware::fleet::{FleetUpdate, SldaSums, decode_update, encode_update, merge_updates};
 use firmware::nn::Model;
 use firmware::onnx::{Cut, OnnxModel};
 use firmware::store::{FisherBlob, ParamEntry};
@@ -41,6 +44,8 @@ pub struct FormatCost {
     pub param_bytes: usize,
     /// Of which the encoded Fisher.
     pub fisher_bytes: usize,
+    /// Of which the SLDA statistics (counts, class sums in f64, the scatter triangle in f32).
+    pub slda_bytes: usize,
     /// Median seconds to encode (validate, serialise, frame, checksum) one update.
     pub encode_s: f64,
     /// Median seconds to decode and validate one frame.
@@ -69,6 +74,8 @@ pub struct FleetBench {
     pub cut: String,
     /// Parameters in one board's update (trunk + a head of six classes).
     pub params_per_update: usize,
+    /// The head's input width (the random-feature width, or the trunk's output).
+    pub head_width: usize,
     /// Timed repetitions per figure (the median is reported).
     pub repeat: usize,
     /// Wire cost per Fisher format.
@@ -96,11 +103,10 @@ fn time<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
 
 /// Board `board`'s update: the trainable suffix `base` with a head of the base classes plus two new ones, its
 /// parameters perturbed and its Fisher drawn from a generator seeded by `board` (see the module documentation).
-pub fn simulated_update(base: &Model, board: usize, format: FisherFormat) -> Result<FleetUpdate> {
+pub fn simulated_update(base: &Model, board: usize, format: FisherFormat, width: usize) -> Result<FleetUpdate> {
     let mut rng = firmware::seeded_rng(0xF1EE7 ^ board as u64);
     let first = 4 + (2 * board) % 6;
     let classes: Vec<String> = (0..4).chain([first, first + 1]).map(|c| c.to_string()).collect();
-    let width = base.heads.first().map(|h| h.in_features()).ok_or_else(|| Error::Invalid("no head".into()))?;
     let mut layout = Vec::new();
     let mut params = Vec::new();
     let mut push = |name: String, shape: Vec<usize>, values: &mut dyn Iterator<Item = f32>| -> Result<()> {
@@ -121,6 +127,15 @@ pub fn simulated_update(base: &Model, board: usize, format: FisherFormat) -> Res
     push("head.0.bias".into(), vec![rows], &mut b.into_iter())?;
     let fisher: Vec<f32> = (0..params.len()).map(|_| 10f32.powf(rng.random_range(-8.0f32..-2.0))).collect();
     let fisher = FisherBlob::from_compact(&compact::encode(&fisher, format)?)?;
+    let counts: Vec<u64> = classes.iter().map(|_| rng.random_range(100u64..200)).collect();
+    let slda = SldaSums {
+        dim: width as u32,
+        classes: classes.clone(),
+        sums: (0..rows * width).map(|_| rng.random_range(0.0f64..50.0)).collect(),
+        scatter: (0..width * (width + 1) / 2).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+        samples: counts.iter().sum(),
+        counts,
+    };
     Ok(FleetUpdate {
         fleet: "bench".into(),
         device: format!("board-{board:02}"),
@@ -130,6 +145,7 @@ pub fn simulated_update(base: &Model, board: usize, format: FisherFormat) -> Res
         params,
         fisher,
         classes,
+        slda: Some(slda),
     })
 }
 
@@ -141,15 +157,20 @@ pub fn run(
     devices: &[usize],
     merge_format: FisherFormat,
     repeat: usize,
+    random_features: usize,
 ) -> Result<FleetBench> {
     if devices.is_empty() || devices.contains(&0) {
         return Err(Error::Invalid("--devices needs counts of at least 1".into()));
     }
     let base = OnnxModel::open(model)?.split(&Cut::parse(cut)?)?.trainable;
+    let width = match random_features {
+        0 => base.heads.first().map(|h| h.in_features()).ok_or_else(|| Error::Invalid("no head".into()))?,
+        m => m,
+    };
     let mut formats = Vec::new();
     let mut params_per_update = 0;
     for format in FisherFormat::ALL {
-        let u = simulated_update(&base, 0, format)?;
+        let u = simulated_update(&base, 0, format, width)?;
         params_per_update = u.params.len();
         let frame = encode_update(&u, MAX_UPDATE_BYTES)?;
         let back = decode_update(&frame, MAX_UPDATE_BYTES, &u.device, BASE_ID)
@@ -162,6 +183,7 @@ pub fn run(
             frame_bytes: frame.len(),
             param_bytes: 4 * u.params.len(),
             fisher_bytes: u.fisher.bytes.len(),
+            slda_bytes: frame.len() - encode_update(&FleetUpdate { slda: None, ..u.clone() }, MAX_UPDATE_BYTES)?.len(),
             encode_s: time(repeat, || Ok(encode_update(&u, MAX_UPDATE_BYTES)?))?,
             decode_s: time(repeat, || {
                 decode_update(&frame, MAX_UPDATE_BYTES, &u.device, BASE_ID).map_err(|r| Error::Invalid(r.to_string()))
@@ -169,7 +191,7 @@ pub fn run(
         });
     }
     let most = devices.iter().copied().max().unwrap_or(1);
-    let updates = (0..most).map(|i| simulated_update(&base, i, merge_format)).collect::<Result<Vec<_>>>()?;
+    let updates = (0..most).map(|i| simulated_update(&base, i, merge_format, width)).collect::<Result<Vec<_>>>()?;
     let mut merges = Vec::new();
     for &n in devices {
         let merged = merge_updates(&updates[..n])?;
@@ -184,6 +206,7 @@ pub fn run(
         model: model.display().to_string(),
         cut: cut.to_string(),
         params_per_update,
+        head_width: width,
         repeat,
         formats,
         merge_format: merge_format.to_string(),
@@ -195,19 +218,20 @@ pub fn run(
 pub fn markdown(b: &FleetBench) -> String {
     use std::fmt::Write as _;
     let mut s = format!(
-        "Updates shaped from `{}` cut at `{}`: {} parameters per update (trunk + a 6-class head); medians of {} \
-         runs.\n\n| Fisher format | frame (bytes) | parameters | Fisher | encode (ms) | decode + validate (ms) |\n\
-         |---|---|---|---|---|---|\n",
-        b.model, b.cut, b.params_per_update, b.repeat
+        "Updates shaped from `{}` cut at `{}`, head input {} wide: {} parameters per update (trunk + a 6-class \
+         head); medians of {} runs.\n\n| Fisher format | frame (bytes) | parameters | Fisher | SLDA statistics | \
+         encode (ms) | decode + validate (ms) |\n|---|---|---|---|---|---|---|\n",
+        b.model, b.cut, b.head_width, b.params_per_update, b.repeat
     );
     for f in &b.formats {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} |",
             f.format,
             f.frame_bytes,
             f.param_bytes,
             f.fisher_bytes,
+            f.slda_bytes,
             1e3 * f.encode_s,
             1e3 * f.decode_s
         );
@@ -241,7 +265,7 @@ mod tests {
     /// merged registry is the union (ten classes from three boards on).
     #[test]
     fn sizes_shrink_with_the_format_and_the_registry_is_the_union() {
-        let b = run(&shipped_base(), "last:2", &[1, 3], FisherFormat::F16, 1).unwrap();
+        let b = run(&shipped_base(), "last:2", &[1, 3], FisherFormat::F16, 1, 64).unwrap();
         assert_eq!(b.formats.len(), FisherFormat::ALL.len());
         let f32_bytes = b.formats[0].frame_bytes;
         assert!(b.formats[0].fisher_bytes >= 4 * b.params_per_update);
@@ -250,6 +274,6 @@ mod tests {
         }
         assert_eq!(b.merges.iter().map(|m| m.classes).collect::<Vec<_>>(), [6, 10]);
         assert!(markdown(&b).contains("| 3 | 10 |"));
-        assert!(run(&shipped_base(), "last:2", &[0], FisherFormat::F16, 1).is_err());
+        assert!(run(&shipped_base(), "last:2", &[0], FisherFormat::F16, 1, 64).is_err());
     }
 }

@@ -3,22 +3,26 @@
 //! N boards ship with the same base model (the shipped CNN, pre-trained on MNIST digits 0–3, cut where the daemon
 //! cuts it) and are provisioned identically at the factory (the base classes' first training images, as
 //! `host device-learn` does). In the field each board learns its own new digits from its own photos with the
-//! device's learner and method ([`firmware::daemon::DeviceLearner`], [`firmware::method::field_method`], the
-//! board profile's Fisher format and budgets): board `i` gets `k = max(2, ⌈6/N⌉)` of the six new digits 4–9,
-//! round robin, so with 4 or 8 boards a digit is learned on several boards, each from different photos (the
-//! training images of a digit are shuffled with the seed and dealt out in disjoint slices, `1024/k` per digit and
-//! board: a sample buffer's worth). Each board's committed state becomes its [`FleetUpdate`] (trainable
-//! parameters, accumulated Fisher `F_old` in the board's compact format, class registry), exactly what it would
-//! publish, and the updates are merged:
+//! device's learner ([`firmware::daemon::DeviceLearner`], the board profile's Fisher format and budgets): board
+//! `i` gets `k = max(2, ⌈6/N⌉)` of the six new digits 4–9, round robin, so with 4 or 8 boards a digit is learned
+//! on several boards, each from different photos (the training images of a digit are shuffled with the seed and
+//! dealt out in disjoint slices, `1024/k` per digit and board: a sample buffer's worth). Each board's committed
+//! state becomes its [`FleetUpdate`] (trainable parameters, accumulated Fisher in the board's compact format,
+//! class registry, the SLDA statistics it learned), exactly what it would publish, and the updates are merged:
 //!
-//! - **merged**: [`merge_updates`], the Fisher-weighted closed form θ* = (Σᵢ Fᵢ)⁻¹ Σᵢ Fᵢ θᵢ per parameter (head
-//!   rows per class over the boards that know the class);
-//! - **plain average**: the same merge with every Fisher set to one (θ* = mean of θᵢ, head rows averaged over
+//! - **merged** (the product): boards learn with the fleet method ([`firmware::method::fleet_method`]: the
+//!   trunk stays the fleet's, only the SLDA statistics learn) and [`merge_updates`] pools their statistics into
+//!   the head (the trunk's Fisher-weighted closed form θ* = (Σᵢ Fᵢ)⁻¹ Σᵢ Fᵢ θᵢ is then the shared trunk);
+//! - **plain average**: the same updates, every parameter averaged (θ* = mean of θᵢ, head rows averaged over
 //!   the boards that know the class);
-//! - **Fisher on the trunk only** (a diagnostic): Fisher-weighted trunk, head rows plainly averaged;
-//! - **joint**: one board provisioned the same way that learns every board's photos together as one task (the
-//!   same method: what the fleet would reach with all data in one place);
-//! - **alone**: each board's own model.
+//! - **Fisher rows**: the same updates, the head rows Fisher-weighted instead of pooled (the closed form applied
+//!   to the head as to the trunk);
+//! - **trained trunks**: boards that train their trunks with the field method ([`firmware::method::field_method`],
+//!   GPM-projected), merged the same way (Fisher-weighted trunk, pooled statistics): each board's statistics are
+//!   over its own trunk's features, which the merged trunk no longer computes;
+//! - **joint**: one board provisioned the same way that learns every board's photos together as one task with
+//!   the field method (trunk trained: the best one place with all data reaches), and with the fleet method;
+//! - **alone**: each fleet board's own model.
 //!
 //! Every model is scored class-incrementally on the whole MNIST test set (10 000 images, digits 0–9, no task
 //! id): a prediction is right when the class name of the predicted head row is the image's digit.
@@ -30,12 +34,12 @@ use firmware::budget::BoardProfile;
 use firmware::daemon::{DeviceLearner, SAMPLE_CAPACITY};
 use firmware::data::Samples;
 use firmware::fisher::{FisherFormat, compact};
-use firmware::fleet::{FleetUpdate, MergedModel, merge_updates};
+use firmware::fleet::{FleetUpdate, MergedModel, SldaSums, merge_updates};
 use firmware::learner::Learner;
-use firmware::method::{Became, ClassMeans, SLDA_SHRINKAGE, SharedCovariance, slda_head};
+use firmware::method::Became;
 use firmware::nn::{Linear, Model};
 use firmware::onnx::{Cut, DeviceModel, OnnxModel};
-use firmware::store::{FisherBlob, LearnerState, SldaState};
+use firmware::store::{FisherBlob, LearnerState};
 use firmware::train::TrainConfig;
 use ndarray::{Array1, Array2, Axis};
 use rand::seq::SliceRandom;
@@ -80,18 +84,18 @@ pub struct FleetRun {
     pub seed: u64,
     /// The new digits each board learned.
     pub classes: Vec<Vec<usize>>,
-    /// Accuracy (%) of the Fisher-weighted merge over the 10 digits.
+    /// Accuracy (%) of the fleet's merge (fleet method, pooled SLDA statistics) over the 10 digits.
     pub merged: f64,
     /// Accuracy (%) of the plain parameter average of the same updates.
     pub average: f64,
-    /// Accuracy (%) of the Fisher-weighted merge on the trunk with the head rows plainly averaged (a diagnostic:
-    /// which half of the merge costs accuracy).
-    pub fisher_trunk_only: f64,
-    /// Accuracy (%) of the Fisher-merged trunk with the SLDA head recomputed from the boards' pooled statistics
-    /// ([`pooled_slda_head`]).
-    pub pooled_slda: f64,
-    /// Accuracy (%) of one board that learned all the boards' photos.
+    /// Accuracy (%) of the same updates with the head rows Fisher-weighted instead of pooled.
+    pub fisher_rows: f64,
+    /// Accuracy (%) of boards that trained their trunks (field method), merged the same way.
+    pub trained_trunks: f64,
+    /// Accuracy (%) of one board that learned all the boards' photos with the field method (trunk trained).
     pub joint: f64,
+    /// Accuracy (%) of one board that learned all the boards' photos with the fleet method.
+    pub joint_fleet_method: f64,
     /// Accuracy (%) of each board alone.
     pub alone: Vec<f64>,
     /// Bytes of each board's update frame as it would be published.
@@ -163,9 +167,11 @@ fn provisioned<const CAP: usize>(
     dm: &DeviceModel,
     data: &Data,
     seed: u64,
+    fleet: bool,
 ) -> Result<Learner<Became, CAP>> {
     let train = TrainConfig { epochs: cfg.epochs, ..TrainConfig::default() };
-    let method = firmware::method::field_method(train, profile.fisher_format, profile.budget.fisher)?;
+    let method = if fleet { firmware::method::fleet_method } else { firmware::method::field_method };
+    let method = method(train, profile.fisher_format, profile.budget.fisher)?;
     let base = names(&BASE_CLASSES);
     let refs: Vec<&str> = base.iter().map(String::as_str).collect();
     let mut l = Learner::new(profile.clone(), "fleet", dm.trainable.clone(), method, &refs, seed)?;
@@ -209,68 +215,13 @@ fn model_of(template: &Model, merged: &MergedModel) -> Result<Model> {
     Ok(m)
 }
 
-/// The SLDA head of the boards' pooled statistics, rows in `classes` order: per class name
-/// `μ_c = Σᵢ nᵢ,c μᵢ,c / Σᵢ nᵢ,c` over the boards that saw it, the shared covariance `Σ = Σᵢ tᵢ Σᵢ / Σᵢ tᵢ`
-/// (each board's `Σᵢ` is the mean within-class scatter of its `tᵢ` samples), then `w_c = Λμ_c`,
-/// `b_c = −½ μ_cᵀΛμ_c` with `Λ = ((1−ε)Σ + εI)⁻¹` ([`slda_head`], the board's own formula).
-pub fn pooled_slda_head(boards: &[(Vec<String>, SldaState)], classes: &[String]) -> Result<(Array2<f32>, Array1<f32>)> {
-    let d = boards.first().map(|(_, s)| s.dim as usize).ok_or_else(|| Error::Invalid("no board".into()))?;
-    let mut means = ClassMeans::new(classes.len(), d);
-    let mut cov = SharedCovariance::new(d);
-    let mut sums = Array2::<f64>::zeros((classes.len(), d));
-    for (registry, st) in boards {
-        st.validate()?;
-        if st.dim as usize != d || st.counts.len() != registry.len() {
-            return Err(Error::Invalid("boards' SLDA statistics of different shapes".into()));
-        }
-        let mu = Array2::from_shape_vec((registry.len(), d), st.means.clone())
-            .map_err(|e| Error::Invalid(format!("SLDA means: {e}")))?;
-        for (r, name) in registry.iter().enumerate() {
-            let c = classes.iter().position(|x| x == name).ok_or_else(|| Error::Invalid(format!("class {name}")))?;
-            let n = st.counts[r];
-            sums.row_mut(c).scaled_add(n as f64, &mu.row(r));
-            means.count[c] += n;
-        }
-        let sigma =
-            Array2::from_shape_vec((d, d), st.sigma.clone()).map_err(|e| Error::Invalid(format!("SLDA Σ: {e}")))?;
-        cov.sigma.scaled_add(st.updates as f64, &sigma);
-        cov.updates += st.updates;
-    }
-    for (c, &n) in means.count.iter().enumerate() {
-        if n > 0 {
-            means.mean.row_mut(c).assign(&(&sums.row(c) / n as f64));
-        }
-    }
-    if cov.updates > 0 {
-        cov.sigma /= cov.updates as f64;
-    }
-    Ok(slda_head(&means, &cov, SLDA_SHRINKAGE)?)
-}
-
-/// Which part of each update's Fisher [`reweighted`] replaces by ones.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Reweight {
-    /// Every parameter: the merge becomes the plain average.
-    Everywhere,
-    /// The head's parameters only.
-    Head,
-}
-
-/// `updates` with the Fisher set to one where `what` says (the rest unchanged).
-fn reweighted(updates: &[FleetUpdate], what: Reweight) -> Result<Vec<FleetUpdate>> {
+/// `updates` with every Fisher set to one and no SLDA statistics: [`merge_updates`] of them is the plain average.
+fn averaged(updates: &[FleetUpdate]) -> Result<Vec<FleetUpdate>> {
     updates
         .iter()
         .map(|u| {
-            let head =
-                u.layout.iter().find(|p| p.name.starts_with("head.")).map_or(u.params.len(), |p| p.offset as usize);
-            let f = u.fisher_values()?;
-            let v: Vec<f32> = f
-                .iter()
-                .enumerate()
-                .map(|(i, &x)| if what == Reweight::Everywhere || i >= head { 1.0 } else { x })
-                .collect();
-            let c = compact::encode(&v, FisherFormat::F32)?;
-            Ok(FleetUpdate { fisher: FisherBlob::from_compact(&c)?, ..u.clone() })
+            let c = compact::encode(&vec![1.0; u.params.len()], FisherFormat::F32)?;
+            Ok(FleetUpdate { fisher: FisherBlob::from_compact(&c)?, slda: None, ..u.clone() })
         })
         .collect()
 }
@@ -298,82 +249,96 @@ fn run_one(
         }
     }
     let mut updates = Vec::with_capacity(n);
+    let mut trained = Vec::with_capacity(n);
     let mut alone = Vec::with_capacity(n);
     let mut update_bytes = Vec::with_capacity(n);
     let mut template = None;
-    let mut slda = Vec::with_capacity(n);
     for d in 0..n {
-        let mut l: DeviceLearner = provisioned(cfg, profile, dm, data, seed.wrapping_mul(1000).wrapping_add(d as u64))?;
         // Interleave the board's digits, as photos arrive in the field.
         let mut rows = photos[d].clone();
         rows.sort_by_key(|&i| (data.train.y[i], i));
         let per_class: Vec<Vec<usize>> =
             classes[d].iter().map(|&c| rows.iter().copied().filter(|&i| data.train.y[i] == c).collect()).collect();
-        for k in 0..per_class.iter().map(Vec::len).max().unwrap_or(0) {
-            for rows in &per_class {
-                if let Some(&i) = rows.get(k) {
-                    add(&mut l, data, i)?;
+        let board_seed = seed.wrapping_mul(1000).wrapping_add(d as u64);
+        for fleet in [true, false] {
+            let mut l: DeviceLearner = provisioned(cfg, profile, dm, data, board_seed, fleet)?;
+            for k in 0..per_class.iter().map(Vec::len).max().unwrap_or(0) {
+                for rows in &per_class {
+                    if let Some(&i) = rows.get(k) {
+                        add(&mut l, data, i)?;
+                    }
                 }
             }
+            l.learn()?;
+            let u = update_of(cfg, &l, d)?;
+            if fleet {
+                let registry: Vec<String> = l.classes().iter().map(|c| c.name.clone()).collect();
+                alone.push(accuracy(l.model(), &registry, &data.test)?);
+                update_bytes.push(firmware::fleet::encode_update(&u, usize::MAX >> 1)?.len());
+                updates.push(u);
+                template.get_or_insert_with(|| l.model().clone());
+            } else {
+                trained.push(u);
+            }
+        }
+    }
+    let template = template.ok_or_else(|| Error::Invalid("a fleet needs at least one board".into()))?;
+    let score = |us: &[FleetUpdate]| -> Result<f64> {
+        let m = merge_updates(us)?;
+        accuracy(&model_of(&template, &m)?, &m.classes, &data.test)
+    };
+    let merged_acc = score(&updates)?;
+    let average_acc = score(&averaged(&updates)?)?;
+    let rows_acc = score(&updates.iter().map(|u| FleetUpdate { slda: None, ..u.clone() }).collect::<Vec<_>>())?;
+    let trained_acc = score(&trained)?;
+    // Joint: every board's photos on one board, one task, with either method.
+    let mut all: Vec<usize> = photos.concat();
+    all.shuffle(&mut rng);
+    let mut joint = [0.0; 2];
+    for (fleet, acc) in [false, true].into_iter().zip(joint.iter_mut()) {
+        let mut l: Learner<Became, JOINT_CAPACITY> =
+            provisioned(cfg, profile, dm, data, seed.wrapping_mul(1000), fleet)?;
+        for &i in &all {
+            add(&mut l, data, i)?;
         }
         l.learn()?;
         let registry: Vec<String> = l.classes().iter().map(|c| c.name.clone()).collect();
-        alone.push(accuracy(l.model(), &registry, &data.test)?);
-        let state = l.state()?;
-        slda.push((
-            registry.clone(),
-            state.slda.clone().ok_or_else(|| Error::Invalid("a board kept no SLDA statistics".into()))?,
-        ));
-        let fisher = state.fisher.ok_or_else(|| Error::Invalid("a board kept no Fisher".into()))?;
-        let u = FleetUpdate {
-            fleet: "sim".into(),
-            device: format!("board-{d:02}"),
-            generation: 2,
-            base_model: cfg.model.file_name().map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
-            layout: state.layout,
-            params: state.params,
-            fisher,
-            classes: registry,
-        };
-        update_bytes.push(firmware::fleet::encode_update(&u, usize::MAX >> 1)?.len());
-        updates.push(u);
-        template.get_or_insert_with(|| l.model().clone());
+        *acc = accuracy(l.model(), &registry, &data.test)?;
     }
-    let template = template.ok_or_else(|| Error::Invalid("a fleet needs at least one board".into()))?;
-    let merged = merge_updates(&updates)?;
-    let merged_acc = accuracy(&model_of(&template, &merged)?, &merged.classes, &data.test)?;
-    // The plain average: the same merge with unit Fisher everywhere; and the Fisher on the trunk only.
-    let average = merge_updates(&reweighted(&updates, Reweight::Everywhere)?)?;
-    let average_acc = accuracy(&model_of(&template, &average)?, &average.classes, &data.test)?;
-    let trunk_only = merge_updates(&reweighted(&updates, Reweight::Head)?)?;
-    let trunk_only_acc = accuracy(&model_of(&template, &trunk_only)?, &trunk_only.classes, &data.test)?;
-    // The Fisher-merged trunk under the head SLDA's pooled statistics give.
-    let mut pooled = model_of(&template, &merged)?;
-    let (w, b) = pooled_slda_head(&slda, &merged.classes)?;
-    pooled.heads[0] = Linear::from_weights("head.0", w, Some(b))?;
-    let pooled_acc = accuracy(&pooled, &merged.classes, &data.test)?;
-    // Joint: every board's photos on one board, one task.
-    let mut joint: Learner<Became, JOINT_CAPACITY> = provisioned(cfg, profile, dm, data, seed.wrapping_mul(1000))?;
-    let mut all: Vec<usize> = photos.concat();
-    all.shuffle(&mut rng);
-    for &i in &all {
-        add(&mut joint, data, i)?;
-    }
-    joint.learn()?;
-    let registry: Vec<String> = joint.classes().iter().map(|c| c.name.clone()).collect();
-    let joint_acc = accuracy(joint.model(), &registry, &data.test)?;
     Ok(FleetRun {
         devices: n,
         seed,
         classes,
         merged: merged_acc,
         average: average_acc,
-        fisher_trunk_only: trunk_only_acc,
-        pooled_slda: pooled_acc,
-        joint: joint_acc,
+        fisher_rows: rows_acc,
+        trained_trunks: trained_acc,
+        joint: joint[0],
+        joint_fleet_method: joint[1],
         alone,
         update_bytes,
         seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The update board `d` would publish from learner `l`'s committed state: its whole state, and as SLDA
+/// statistics everything it learned (its one update holds the provisioning task and its own).
+fn update_of<const CAP: usize>(cfg: &FleetSimConfig, l: &Learner<Became, CAP>, d: usize) -> Result<FleetUpdate> {
+    let registry: Vec<String> = l.classes().iter().map(|c| c.name.clone()).collect();
+    let state = l.state()?;
+    let slda = state.slda.as_ref().ok_or_else(|| Error::Invalid("a board kept no SLDA statistics".into()))?;
+    let slda = SldaSums::of_state(slda, &registry)?;
+    let fisher = state.fisher.ok_or_else(|| Error::Invalid("a board kept no Fisher".into()))?;
+    Ok(FleetUpdate {
+        fleet: "sim".into(),
+        device: format!("board-{d:02}"),
+        generation: 2,
+        base_model: cfg.model.file_name().map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+        layout: state.layout,
+        params: state.params,
+        fisher,
+        classes: registry,
+        slda: Some(slda),
     })
 }
 
@@ -382,41 +347,32 @@ pub fn markdown(runs: &[FleetRun], command: &str) -> String {
     use std::fmt::Write;
     let mut s = format!(
         "Command: `{command}`\n\nClass-incremental accuracy (%) on the 10 000 MNIST test images, digits 0–9, no task \
-         id; mean ± std over seeds.\n\n| boards | new digits per board | seeds | merged (Fisher) | plain average | \
-         Fisher on the trunk only | Fisher trunk + pooled SLDA head | joint | each board alone | merged − joint | update frame |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n"
+         id; mean ± std over seeds.\n\n| boards | new digits per board | seeds | **merged** (fleet method, pooled SLDA) | \
+         plain average | Fisher-weighted head rows | trained trunks, pooled SLDA | joint (field method) | joint (fleet \
+         method) | each board alone | merged − joint | update frame |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     let mut sizes: Vec<usize> = runs.iter().map(|r| r.devices).collect();
     sizes.dedup();
     for n in sizes {
         let rs: Vec<&FleetRun> = runs.iter().filter(|r| r.devices == n).collect();
         let col = |f: &dyn Fn(&FleetRun) -> f64| MeanStd::of(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
-        let (m, a, t, j) = (col(&|r| r.merged), col(&|r| r.average), col(&|r| r.fisher_trunk_only), col(&|r| r.joint));
-        let p = col(&|r| r.pooled_slda);
-        let alone = MeanStd::of(&rs.iter().flat_map(|r| r.alone.iter().copied()).collect::<Vec<_>>());
+        let cols = [
+            col(&|r| r.merged),
+            col(&|r| r.average),
+            col(&|r| r.fisher_rows),
+            col(&|r| r.trained_trunks),
+            col(&|r| r.joint),
+            col(&|r| r.joint_fleet_method),
+            MeanStd::of(&rs.iter().flat_map(|r| r.alone.iter().copied()).collect::<Vec<_>>()),
+        ];
         let gap = col(&|r| r.merged - r.joint);
         let bytes = rs.iter().flat_map(|r| r.update_bytes.iter().copied()).max().unwrap_or(0);
-        let _ = writeln!(
-            s,
-            "| {n} | {} | {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:+.2} ± {:.2} | {:.0} KiB |",
-            rs.first().map_or(0, |r| r.classes.first().map_or(0, Vec::len)),
-            rs.len(),
-            m.mean,
-            m.std,
-            a.mean,
-            a.std,
-            t.mean,
-            t.std,
-            p.mean,
-            p.std,
-            j.mean,
-            j.std,
-            alone.mean,
-            alone.std,
-            gap.mean,
-            gap.std,
-            bytes as f64 / 1024.0
-        );
+        let _ =
+            write!(s, "| {n} | {} | {} |", rs.first().map_or(0, |r| r.classes.first().map_or(0, Vec::len)), rs.len());
+        for c in cols {
+            let _ = write!(s, " {:.2} ± {:.2} |", c.mean, c.std);
+        }
+        let _ = writeln!(s, " {:+.2} ± {:.2} | {:.0} KiB |", gap.mean, gap.std, bytes as f64 / 1024.0);
     }
     s
 }
@@ -432,41 +388,6 @@ pub fn write(runs: &[FleetRun], command: &str, out: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stats(means: Vec<f64>, counts: Vec<u64>, sigma_diag: f64, updates: u64) -> SldaState {
-        SldaState {
-            dim: 2,
-            means,
-            counts,
-            sigma: vec![sigma_diag, 0.0, 0.0, sigma_diag],
-            updates,
-            train_weight: Vec::new(),
-            train_bias: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn pooled_slda_head_weights_means_by_counts_and_sigma_by_samples() {
-        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let a = (names(&["a", "b"]), stats(vec![1.0, 0.0, 0.0, 1.0], vec![2, 2], 1.0, 4));
-        let b = (names(&["b", "c"]), stats(vec![0.0, 3.0, 5.0, 5.0], vec![2, 1], 3.0, 3));
-        let classes = names(&["a", "b", "c"]);
-        let (w, bias) = pooled_slda_head(&[a, b], &classes).unwrap();
-        // μ_a = (1, 0), μ_b = (0, 2) (2 + 2 samples), μ_c = (5, 5); Σ = (4·1 + 3·3)/7 · I.
-        let s = (1.0 - SLDA_SHRINKAGE) * 13.0 / 7.0 + SLDA_SHRINKAGE;
-        let want = [[1.0 / s, 0.0], [0.0, 2.0 / s], [5.0 / s, 5.0 / s]];
-        for (c, row) in want.iter().enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                assert!((f64::from(w[[c, j]]) - v).abs() < 1e-5, "w[{c}][{j}] = {} want {v}", w[[c, j]]);
-            }
-        }
-        assert!((f64::from(bias[1]) + 0.5 * 4.0 / s).abs() < 1e-5, "b_b = {}", bias[1]);
-        // A board whose statistics have another width is refused.
-        let odd = (names(&["a"]), SldaState { dim: 3, ..stats(vec![0.0; 3], vec![1], 1.0, 1) });
-        assert!(
-            pooled_slda_head(&[(names(&["a"]), stats(vec![1.0, 0.0], vec![1], 1.0, 1)), odd], &names(&["a"])).is_err()
-        );
-    }
 
     #[test]
     fn every_new_digit_has_a_board_and_boards_get_at_least_two() {

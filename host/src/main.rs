@@ -239,6 +239,10 @@ struct BenchFleetArgs {
     /// Timed repetitions per figure (the median is reported).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Width of the head's input: the field method's random-feature width (2048 on the Jetson profiles; 0: the
+    /// trunk's own output width).
+    #[arg(long, default_value_t = 2048)]
+    random_features: usize,
     /// Write the result as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -866,7 +870,7 @@ fn bench_cmd(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Fleet(a) => {
             let model = a.model.unwrap_or_else(host::presets::shipped_base);
             let format = a.format.parse()?;
-            let b = host::bench_fleet::run(&model, &a.cut, &a.devices, format, a.repeat)?;
+            let b = host::bench_fleet::run(&model, &a.cut, &a.devices, format, a.repeat, a.random_features)?;
             print!("{}", host::bench_fleet::markdown(&b));
             if let Some(out) = &a.out {
                 report::write_json(out, &b)?;

@@ -3,12 +3,13 @@
 
 use crate::error::Result;
 use crate::fisher::{FisherFormat, compact};
-use crate::fleet::FleetUpdate;
+use crate::fleet::{FleetUpdate, SldaSums};
 use crate::store::{FisherBlob, ParamEntry};
 
 /// An update of `device` in fleet `fleet` from base model `base_model`: a 2×3 trunk layer (`trunk.0.weight`) and
 /// a biased head of width 2 with one row per name of `classes`. Parameter `i` is `seed + i/4`, its Fisher
-/// `0.5 + (i mod 3)·|seed|`, stored in `format`.
+/// `0.5 + (i mod 3)·|seed|`, stored in `format`. Its SLDA sums (width 2): class `k` has `2 + k` samples summing
+/// to `(seed + k, generation)`, and `S = [[1 + |seed|, 0.25], [0.25, 2]]·t`.
 pub fn update(
     fleet: &str,
     base_model: &str,
@@ -28,6 +29,16 @@ pub fn update(
     let params: Vec<f32> = (0..n).map(|i| seed + i as f32 * 0.25).collect();
     let f: Vec<f32> = (0..n).map(|i| 0.5 + (i % 3) as f32 * seed.abs()).collect();
     let fisher = FisherBlob::from_compact(&compact::encode(&f, format)?)?;
+    let counts: Vec<u64> = (0..classes.len() as u64).map(|k| 2 + k).collect();
+    let t: u64 = counts.iter().sum();
+    let slda = SldaSums {
+        dim: 2,
+        classes: classes.iter().map(|s| s.to_string()).collect(),
+        counts,
+        sums: (0..classes.len()).flat_map(|k| [f64::from(seed) + k as f64, generation as f64]).collect(),
+        scatter: [1.0 + seed.abs(), 0.25, 2.0].iter().map(|v| v * t as f32).collect(),
+        samples: t,
+    };
     Ok(FleetUpdate {
         fleet: fleet.into(),
         device: device.into(),
@@ -37,5 +48,6 @@ pub fn update(
         params,
         fisher,
         classes: classes.iter().map(|s| s.to_string()).collect(),
+        slda: Some(slda),
     })
 }

@@ -1,6 +1,7 @@
 //! The fleet merge: many boards' updates into one model over the union of their classes.
 
 use crate::error::{Error, Result};
+use crate::fleet::slda::SldaSums;
 use crate::fleet::update::FleetUpdate;
 use crate::merge::fisher_weighted::ImmModeSums;
 use crate::store::ParamEntry;
@@ -18,19 +19,30 @@ pub struct MergedModel {
     pub params: Vec<f32>,
     /// `Σᵢ Fᵢ` per parameter (for a head row, over the boards that know its class): the merged model's Fisher.
     pub fisher: Vec<f32>,
-    /// `(device, generation)` of every update merged, sorted by device.
+    /// `(device, generation)` of every update merged, sorted by device, then generation.
     pub merged: Vec<(String, u64)>,
+    /// The pooled SLDA statistics of every update (`None` when the updates carry none): what a board that adopts
+    /// the model goes on learning from.
+    pub slda: Option<SldaSums>,
 }
 
 /// Merge the boards' updates with the Fisher-weighted closed form, per parameter `p`:
 ///
 /// `θ*_p = (Σᵢ Fᵢ,p)⁻¹ Σᵢ Fᵢ,p θᵢ,p`
 ///
-/// over every board `i` for the trunk, and for the head's row of class `c` (its weights and bias) over the boards
-/// whose registry has `c` only (a board that never saw a class says nothing about its row). `Fᵢ` is board `i`'s
-/// accumulated diagonal Fisher (decoded from its compact format) plus [`crate::merge::fisher_weighted::IMM_FISHER_EPS`],
-/// so a parameter no board uses gets the plain mean. This is the mode of the product of the boards' Laplace
-/// posteriors (mode-IMM's merge, [`ImmModeSums`], the same code).
+/// over every board `i` (its newest update) for the trunk. `Fᵢ` is board `i`'s accumulated diagonal Fisher
+/// (decoded from its compact format) plus [`crate::merge::fisher_weighted::IMM_FISHER_EPS`], so a parameter no board
+/// uses gets the plain mean. This is the mode of the product of the boards' Laplace posteriors (mode-IMM's merge,
+/// [`ImmModeSums`], the same code).
+///
+/// **The head.** With SLDA statistics in the updates (the device's field method), the head is the SLDA head of
+/// the pooled statistics, `Σ` over *every* update of every board, each `(device, generation)` once
+/// ([`SldaSums::add`], [`SldaSums::head`]): the updates carry what each task added, so the pool holds every
+/// sample every board learned, once. (Measured, docs/results.md "Fleet": the Fisher-weighted rows lose to a plain
+/// average, because each SLDA row is a whole solution under its board's own `Σ`; pooling the statistics does not.)
+/// Without statistics, the head's row of class `c` (weights and bias) is the same Fisher-weighted closed form over
+/// the boards whose registry has `c` (a board that never saw a class says nothing about its row). A class with no
+/// pooled sample gets a zero row.
 ///
 /// **Relation to BECAME's α.** For two models, BECAME minimises the same Fisher-weighted quadratic
 /// `Σ_p F_old,p (θ_p − θ_GP,p)² + F_cur,p (θ_p − θ̂_p)²` but only along the line `θ = (1 − α)θ_GP + αθ̂`, which
@@ -39,21 +51,26 @@ pub struct MergedModel {
 /// one α per parameter instead of one for the model. The two coincide when `a_p` is the same for every parameter
 /// that moved, and BECAME's α is the `d²`-weighted mean of the `a_p` in general.
 ///
-/// Determinism: updates are taken in device-id order (one per device: the highest generation, so a repeat is
-/// merged once), the registry is sorted by class name, and sums run in that order; the result does not depend on
-/// the order the updates arrived in. Errors (nothing merged) when there is no update, when the boards disagree
-/// on the base model or the trunk's layout, or when an update does not validate.
+/// Determinism: updates are taken in `(device, generation)` order, a repeat of a pair once, the registry is sorted
+/// by class name, and sums run in that order; the result does not depend on the order the updates arrived in.
+/// Errors (nothing merged) when there is no update, when the boards disagree on the base model or the trunk's
+/// layout, when some updates carry SLDA statistics and others do not, or when an update does not validate.
 pub fn merge_updates(updates: &[FleetUpdate]) -> Result<MergedModel> {
-    let mut latest: Vec<&FleetUpdate> = Vec::new();
+    let mut all: Vec<&FleetUpdate> = Vec::with_capacity(updates.len());
     for u in updates {
         u.validate().map_err(|r| Error::Config(format!("update of {} refused: {r}", u.device)))?;
-        match latest.iter_mut().find(|x| x.device == u.device) {
-            Some(x) if x.generation < u.generation => *x = u,
-            Some(_) => {}
-            None => latest.push(u),
+        all.push(u);
+    }
+    all.sort_by(|a, b| (&a.device, a.generation).cmp(&(&b.device, b.generation)));
+    all.dedup_by(|a, b| a.device == b.device && a.generation == b.generation);
+    // The newest update of each device: its trunk, Fisher and registry are the board's whole state.
+    let mut latest: Vec<&FleetUpdate> = Vec::new();
+    for &u in &all {
+        match latest.last_mut() {
+            Some(x) if x.device == u.device => *x = u,
+            _ => latest.push(u),
         }
     }
-    latest.sort_by(|a, b| a.device.cmp(&b.device));
     let first = *latest.first().ok_or_else(|| Error::Empty("fleet merge: no update".into()))?;
     let trunk: Vec<ParamEntry> = first.layout.iter().filter(|p| !p.name.starts_with("head.")).cloned().collect();
     let trunk_len: usize = trunk.iter().map(entry_len).sum();
@@ -69,6 +86,13 @@ pub fn merge_updates(updates: &[FleetUpdate]) -> Result<MergedModel> {
             )));
         }
     }
+    let with_slda = all.iter().filter(|u| u.slda.is_some()).count();
+    if with_slda != 0 && with_slda != all.len() {
+        return Err(Error::Config(format!(
+            "fleet merge: {with_slda} of {} updates carry SLDA statistics; a fleet merges all or none",
+            all.len()
+        )));
+    }
     let fishers: Vec<Vec<f32>> = latest.iter().map(|u| u.fisher_values()).collect::<Result<_>>()?;
 
     // Trunk: every board.
@@ -81,7 +105,7 @@ pub fn merge_updates(updates: &[FleetUpdate]) -> Result<MergedModel> {
     let mut params = sums.merge()?;
     let mut fisher: Vec<f32> = trunk_fisher.iter().map(|&v| v as f32).collect();
 
-    // Head: one row (weights, then bias) per class of the union, from the boards that know it.
+    // Head: one row (weights, then bias) per class of the union.
     let mut classes: Vec<String> = latest.iter().flat_map(|u| u.classes.iter().cloned()).collect();
     classes.sort();
     classes.dedup();
@@ -100,6 +124,14 @@ pub fn merge_updates(updates: &[FleetUpdate]) -> Result<MergedModel> {
         rows.push(s.merge()?);
         row_fishers.push(rf);
     }
+    let pooled = pool_slda(&all, width)?;
+    if let Some(p) = &pooled {
+        let (w, b) = p.head(&classes)?;
+        for (r, row) in rows.iter_mut().enumerate() {
+            row[..width].iter_mut().zip(w.row(r)).for_each(|(x, &v)| *x = v);
+            row[width] = b[r];
+        }
+    }
     let n = classes.len();
     params.extend(rows.iter().flat_map(|r| r[..width].iter().copied()));
     params.extend(rows.iter().map(|r| r[width]));
@@ -115,8 +147,20 @@ pub fn merge_updates(updates: &[FleetUpdate]) -> Result<MergedModel> {
         layout,
         params,
         fisher,
-        merged: latest.iter().map(|u| (u.device.clone(), u.generation)).collect(),
+        merged: all.iter().map(|u| (u.device.clone(), u.generation)).collect(),
+        slda: pooled,
     })
+}
+
+/// The sum of every update's SLDA statistics, in the given order (`None` when the updates carry none).
+fn pool_slda(all: &[&FleetUpdate], width: usize) -> Result<Option<SldaSums>> {
+    let mut pooled: Option<SldaSums> = None;
+    for u in all {
+        if let Some(st) = &u.slda {
+            pooled.get_or_insert_with(|| SldaSums::empty(width)).add(st)?;
+        }
+    }
+    Ok(pooled)
 }
 
 fn entry_len(p: &ParamEntry) -> usize {
@@ -158,9 +202,11 @@ mod tests {
 
     #[test]
     fn two_boards_merge_per_parameter_and_per_class() {
-        let a = update("a", 1, &["cat", "dog"], 1.0, FisherFormat::F32);
-        let b = update("b", 4, &["dog", "eel"], -2.0, FisherFormat::F32);
+        // Without SLDA statistics: the head rows are Fisher-weighted too.
+        let a = FleetUpdate { slda: None, ..update("a", 1, &["cat", "dog"], 1.0, FisherFormat::F32) };
+        let b = FleetUpdate { slda: None, ..update("b", 4, &["dog", "eel"], -2.0, FisherFormat::F32) };
         let m = merge_updates(&[b.clone(), a.clone()]).unwrap();
+        assert_eq!(m.slda, None);
         assert_eq!(m.classes, ["cat", "dog", "eel"]);
         assert_eq!(m.merged, [("a".to_string(), 1), ("b".to_string(), 4)]);
         let (fa, fb) = (a.fisher_values().unwrap(), b.fisher_values().unwrap());
@@ -192,12 +238,39 @@ mod tests {
         let b = update("b", 7, &["fox"], 0.5, FisherFormat::Log8);
         let one = merge_updates(&[a1.clone(), a2.clone(), b.clone()]).unwrap();
         let two = merge_updates(&[b.clone(), a2.clone(), a1.clone(), a2.clone()]).unwrap();
-        assert_eq!(one, two);
-        assert_eq!(one.merged, [("a".to_string(), 2), ("b".to_string(), 7)]);
-        assert_eq!(merge_updates(&[a2.clone(), b.clone()]).unwrap(), one, "the older update of a adds nothing");
-        // One board: its own model back (mode of one posterior), bit for bit.
+        assert_eq!(one, two, "arrival order and a repeat change nothing");
+        assert_eq!(one.merged, [("a".to_string(), 1), ("a".to_string(), 2), ("b".to_string(), 7)]);
+        // The trunk is a's newest with b's; a1's statistics are in the pool (they are what a's first task added).
+        let newest = merge_updates(&[a2.clone(), b.clone()]).unwrap();
+        assert_eq!(newest.params[..6], one.params[..6], "a1's parameters add nothing");
+        let cat = |m: &MergedModel| {
+            let p = m.slda.as_ref().unwrap();
+            p.counts[p.classes.iter().position(|c| c == "cat").unwrap()]
+        };
+        assert_eq!((cat(&one), cat(&newest)), (4, 2), "a1's cat samples are pooled once");
+        // One board: its own trunk back (mode of one posterior), bit for bit.
         let solo = merge_updates(std::slice::from_ref(&b)).unwrap();
-        assert_eq!(solo.params, b.params);
+        assert_eq!(solo.params[..6], b.params[..6]);
+    }
+
+    #[test]
+    fn the_head_is_the_slda_head_of_the_pooled_statistics() {
+        let a = update("a", 1, &["cat", "dog"], 1.0, FisherFormat::F32);
+        let b = update("b", 4, &["dog", "eel"], -2.0, FisherFormat::F32);
+        let m = merge_updates(&[a.clone(), b.clone()]).unwrap();
+        let mut pooled = a.slda.clone().unwrap();
+        pooled.add(b.slda.as_ref().unwrap()).unwrap();
+        assert_eq!(m.slda.as_ref(), Some(&pooled));
+        let (w, bias) = pooled.head(&m.classes).unwrap();
+        let off = 6;
+        let n = m.classes.len();
+        assert_eq!(m.params[off..off + 2 * n], w.iter().copied().collect::<Vec<_>>()[..]);
+        assert_eq!(m.params[off + 2 * n..], bias.to_vec()[..]);
+        // dog: 3 samples on a (its row 1), 2 on b (its row 0) → 5.
+        assert_eq!(pooled.counts[pooled.classes.iter().position(|c| c == "dog").unwrap()], 5);
+        // A fleet of boards with and without statistics is not merged.
+        let bare = FleetUpdate { slda: None, ..b };
+        assert!(merge_updates(&[a, bare]).is_err());
     }
 
     #[test]

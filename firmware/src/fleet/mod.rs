@@ -19,13 +19,17 @@
 //! Not here yet (issue 18 open): the daemon publishing after each commit, adoption of the fleet model through the
 //! A/B store, TLS on the client side, the multi-board demo.
 
+pub mod adopt;
 pub mod fixture;
 pub mod merge;
 pub mod model;
 #[cfg(feature = "fleet-mqtt")]
 pub mod mqtt;
+pub mod slda;
 pub mod update;
 
+pub use adopt::adopted_state;
 pub use merge::{MergedModel, merge_updates};
 pub use model::{FleetModel, MODEL_MAGIC, decode_model, encode_model};
+pub use slda::SldaSums;
 pub use update::{FLEET_MAGIC, FLEET_VERSION, FleetUpdate, Refusal, decode_update, encode_update};

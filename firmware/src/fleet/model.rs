@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fleet::merge::MergedModel;
-use crate::fleet::update::{FLEET_VERSION, Refusal, check_payload, decode_frame};
+use crate::fleet::slda::SldaSums;
+use crate::fleet::update::{FLEET_VERSION, Refusal, check_payload, check_slda, decode_frame};
 use crate::store::{Corruption, FisherBlob, ParamEntry, frame};
 
 /// The four magic bytes of a fleet-model frame.
@@ -44,6 +45,8 @@ pub struct FleetModel {
     pub fisher: FisherBlob,
     /// `(device, generation)` of every update merged into this version.
     pub merged: Vec<(String, u64)>,
+    /// The pooled SLDA statistics ([`MergedModel::slda`]): what an adopting board goes on learning from.
+    pub slda: Option<SldaSums>,
 }
 
 impl FleetModel {
@@ -58,13 +61,18 @@ impl FleetModel {
             params: m.params.clone(),
             fisher: FisherBlob::from_f32(&m.fisher),
             merged: m.merged.clone(),
+            slda: m.slda.clone(),
         }
     }
 
     /// Check the payload's own consistency: a layout that tiles `params`, finite parameters, a Fisher of the
     /// right length, a head of one row per class.
     pub fn validate(&self) -> std::result::Result<(), Refusal> {
-        check_payload(&self.layout, &self.params, self.fisher.entries, self.classes.len())
+        check_payload(&self.layout, &self.params, self.fisher.entries, self.classes.len())?;
+        match &self.slda {
+            Some(st) => check_slda(st, &self.layout, &self.classes),
+            None => Ok(()),
+        }
     }
 }
 

@@ -19,12 +19,14 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::error::{Error, Result};
+use crate::fleet::slda::SldaSums;
 use crate::store::{Corruption, FisherBlob, ParamEntry, frame, read_frame_of};
 
 /// The four magic bytes of an update frame.
 pub const FLEET_MAGIC: [u8; 4] = *b"ELFU";
 /// The update format version this build writes and reads.
-pub const FLEET_VERSION: u16 = 1;
+/// Version 2: the update carries the SLDA statistics its task added ([`FleetUpdate::slda`]).
+pub const FLEET_VERSION: u16 = 2;
 
 /// Why an update was not accepted; nothing is merged from it.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -82,6 +84,11 @@ pub struct FleetUpdate {
     pub fisher: FisherBlob,
     /// Class names in head-row order (row `i` of the head is `classes[i]`).
     pub classes: Vec<String>,
+    /// With an SLDA head: the statistics the samples learned since the board's previous update added
+    /// ([`SldaSums::delta`]). Unlike the parameters and the Fisher, which are the board's whole state, these are a
+    /// delta: the merger adds every update's once (exactly once per `(device, generation)`), so nothing learned
+    /// is counted twice, also after the board adopted a fleet model holding everyone's statistics.
+    pub slda: Option<SldaSums>,
 }
 
 impl FleetUpdate {
@@ -101,6 +108,9 @@ impl FleetUpdate {
         names.sort_unstable();
         if names.iter().any(|n| n.is_empty()) || names.windows(2).any(|w| w[0] == w[1]) {
             return bad("class names must be distinct and non-empty".into());
+        }
+        if let Some(st) = &self.slda {
+            check_slda(st, &self.layout, &self.classes)?;
         }
         Ok(())
     }
@@ -174,6 +184,19 @@ pub(crate) fn check_payload(
     let rows = layout.iter().find(|p| p.name == "head.0.weight").and_then(|p| p.shape.first().copied());
     if rows != Some(classes as u32) {
         return bad(format!("{classes} class names for a head of {rows:?} rows"));
+    }
+    Ok(())
+}
+
+/// SLDA sums that fit a payload: consistent in themselves, as wide as the head's input, over classes the head has.
+pub(crate) fn check_slda(st: &SldaSums, layout: &[ParamEntry], classes: &[String]) -> std::result::Result<(), Refusal> {
+    st.validate().map_err(|e| Refusal::Inconsistent(e.to_string()))?;
+    let width = layout.iter().find(|p| p.name == "head.0.weight").and_then(|p| p.shape.get(1).copied());
+    if width != Some(st.dim) {
+        return Err(Refusal::Inconsistent(format!("SLDA sums of width {} for a head input of {width:?}", st.dim)));
+    }
+    if let Some(c) = st.classes.iter().find(|c| !classes.contains(c)) {
+        return Err(Refusal::Inconsistent(format!("SLDA sums of class {c:?}, which the head does not have")));
     }
     Ok(())
 }

@@ -414,14 +414,14 @@ fn a_version_2_state_file_loads_with_an_empty_replay_buffer() {
     l.learn().unwrap();
     l.commit().unwrap();
     // The version 2 layout by hand: the current payload of the same state without its (empty) replay buffer and
-    // its SLDA statistics (none), which postcard writes as the last five bytes 00 00 00 00 00.
+    // its SLDA statistics and fleet record (none), which postcard writes as the last six bytes 00 00 00 00 00 00.
     let mut state = l.state().unwrap();
     state.generation = 1;
     state.replay = ReplayState::default();
-    assert!(state.slda.is_none());
+    assert!(state.slda.is_none() && state.fleet.is_none());
     let payload = postcard::to_allocvec(&state).unwrap();
-    assert_eq!(payload[payload.len() - 5..], [0, 0, 0, 0, 0]);
-    let payload = &payload[..payload.len() - 5];
+    assert_eq!(payload[payload.len() - 6..], [0, 0, 0, 0, 0, 0]);
+    let payload = &payload[..payload.len() - 6];
     let mut v2 = Vec::new();
     v2.extend_from_slice(b"ELST");
     v2.extend_from_slice(&2u16.to_le_bytes());

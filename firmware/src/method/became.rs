@@ -299,6 +299,8 @@ impl Became {
         let task1 = TaskData { train: train1.as_ref().unwrap_or(task.train), ..*task };
         let task2 = TaskData { train: train2.as_ref().unwrap_or(task.train), ..*task };
         let (log1, t1) = match &mut self.nscl {
+            // `+ft`: nothing trains; no GPM is built, so no basis is updated below either.
+            _ if self.ci.frozen_trunk => (crate::train::TrainLog::default(), 0.0),
             Some(n) => n.train_stage(model, &task1, ctx, "stage1")?,
             None => {
                 let gpm = match &mut self.gpm {
@@ -317,7 +319,9 @@ impl Became {
             (self.f_old, self.f_old_stored) = store(&f1, self.fisher_format)?;
             report.timings.push(("fisher".into(), t0.elapsed().as_secs_f64()));
             observe(&BecameTrace { task_id: task.task_id, merge: None, fisher_added: &f1 });
-        } else if self.ci.slda_head && !(self.ci.replay_stage2 && replay.is_some_and(|r| !r.is_empty())) {
+        } else if self.ci.frozen_trunk
+            || self.ci.slda_head && !(self.ci.replay_stage2 && replay.is_some_and(|r| !r.is_empty()))
+        {
             // The SLDA head's class statistics rest on the trunk's features. The unconstrained stage 2 moves them
             // (split-mnist-ci, 3 seeds: 31.8 % with it, 89.1 % without), so with the SLDA head it runs only where
             // it replays stored samples (`r2`, with `sdc` measuring the drift on them); otherwise θ* = θ_GP, and
@@ -378,7 +382,9 @@ impl Became {
                 MergeTrace { theta_gp: &theta_gp, theta_hat: &theta_hat, f_cur: &f_cur, f_old: &f_old_used, alpha };
             observe(&BecameTrace { task_id: task.task_id, merge: Some(merge), fisher_added: &f_merged });
         }
-        if let Some(n) = &mut self.nscl {
+        if self.ci.frozen_trunk {
+            // Nothing moved: no input space to protect.
+        } else if let Some(n) = &mut self.nscl {
             let t_basis = n.update_memory(model, task)?;
             report.timings.push(("basis".into(), t_basis));
             report.basis_sizes = n.null_dims.clone();
@@ -471,6 +477,42 @@ mod tests {
         assert!(matches!(fresh().import_state(&model, without), Err(Error::Config(_))));
         let mut plain = Became::new(cfg.clone(), gcfg.clone());
         assert!(matches!(plain.import_state(&model, state), Err(Error::Config(_))));
+    }
+
+    /// `+ft` (a board in a fleet): the trunk does not move over two tasks, nothing trains, no basis is built, and
+    /// the head is the SLDA head of the fixed trunk's features.
+    #[test]
+    fn frozen_trunk_moves_nothing_but_the_slda_head() {
+        let (ci, lt) = ClassIl::parse_tokens(["lt", "slda", "ft"]).unwrap();
+        assert_eq!(ci.suffix(lt), "+lt+slda+ft");
+        let cfg = TrainConfig { epochs: 2, batch_size: 8, lr: 0.1, ..TrainConfig::default() };
+        let gcfg = GpmConfig { thresholds: vec![0.9], threshold_increment: 0.0, samples: 1000, project_heads: true };
+        let mut method = Became::new(cfg, gcfg).with_class_il(ci, lt);
+        let mut model = zoo::mlp(6, &[8], &[2], false, &mut crate::seeded_rng(0)).unwrap();
+        let trunk_of = |m: &Model| format!("{:?}", m.trunk);
+        let trunk_before = trunk_of(&model);
+        let (tr1, va1) = tiny_task(1, 0);
+        let (mut tr2, va2) = tiny_task(2, 3);
+        tr2.y.iter_mut().for_each(|y| *y += 2);
+        let mut rng = crate::seeded_rng(7);
+        let t1 = TaskData { task_id: 0, head: 0, train: &tr1, val: &va1 };
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
+        let r1 = method.learn_task(&mut model, &t1, &mut ctx).unwrap();
+        let growth = model.grow_head(0, 4).unwrap();
+        method.params_grown(&growth).unwrap();
+        let t2 = TaskData { task_id: 1, head: 0, train: &tr2, val: &va2 };
+        let r2 = method.learn_task(&mut model, &t2, &mut ctx).unwrap();
+        assert_eq!(trunk_before, trunk_of(&model), "the trunk moved");
+        assert!(r1.stages[0].1.epochs.is_empty() && r2.stages[0].1.epochs.is_empty(), "something trained");
+        assert_eq!(r2.alpha, None);
+        assert!(method.gpm.is_none() && r2.basis_sizes.is_empty(), "a basis was built");
+        let st = method.slda.as_ref().unwrap();
+        assert_eq!(st.means.count.len(), 4);
+        assert!(st.means.count.iter().all(|&c| c > 0), "{:?}", st.means.count);
+        // The head is exactly the SLDA head of those statistics.
+        let (w, b) = crate::method::slda_head(&st.means, &st.cov, crate::method::SLDA_SHRINKAGE).unwrap();
+        assert_eq!(model.heads[0].w().to_owned(), w);
+        assert_eq!(model.heads[0].bias.as_ref().unwrap().value.iter().copied().collect::<Vec<_>>(), b.to_vec());
     }
 
     /// Issue 19: the whole update (both stages, the Fisher passes, α, the merge, the bases) gives the same bits

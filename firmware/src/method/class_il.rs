@@ -79,12 +79,18 @@ pub struct ClassIl {
     /// RanPAC's random-feature expansion of width `M` between the trunk and the head
     /// ([`crate::method::prototype::ensure_random_features`]), added before the method's first task.
     pub random_features: Option<u32>,
+    /// The trunk is not trained (`+ft`): stage 1 and stage 2 are skipped, no GPM basis is built, and the head is
+    /// whatever the rest computes (with `slda`, streaming LDA over the fixed trunk's features). What a board in a
+    /// fleet learns with: every board keeps the fleet's trunk, so the boards' SLDA statistics are over the same
+    /// features and add up exactly in the fleet merge ([`crate::fleet::merge`]).
+    pub frozen_trunk: bool,
 }
 
 impl ClassIl {
     /// The options as name tokens (`+lt` labels trick, `+keepold` / `+split` head merge, `+wa` weight aligning,
     /// `+r1` / `+r2` replay in stage 1 / 2, `+bh` balanced head fine-tuning, `+slda` streaming-LDA head, `+sdc`
-    /// its drift compensation, `+rp<M>` random features of width `M`), in that order; empty when all off.
+    /// its drift compensation, `+rp<M>` random features of width `M`, `+ft` frozen trunk), in that order; empty
+    /// when all off.
     pub fn suffix(&self, labels_trick: bool) -> String {
         let mut s = String::new();
         let on = [
@@ -106,6 +112,9 @@ impl ClassIl {
         if let Some(m) = self.random_features {
             s.push_str(&format!("+rp{m}"));
         }
+        if self.frozen_trunk {
+            s.push_str("+ft");
+        }
         s
     }
 
@@ -124,10 +133,11 @@ impl ClassIl {
                 "bh" => ci.balanced_head = true,
                 "slda" => ci.slda_head = true,
                 "sdc" => ci.drift = true,
+                "ft" => ci.frozen_trunk = true,
                 rp if rp.starts_with("rp") && rp.len() > 2 => ci.random_features = Some(parse_random_features(rp)?),
                 other => {
                     return Err(Error::Config(format!(
-                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc, rp<M>)"
+                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc, rp<M>, ft)"
                     )));
                 }
             }

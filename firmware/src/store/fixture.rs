@@ -2,8 +2,8 @@
 //! can tell from the generation alone what a slot must contain (the kill test, fuzz seeds, unit tests).
 
 use super::state::{
-    BasisState, ClassEntry, FisherBlob, InboxLedger, LayerSlot, LearnerState, LedgerFile, MetricsHistory, ModelDesc,
-    ParamEntry, ReplaySeen, ReplayState, SldaState, TaskEntry,
+    BasisState, ClassEntry, FisherBlob, FleetState, InboxLedger, LayerSlot, LearnerState, LedgerFile, MetricsHistory,
+    ModelDesc, ParamEntry, ReplaySeen, ReplayState, SldaState, TaskEntry,
 };
 
 /// splitmix64: a well-mixed 64-bit hash of `x`.
@@ -120,5 +120,8 @@ pub fn synthetic(generation: u64, scale: usize) -> LearnerState {
                 train_bias: (0..classes).map(|i| value(generation, 11, i)).collect(),
             })
         },
+        fleet: generation
+            .is_multiple_of(2)
+            .then_some(FleetState { model_version: generation / 2, learned_generation: generation }),
     }
 }

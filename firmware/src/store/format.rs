@@ -24,8 +24,9 @@ use crate::error::{Error, Result};
 /// The four magic bytes at the start of every state file.
 pub const MAGIC: [u8; 4] = *b"ELST";
 /// The payload format version this build writes (and reads).
-pub const FORMAT_VERSION: u16 = 4;
-/// The oldest payload format version this build still reads: version 3 is version 4 without the trailing `slda`
+pub const FORMAT_VERSION: u16 = 5;
+/// The oldest payload format version this build still reads: version 4 is version 5 without the trailing `fleet`
+/// record, version 3 is version 4 without the trailing `slda`
 /// statistics, version 2 is version 3 without the trailing `replay` buffer, version 1 is version 2 without the
 /// trailing `inbox` ledger; they read as a state without SLDA statistics (and with an empty replay buffer and an
 /// empty ledger).
@@ -36,8 +37,10 @@ const EMPTY_LEDGER: [u8; 2] = [0, 0];
 /// The postcard encoding of an empty [`ReplayState`](super::ReplayState) (features 0, no labels, values or seen
 /// counts): what a version 1 or 2 payload lacks at its end.
 const EMPTY_REPLAY: [u8; 4] = [0, 0, 0, 0];
-/// The postcard encoding of `slda: None`: what a version 1, 2 or 3 payload lacks at its end.
+/// The postcard encoding of `slda: None`: what a version 1, 2 or 3 payload lacks before the fleet record.
 const NO_SLDA: [u8; 1] = [0];
+/// The postcard encoding of `fleet: None`: what a version 1 to 4 payload lacks at its end.
+const NO_FLEET: [u8; 1] = [0];
 /// Bytes of the fixed header.
 pub const HEADER_LEN: usize = 20;
 /// Bytes of the CRC trailer.
@@ -227,20 +230,24 @@ pub fn decode(bytes: &[u8], max_payload: usize) -> Result<LearnerState> {
         return Err(corrupt(Corruption::Flags(header.flags)));
     }
     let payload = &bytes[HEADER_LEN..bytes.len() - CRC_LEN];
-    // Version 3 = version 4 without the trailing SLDA statistics, version 2 = version 3 without the trailing
+    // Version 4 = version 5 without the trailing fleet record, version 3 = version 4 without the trailing SLDA statistics, version 2 = version 3 without the trailing
     // replay buffer, version 1 = version 2 without the trailing ledger: postcard is a plain concatenation of the fields, so the empty values' bytes complete them.
     let older;
     let payload = match header.format_version {
         1 => {
-            older = [payload, &EMPTY_LEDGER[..], &EMPTY_REPLAY[..], &NO_SLDA[..]].concat();
+            older = [payload, &EMPTY_LEDGER[..], &EMPTY_REPLAY[..], &NO_SLDA[..], &NO_FLEET[..]].concat();
             &older[..]
         }
         2 => {
-            older = [payload, &EMPTY_REPLAY[..], &NO_SLDA[..]].concat();
+            older = [payload, &EMPTY_REPLAY[..], &NO_SLDA[..], &NO_FLEET[..]].concat();
             &older[..]
         }
         3 => {
-            older = [payload, &NO_SLDA[..]].concat();
+            older = [payload, &NO_SLDA[..], &NO_FLEET[..]].concat();
+            &older[..]
+        }
+        4 => {
+            older = [payload, &NO_FLEET[..]].concat();
             &older[..]
         }
         _ => payload,

@@ -38,6 +38,6 @@ pub use format::{
 };
 pub use slots::{LoadedState, Slot, SlotReport, SlotStatus, StateStore, write_durable};
 pub use state::{
-    BasisState, ClassEntry, FISHER_F32LE, FisherBlob, InboxLedger, LayerSlot, LearnerState, LedgerFile, MetricsHistory,
-    ModelDesc, ParamEntry, ReplaySeen, ReplayState, SldaState, TaskEntry,
+    BasisState, ClassEntry, FISHER_F32LE, FisherBlob, FleetState, InboxLedger, LayerSlot, LearnerState, LedgerFile,
+    MetricsHistory, ModelDesc, ParamEntry, ReplaySeen, ReplayState, SldaState, TaskEntry,
 };

@@ -49,6 +49,18 @@ pub struct LearnerState {
     /// The streaming-LDA head's statistics and the trained head behind it (the `slda` class-incremental option;
     /// format version 4, older files read as `None`).
     pub slda: Option<SldaState>,
+    /// The board's place in a fleet (issue 18; format version 5, older files read as `None`: not in a fleet).
+    pub fleet: Option<FleetState>,
+}
+
+/// What a board in a fleet records in its state, committed with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetState {
+    /// Version of the fleet model the state was adopted from (0: none adopted yet).
+    pub model_version: u64,
+    /// Generation of the board's newest learned task (its newest update; 0: none). A fleet model is adopted only
+    /// when it has merged this generation of this board, so adopting never drops a task the board learned.
+    pub learned_generation: u64,
 }
 
 /// SLDA's statistics as stored ([`crate::method::prototype::SldaStats`]): the class means and counts, the

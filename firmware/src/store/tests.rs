@@ -83,11 +83,20 @@ fn tiny() -> LearnerState {
             seen: vec![ReplaySeen { class: 7, seen: 3 }],
         },
         slda: None,
+        fleet: None,
     }
 }
 
 /// The exact bytes of [`tiny`]; docs/state-format.md shows them. A change here is a format change.
-const TINY_HEX: &str = "454c53540400000001000000000000008a000000010174010201066c696e6561\
+const TINY_HEX: &str = "454c53540500000001000000000000008b000000010174010201066c696e6561\
+                        720101030000003f000080bf0000004002017702010200016201010201000002\
+                        01020000803f0000000001056633326c65030c0000803e000000000000803f01\
+                        0001610001070107036361740101000000000000f03f00010001010102010363\
+                        617405612e706e6746f8acd19101020107020000003f0000803f010703000067\
+                        1a4121";
+
+/// The bytes of [`tiny`] as format version 4 wrote them (no fleet record).
+const TINY_V4_HEX: &str = "454c53540400000001000000000000008a000000010174010201066c696e6561\
                         720101030000003f000080bf0000004002017702010200016201010201000002\
                         01020000803f0000000001056633326c65030c0000803e000000000000803f01\
                         0001610001070107036361740101000000000000f03f00010001010102010363\
@@ -150,6 +159,16 @@ fn version_1_files_still_load_with_an_empty_ledger() {
     assert_eq!(store.commit(&mut next).unwrap(), 2);
     let again = StateStore::open(&dir.0).unwrap().load().unwrap().unwrap();
     assert_eq!(again.state, next);
+}
+
+#[test]
+fn version_4_files_still_load_outside_a_fleet() {
+    let v4 = unhex(TINY_V4_HEX);
+    assert_eq!(read_frame(&v4, MAX).unwrap().format_version, 4);
+    assert_eq!(decode(&v4, MAX).unwrap(), tiny());
+    // The fleet record round-trips.
+    let fleet = LearnerState { fleet: Some(FleetState { model_version: 3, learned_generation: 7 }), ..tiny() };
+    assert_eq!(decode(&encode(&fleet, MAX).unwrap(), MAX).unwrap(), fleet);
 }
 
 #[test]
