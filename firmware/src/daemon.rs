@@ -16,10 +16,12 @@
 //! ([`Inbox::reconcile`]): no photo is lost, none is learned twice.
 
 pub mod config;
+#[cfg(feature = "fleet-mqtt")]
+pub mod fleet;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Config, USAGE};
+pub use config::{Config, FleetOptions, USAGE};
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -85,13 +87,18 @@ pub struct Device {
     rejected: u32,
     inbox_pending: u32,
     export: Option<(Vec<u8>, u32)>,
+    #[cfg(feature = "fleet-mqtt")]
+    fleet: Option<fleet::FleetSide>,
 }
 
-/// The device's method: [`crate::method::FIELD_METHOD`] with the daemon's schedule, the board's Fisher format and
+/// The device's method: [`crate::method::FIELD_METHOD`] (in a fleet [`crate::method::FLEET_METHOD`]) with the
+/// daemon's schedule, the board's Fisher format and
 /// the random-feature width its `fisher` budget holds.
 fn become_method(cfg: &Config, profile: &BoardProfile) -> Result<Became> {
     let train = TrainConfig { epochs: cfg.epochs, batch_size: cfg.batch, lr: cfg.lr, ..TrainConfig::default() };
-    crate::method::field_method(train, profile.fisher_format, profile.budget.fisher)
+    // A board in a fleet keeps the fleet's trunk, so that the boards' statistics pool exactly.
+    let method = if cfg.fleet.is_some() { crate::method::fleet_method } else { crate::method::field_method };
+    method(train, profile.fisher_format, profile.budget.fisher)
 }
 
 fn build_learner(
@@ -158,6 +165,13 @@ impl Device {
         let mut learner = build_learner(&cfg, &profile, &base, &base_classes)?;
         let generation = learner.load()?.unwrap_or(0);
         let inbox = cfg.inbox.as_ref().map(Inbox::open).transpose()?;
+        #[cfg(feature = "fleet-mqtt")]
+        let fleet =
+            cfg.fleet.as_ref().map(|f| fleet::FleetSide::open(f, &cfg.state, &cfg.model, generation)).transpose()?;
+        #[cfg(not(feature = "fleet-mqtt"))]
+        if cfg.fleet.is_some() {
+            return Err(Error::Config("--fleet needs a firmware built with the fleet-mqtt feature".into()));
+        }
         let mut dev = Self {
             cfg,
             profile,
@@ -171,6 +185,8 @@ impl Device {
             rejected: 0,
             inbox_pending: 0,
             export: None,
+            #[cfg(feature = "fleet-mqtt")]
+            fleet,
         };
         if let Some(inbox) = &dev.inbox {
             inbox.reconcile(dev.learner.inbox_ledger())?;
@@ -319,9 +335,23 @@ impl Device {
         if samples == 0 {
             return Err(Error::Empty("nothing to learn: no samples buffered and no photos in the inbox".into()));
         }
+        #[cfg(feature = "fleet-mqtt")]
+        let before = self.fleet.as_ref().map(|f| f.before_learn(&self.learner)).transpose()?.flatten();
         let report = self.learner.learn()?;
         self.learner.set_inbox_files(used.iter().map(|p| p.id.clone()).collect());
+        // In a fleet the task's update is in the outbox, durably, before the commit that makes it count.
+        #[cfg(feature = "fleet-mqtt")]
+        if let Some(f) = &self.fleet {
+            f.stage_update(&mut self.learner, before.as_ref(), self.generation + 1)?;
+        }
         let generation = self.learner.commit()?;
+        #[cfg(feature = "fleet-mqtt")]
+        if let Some(f) = &self.fleet {
+            if generation != self.generation + 1 {
+                tracing::error!(generation, expected = self.generation + 1, "commit generation is not the update's");
+            }
+            f.committed(generation);
+        }
         self.generation = generation;
         self.export = None;
         if self.cfg.pause_after_commit_ms > 0 {
@@ -347,6 +377,26 @@ impl Device {
             "task learned and committed"
         );
         Ok(LearnOutcome { task, generation, samples, from_inbox: used.len() as u32, rejected, alpha: report.alpha })
+    }
+
+    /// In a fleet: adopt the newest fleet model the link received when it is newer, has merged this board's
+    /// newest task and no samples are buffered (one A/B commit). Returns the adopted version. A model that does
+    /// not fit this board is logged and dropped; the board goes on with its own state.
+    #[cfg(feature = "fleet-mqtt")]
+    pub fn fleet_tick(&mut self) -> Option<u64> {
+        let f = self.fleet.as_mut()?;
+        match f.poll_model(&mut self.learner) {
+            Ok(fleet::Adoption::Adopted { version, generation }) => {
+                self.generation = generation;
+                self.export = None;
+                Some(version)
+            }
+            Ok(fleet::Adoption::Nothing) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet model not adopted");
+                None
+            }
+        }
     }
 
     /// The class of one image and its softmax probability.
@@ -413,7 +463,26 @@ impl Device {
             samples_learned: self.learner.inbox_ledger().samples_learned,
             last_alpha: self.learner.metrics().alphas.iter().rev().find_map(|a| *a),
             budget,
+            fleet: self.fleet_status(),
         }
+    }
+
+    #[cfg(feature = "fleet-mqtt")]
+    fn fleet_status(&self) -> Option<crate::protocol::FleetStatus> {
+        let f = self.fleet.as_ref()?;
+        let record = fleet::FleetSide::record(&self.learner);
+        Some(crate::protocol::FleetStatus {
+            fleet: self.cfg.fleet.as_ref().map(|o| o.fleet.clone()).unwrap_or_default(),
+            model_version: record.model_version,
+            learned_generation: record.learned_generation,
+            outbox: u32::try_from(f.outbox_len()).unwrap_or(u32::MAX),
+            connected: f.connected(),
+        })
+    }
+
+    #[cfg(not(feature = "fleet-mqtt"))]
+    fn fleet_status(&self) -> Option<crate::protocol::FleetStatus> {
+        None
     }
 
     fn hello(&self) -> Response {
@@ -560,6 +629,8 @@ where
         }
         if now.saturating_sub(last_refresh) >= 500 {
             dev.refresh();
+            #[cfg(feature = "fleet-mqtt")]
+            dev.fleet_tick();
             last_refresh = now;
         }
         led.set_phase(dev.phase(), clock.now_ms())?;

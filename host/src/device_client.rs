@@ -223,31 +223,42 @@ pub fn describe(r: &Response) -> String {
              alpha {}; committed generation {generation}",
             alpha.map_or_else(|| "- (first task)".to_string(), |a| format!("{a:.4}"))
         ),
-        Response::Status(s) => format!(
-            "generation {}, {:?}, {} tasks, {} classes, {}/{} buffered, {} in the inbox, {} rejected, {} samples \
+        Response::Status(s) => {
+            format!(
+                "generation {}, {:?}, {} tasks, {} classes, {}/{} buffered, {} in the inbox, {} rejected, {} samples \
              learned, last alpha {}; budget: {}",
-            s.generation,
-            s.phase,
-            s.tasks,
-            s.classes,
-            s.buffered,
-            s.capacity,
-            s.inbox_pending,
-            s.rejected,
-            s.samples_learned,
-            s.last_alpha.map_or_else(|| "-".to_string(), |a| format!("{a:.4}")),
-            s.budget
-                .iter()
-                .map(|b| format!(
-                    "{} {:.1}% ({} of {} bytes)",
-                    b.name,
-                    100.0 * b.used as f64 / b.limit.max(1) as f64,
-                    b.used,
-                    b.limit
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+                s.generation,
+                s.phase,
+                s.tasks,
+                s.classes,
+                s.buffered,
+                s.capacity,
+                s.inbox_pending,
+                s.rejected,
+                s.samples_learned,
+                s.last_alpha.map_or_else(|| "-".to_string(), |a| format!("{a:.4}")),
+                s.budget
+                    .iter()
+                    .map(|b| format!(
+                        "{} {:.1}% ({} of {} bytes)",
+                        b.name,
+                        100.0 * b.used as f64 / b.limit.max(1) as f64,
+                        b.used,
+                        b.limit
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ) + &s.fleet.as_ref().map_or_else(String::new, |f| {
+                format!(
+                    "; fleet {}: model version {}, newest learned generation {}, {} update(s) waiting, broker {}",
+                    f.fleet,
+                    f.model_version,
+                    f.learned_generation,
+                    f.outbox,
+                    if f.connected { "connected" } else { "unreachable" }
+                )
+            })
+        }
         Response::Prediction { class_id, class, confidence } => {
             format!("class {class_id} '{class}' (confidence {:.1} %)", 100.0 * confidence)
         }
@@ -400,6 +411,7 @@ mod tests {
                         samples_learned: 600,
                         last_alpha: Some(0.5),
                         budget: vec![],
+                        fleet: None,
                     }),
                     Request::ExportOnnx { offset } => {
                         let start = (offset as usize).min(export.len());

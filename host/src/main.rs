@@ -93,8 +93,9 @@ enum FleetCmd {
     /// alone (host/src/fleet_sim.rs).
     Sim(FleetSimArgs),
     /// The fleet's merger: subscribes to edgelearn/<fleet>/+/update over MQTT, stores each update durably,
-    /// merges the boards' latest updates (Fisher-weighted) and publishes the fleet model, retained, on
-    /// edgelearn/<fleet>/model (host/src/fleet_serve.rs).
+    /// merges every stored update, each (device, generation) once (Fisher-weighted trunk of each board's newest,
+    /// pooled SLDA statistics of all), publishes the fleet model, retained, on edgelearn/<fleet>/model, and
+    /// reconnects when the broker goes away; stops cleanly on SIGTERM/SIGINT (host/src/fleet_serve.rs).
     Serve(FleetServeArgs),
 }
 
@@ -124,7 +125,7 @@ struct FleetServeArgs {
     /// Exit after publishing this many models.
     #[arg(long)]
     max_merges: Option<u64>,
-    /// Exit after this many seconds without a message.
+    /// Exit after this many seconds without a message (also counted while the broker is unreachable).
     #[arg(long)]
     idle_exit_s: Option<f64>,
     /// Seconds to wait for the broker's acknowledgements.
@@ -586,12 +587,40 @@ fn fleet_serve_cmd(a: FleetServeArgs) -> anyhow::Result<()> {
         max_merges: a.max_merges,
         idle_exit: a.idle_exit_s.map(|s| secs(s, "--idle-exit-s")).transpose()?,
     };
-    let r = host::fleet_serve::serve(&cfg)?;
+    let stop = stop_on_signals()?;
+    let r = host::fleet_serve::serve_until(&cfg, &stop)?;
     println!(
-        "merger: {} update(s) stored, {} repeat(s) ignored, {} refused, {} model(s) published; fleet model version {}",
-        r.accepted, r.repeats, r.refused, r.published, r.version
+        "merger: {} update(s) stored, {} repeat(s) ignored, {} refused, {} model(s) published; fleet model version {}; \
+         {} reconnection(s)",
+        r.accepted, r.repeats, r.refused, r.published, r.version, r.reconnects
     );
     Ok(())
+}
+
+/// A flag set by the first SIGTERM or SIGINT, for a clean stop; a second one ends the process at once. The two
+/// signals are blocked in this thread (and so in every thread started after it) and waited for by a thread of
+/// their own, so no signal handler runs.
+fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use nix::sys::signal::{SigSet, Signal};
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block().map_err(|e| anyhow::anyhow!("blocking SIGTERM/SIGINT: {e}"))?;
+    let flag = std::sync::Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            loop {
+                let Ok(sig) = set.wait() else { return };
+                if flag.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    std::process::exit(128 + sig as i32);
+                }
+                tracing::info!(signal = %sig, "stopping after the current message (again to exit at once)");
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("starting the signal thread: {e}"))?;
+    Ok(stop)
 }
 
 fn fleet_sim_cmd(a: FleetSimArgs) -> anyhow::Result<()> {

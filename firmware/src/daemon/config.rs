@@ -23,6 +23,15 @@ Runs the device: serial protocol, learn button, status LED, inbox folder. Stops 
   --led-line N          status LED line of --gpio-chip (lit when high; --led-active-low to invert)
   --button-line N       learn button line of --gpio-chip (pressed when low; --button-active-high to invert)
   --led-active-low, --button-active-high
+  --fleet NAME          join fleet NAME (needs a firmware built with the fleet-mqtt feature): learn with the
+                        fleet method, send each learned task's update to the broker, adopt the fleet model
+  --device-id ID        this board's id in the fleet (its MQTT client id and topic level)
+  --broker HOST:PORT    the fleet's MQTT broker
+  --broker-user USER    user name at the broker (default: the device id)
+  --broker-password-file FILE   the password (first line of FILE)
+  --fleet-base ID       the fleet's base model id (default: the model file's id, firmware::fleet::base_model_id)
+  --fleet-resend-s S    send an update again when no fleet model has shown it merged S seconds after it was
+                        sent (default 30)
   --pause-after-commit MS   testing: wait MS between committing a task and moving its photos out of the inbox
                         (widens the crash window that the daemon kill test aims at; default 0)
 Logs go to stderr; EDGELEARN_LOG sets the level (default info).";
@@ -69,6 +78,27 @@ pub struct Config {
     /// Testing: milliseconds to wait between committing a learned task and moving its photos to `processed/`
     /// (0: none). Widens the window in which a crash leaves committed photos in the inbox.
     pub pause_after_commit_ms: u64,
+    /// The fleet the board belongs to (`--fleet` …); `None`: a board on its own.
+    pub fleet: Option<FleetOptions>,
+}
+
+/// The `--fleet` options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetOptions {
+    /// Fleet name.
+    pub fleet: String,
+    /// This board's id.
+    pub device: String,
+    /// Broker `host:port`.
+    pub broker: String,
+    /// User name at the broker (default: the device id).
+    pub user: Option<String>,
+    /// File whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// The fleet's base model id (default: derived from the model file).
+    pub base: Option<String>,
+    /// Seconds after which an update no fleet model has shown merged is sent again.
+    pub resend_s: f64,
 }
 
 impl Config {
@@ -94,6 +124,7 @@ impl Config {
             led_active_low: false,
             button_active_high: false,
             pause_after_commit_ms: 0,
+            fleet: None,
         }
     }
 
@@ -102,6 +133,9 @@ impl Config {
         let (mut board, mut model, mut state) = (None, None, None);
         let mut c = Self::new("", "", "");
         let mut it = args.iter();
+        let (mut fleet, mut device, mut broker, mut user, mut password_file, mut base) =
+            (None, None, None, None, None, None);
+        let mut resend_s: Option<f64> = None;
         fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
             v.parse().map_err(|_| format!("{flag}: '{v}' is not a valid number"))
         }
@@ -142,6 +176,19 @@ impl Config {
                 "--led-active-low" => c.led_active_low = true,
                 "--button-active-high" => c.button_active_high = true,
                 "--pause-after-commit" => c.pause_after_commit_ms = num(flag, &value()?)?,
+                "--fleet" => fleet = Some(value()?),
+                "--device-id" => device = Some(value()?),
+                "--broker" => broker = Some(value()?),
+                "--broker-user" => user = Some(value()?),
+                "--broker-password-file" => password_file = Some(PathBuf::from(value()?)),
+                "--fleet-base" => base = Some(value()?),
+                "--fleet-resend-s" => {
+                    let v: f64 = num(flag, &value()?)?;
+                    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                        return Err(format!("--fleet-resend-s: 0 < S <= 86400, got {v}"));
+                    }
+                    resend_s = Some(v);
+                }
                 "--help" | "-h" => return Ok(None),
                 other => return Err(format!("daemon: unknown option '{other}'")),
             }
@@ -154,6 +201,15 @@ impl Config {
         }
         if (c.led_line.is_some() || c.button_line.is_some()) && c.gpio_chip.is_none() {
             return Err("--led-line / --button-line need --gpio-chip".into());
+        }
+        match (fleet, device, broker) {
+            (Some(fleet), Some(device), Some(broker)) => {
+                let resend_s = resend_s.unwrap_or(30.0);
+                c.fleet = Some(FleetOptions { fleet, device, broker, user, password_file, base, resend_s });
+            }
+            (None, None, None) if user.is_none() && password_file.is_none() && base.is_none() && resend_s.is_none() => {
+            }
+            _ => return Err("--fleet needs --device-id and --broker (and the other fleet options need --fleet)".into()),
         }
         c.board = board.ok_or("daemon: --board FILE is required")?;
         c.model = model.ok_or("daemon: --model FILE is required")?;

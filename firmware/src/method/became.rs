@@ -266,7 +266,8 @@ impl Method for Became {
                 }
             }
         };
-        if state.tasks_seen > 0 && state.bases.is_empty() {
+        // `+ft` builds no basis: nothing moved that one would protect.
+        if state.tasks_seen > 0 && state.bases.is_empty() && !self.ci.frozen_trunk {
             return Err(Error::Config("stored BECAME state has tasks but no bases".into()));
         }
         let gpm = restore_gpm(model, &self.gpm_cfg, &state.bases)?;
@@ -487,7 +488,7 @@ mod tests {
         assert_eq!(ci.suffix(lt), "+lt+slda+ft");
         let cfg = TrainConfig { epochs: 2, batch_size: 8, lr: 0.1, ..TrainConfig::default() };
         let gcfg = GpmConfig { thresholds: vec![0.9], threshold_increment: 0.0, samples: 1000, project_heads: true };
-        let mut method = Became::new(cfg, gcfg).with_class_il(ci, lt);
+        let mut method = Became::new(cfg.clone(), gcfg.clone()).with_class_il(ci, lt);
         let mut model = zoo::mlp(6, &[8], &[2], false, &mut crate::seeded_rng(0)).unwrap();
         let trunk_of = |m: &Model| format!("{:?}", m.trunk);
         let trunk_before = trunk_of(&model);
@@ -513,6 +514,12 @@ mod tests {
         let (w, b) = crate::method::slda_head(&st.means, &st.cov, crate::method::SLDA_SHRINKAGE).unwrap();
         assert_eq!(model.heads[0].w().to_owned(), w);
         assert_eq!(model.heads[0].bias.as_ref().unwrap().value.iter().copied().collect::<Vec<_>>(), b.to_vec());
+        // Its state (no bases) restores.
+        let state = method.export_state().unwrap();
+        assert!(state.bases.is_empty());
+        let mut again = Became::new(cfg.clone(), gcfg.clone()).with_class_il(ci, lt);
+        again.import_state(&model, state).unwrap();
+        assert_eq!(again.slda, method.slda);
     }
 
     /// Issue 19: the whole update (both stages, the Fisher passes, α, the merge, the bases) gives the same bits

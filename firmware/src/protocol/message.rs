@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of this message set; [`Request::Hello`] and [`Response::Hello`] exchange it.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: [`Status::fleet`].
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The value [`Request::Reset`] must carry (`"RSET"` as a little-endian u32), so that a corrupted or stray request
 /// cannot wipe the device's learned state.
@@ -134,6 +135,23 @@ pub struct Status {
     pub last_alpha: Option<f64>,
     /// Budget use of the next learn, per budget.
     pub budget: Vec<BudgetUse>,
+    /// The board's place in a fleet (`None`: not in one). Protocol version 2.
+    pub fleet: Option<FleetStatus>,
+}
+
+/// A fleet board's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// Fleet name.
+    pub fleet: String,
+    /// Version of the fleet model the board runs (0: none adopted yet).
+    pub model_version: u64,
+    /// Generation of the board's newest learned task (its newest update).
+    pub learned_generation: u64,
+    /// Updates waiting for the broker's acknowledgement.
+    pub outbox: u32,
+    /// Whether the link to the broker is up.
+    pub connected: bool,
 }
 
 /// Why a request failed.

@@ -22,5 +22,6 @@ mod tests;
 pub use frame::{FrameError, MAX_FRAME, MAX_MESSAGE, decode_frame, encode_frame, encode_frame_vec};
 pub use link::{Link, LinkError, StdIo};
 pub use message::{
-    BudgetUse, Command, ErrorCode, Image, PROTOCOL_VERSION, Phase, RESET_CONFIRM, Reply, Request, Response, Status,
+    BudgetUse, Command, ErrorCode, FleetStatus, Image, PROTOCOL_VERSION, Phase, RESET_CONFIRM, Reply, Request,
+    Response, Status,
 };

@@ -82,6 +82,13 @@ fn every_response() -> Vec<Response> {
             samples_learned: 400,
             last_alpha: None,
             budget: vec![BudgetUse { name: "params".into(), used: 1000, limit: 4000 }],
+            fleet: Some(FleetStatus {
+                fleet: "lab".into(),
+                model_version: 4,
+                learned_generation: 9,
+                outbox: 1,
+                connected: true,
+            }),
         }),
         Response::Prediction { class_id: 3, class: "3".into(), confidence: 0.875 },
         Response::OnnxChunk { total: 10, offset: 4, crc: 0xdead_beef, bytes: vec![1, 2, 3] },
@@ -138,12 +145,12 @@ fn frame_layout_is_cobs_of_postcard_then_crc32c_le() {
 /// The worked example of `docs/protocol.md`: these exact bytes are in the document, so it cannot go stale.
 #[test]
 fn documented_byte_level_example_matches_the_code() {
-    let hello = Command { seq: 1, request: Request::Hello { protocol: 1 } };
-    assert_eq!(postcard::to_allocvec(&hello).unwrap(), [0x01, 0x00, 0x01]);
-    let crc = CRC32C.checksum(&[0x01, 0x00, 0x01]);
-    assert_eq!(crc.to_le_bytes(), [0x07, 0xb2, 0x4e, 0x37], "CRC-32C of 01 00 01 is {crc:#010x}");
+    let hello = Command { seq: 1, request: Request::Hello { protocol: PROTOCOL_VERSION } };
+    assert_eq!(postcard::to_allocvec(&hello).unwrap(), [0x01, 0x00, 0x02]);
+    let crc = CRC32C.checksum(&[0x01, 0x00, 0x02]);
+    assert_eq!(crc.to_le_bytes(), [0xf3, 0x41, 0x1e, 0x24], "CRC-32C of 01 00 02 is {crc:#010x}");
     let frame = encode_frame_vec(&hello).unwrap();
-    let hello_wire = [0x02, 0x01, 0x06, 0x01, 0x07, 0xb2, 0x4e, 0x37, 0x00];
+    let hello_wire = [0x02, 0x01, 0x06, 0x02, 0xf3, 0x41, 0x1e, 0x24, 0x00];
     assert_eq!(frame, hello_wire, "{}", hex(&frame));
 
     let done = Reply { seq: 1, response: Response::ResetDone };

@@ -36,7 +36,7 @@ pub use format::{
     CRC_LEN, CRC32C, Corruption, DEFAULT_MAX_PAYLOAD, FORMAT_VERSION, HEADER_LEN, Header, MAGIC,
     OLDEST_READABLE_VERSION, decode, encode, frame, read_frame, read_frame_of,
 };
-pub use slots::{LoadedState, Slot, SlotReport, SlotStatus, StateStore, write_durable};
+pub use slots::{LoadedState, Slot, SlotReport, SlotStatus, StateStore, remove_durable, write_durable};
 pub use state::{
     BasisState, ClassEntry, FISHER_F32LE, FisherBlob, FleetState, InboxLedger, LayerSlot, LearnerState, LedgerFile,
     MetricsHistory, ModelDesc, ParamEntry, ReplaySeen, ReplayState, SldaState, TaskEntry,

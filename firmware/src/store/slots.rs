@@ -411,6 +411,17 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Remove `path` durably: unlink, then fsync its folder (a power cut afterwards does not bring it back). A file
+/// already gone is not an error.
+pub fn remove_durable(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(Error::Io { context: format!("removing {}", path.display()), source }),
+    }
+    sync_dir(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
 /// fsync a directory so that a rename (or create/remove) inside it is durable. A no-op where directories
 /// cannot be opened as files (not Unix).
 fn sync_dir(dir: &Path) -> Result<()> {
