@@ -128,12 +128,19 @@ pub fn simulated_update(base: &Model, board: usize, format: FisherFormat, width:
     let fisher: Vec<f32> = (0..params.len()).map(|_| 10f32.powf(rng.random_range(-8.0f32..-2.0))).collect();
     let fisher = FisherBlob::from_compact(&compact::encode(&fisher, format)?)?;
     let counts: Vec<u64> = classes.iter().map(|_| rng.random_range(100u64..200)).collect();
+    let t: u64 = counts.iter().sum();
     let slda = SldaSums {
         dim: width as u32,
         classes: classes.clone(),
         sums: (0..rows * width).map(|_| rng.random_range(0.0f64..50.0)).collect(),
-        scatter: (0..width * (width + 1) / 2).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
-        samples: counts.iter().sum(),
+        // tΣ positive definite (diagonally dominant): the merge's Cholesky of SLDA's Σ succeeds as on a board.
+        scatter: (0..width)
+            .flat_map(|i| (i..width).map(move |j| (i, j)))
+            .map(|(i, j)| {
+                t as f32 * if i == j { rng.random_range(1.0f32..2.0) } else { rng.random_range(-1e-4f32..1e-4) }
+            })
+            .collect(),
+        samples: t,
         counts,
     };
     Ok(FleetUpdate {
