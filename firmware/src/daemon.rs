@@ -4,6 +4,7 @@
 //! loop (every ≤ 100 ms):
 //!   serial link ── Command ──► Device::handle ── Reply ──► serial link     (protocol: docs/protocol.md)
 //!   learn button ── press ──► Device::learn                                  (debounced)
+//!   --learn-interval ── photos waiting and S seconds since the last ──► Device::learn
 //!   inbox ── count waiting photos ──► phase ──► status LED                   (idle / collecting / training / error)
 //!   SIGTERM / SIGINT ──► finish the current request, exit 0
 //! ```
@@ -582,6 +583,7 @@ where
     C: Clock,
 {
     let mut last_refresh = 0u64;
+    let mut last_auto_learn = 0u64;
     let mut io_failing = false;
     led.set_phase(dev.phase(), clock.now_ms())?;
     while !stop.load(Ordering::Relaxed) {
@@ -620,6 +622,16 @@ where
             None => std::thread::sleep(Duration::from_millis(50)),
         }
         let now = clock.now_ms();
+        // `--learn-interval`: photos waiting in the inbox are learned on their own, at most that often.
+        let every = dev.cfg.learn_interval_ms;
+        if every > 0 && dev.inbox_pending > 0 && now.saturating_sub(last_auto_learn) >= every {
+            last_auto_learn = now;
+            led.set_phase(Phase::Training, now)?;
+            match dev.learn() {
+                Ok(o) => tracing::info!(generation = o.generation, samples = o.samples, "inbox learned (interval)"),
+                Err(e) => tracing::warn!(error = %e, "learn (interval) failed"),
+            }
+        }
         if button.poll(now)? {
             tracing::info!("learn button pressed");
             led.set_phase(Phase::Training, now)?;

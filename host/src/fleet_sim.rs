@@ -43,6 +43,7 @@ use firmware::store::{FisherBlob, LearnerState};
 use firmware::train::TrainConfig;
 use ndarray::{Array1, Array2, Axis};
 use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -111,10 +112,52 @@ pub fn assignment(n: usize) -> Vec<Vec<usize>> {
 }
 
 /// Features of the whole data set through the base's frozen prefix, computed once.
-struct Data {
-    train: Samples,
-    test: Samples,
-    provision: Vec<usize>,
+pub(crate) struct Data {
+    /// Training images' features and labels.
+    pub(crate) train: Samples,
+    /// Test images' features and labels.
+    pub(crate) test: Samples,
+    /// Rows of `train` every board is provisioned with (the first [`PROVISION_PER_CLASS`] of each base digit).
+    pub(crate) provision: Vec<usize>,
+}
+
+impl Data {
+    /// MNIST's features through `dm`'s frozen prefix and the provisioning rows.
+    pub(crate) fn load(dm: &DeviceModel, ds: &crate::data::Dataset) -> Result<Self> {
+        let t0 = Instant::now();
+        let features = |x: &Array2<f32>| dm.features_batched(&x.view(), 256);
+        let mut provision = Vec::new();
+        for &c in &BASE_CLASSES {
+            provision.extend((0..ds.train_y.len()).filter(|&i| ds.train_y[i] == c).take(PROVISION_PER_CLASS));
+        }
+        provision.sort_unstable();
+        let data = Self {
+            train: Samples::new(features(&ds.train_x)?, ds.train_y.clone())?,
+            test: Samples::new(features(&ds.test_x)?, ds.test_y.clone())?,
+            provision,
+        };
+        tracing::info!(secs = t0.elapsed().as_secs_f64(), "features of MNIST through the frozen prefix");
+        Ok(data)
+    }
+}
+
+/// The new digits of each of `n` boards ([`assignment`]) and each board's photos (rows of the training set): each
+/// new digit's images shuffled with `seed` and dealt to its boards in disjoint slices of `1024/k`; and the random
+/// stream after the dealing (the joint learner's shuffle continues it).
+pub(crate) fn deal(train_y: &[usize], n: usize, seed: u64) -> (Vec<Vec<usize>>, Vec<Vec<usize>>, ChaCha8Rng) {
+    let classes = assignment(n);
+    let mut rng = firmware::seeded_rng(seed ^ 0xF1EE7);
+    let mut photos: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &c in &NEW_CLASSES {
+        let mut rows: Vec<usize> = (0..train_y.len()).filter(|&i| train_y[i] == c).collect();
+        rows.shuffle(&mut rng);
+        let holders: Vec<usize> = (0..n).filter(|&d| classes[d].contains(&c)).collect();
+        for (h, &d) in holders.iter().enumerate() {
+            let per = SAMPLE_CAPACITY / classes[d].len();
+            photos[d].extend(rows.iter().skip(h * per).take(per));
+        }
+    }
+    (classes, photos, rng)
 }
 
 /// Run every fleet size and seed; the runs in order.
@@ -124,19 +167,7 @@ pub fn run(cfg: &FleetSimConfig) -> Result<Vec<FleetRun>> {
     let profile = BoardProfile::load(&cfg.board)?;
     firmware::threads::set_threads(profile.threads);
     let ds = crate::data::load_mnist(&cfg.data_dir.join("mnist"))?;
-    let t0 = Instant::now();
-    let features = |x: &Array2<f32>| dm.features_batched(&x.view(), 256);
-    let mut provision = Vec::new();
-    for &c in &BASE_CLASSES {
-        provision.extend((0..ds.train_y.len()).filter(|&i| ds.train_y[i] == c).take(PROVISION_PER_CLASS));
-    }
-    provision.sort_unstable();
-    let data = Data {
-        train: Samples::new(features(&ds.train_x)?, ds.train_y.clone())?,
-        test: Samples::new(features(&ds.test_x)?, ds.test_y.clone())?,
-        provision,
-    };
-    tracing::info!(secs = t0.elapsed().as_secs_f64(), "features of MNIST through the frozen prefix");
+    let data = Data::load(&dm, &ds)?;
     let mut runs = Vec::new();
     for &n in &cfg.devices {
         for &seed in &cfg.seeds {
@@ -161,15 +192,15 @@ fn names(classes: &[usize]) -> Vec<String> {
 }
 
 /// A learner of capacity `CAP` on the base model, provisioned with the base classes.
-fn provisioned<const CAP: usize>(
-    cfg: &FleetSimConfig,
+pub(crate) fn provisioned<const CAP: usize>(
+    epochs: usize,
     profile: &BoardProfile,
     dm: &DeviceModel,
     data: &Data,
     seed: u64,
     fleet: bool,
 ) -> Result<Learner<Became, CAP>> {
-    let train = TrainConfig { epochs: cfg.epochs, ..TrainConfig::default() };
+    let train = TrainConfig { epochs, ..TrainConfig::default() };
     let method = if fleet { firmware::method::fleet_method } else { firmware::method::field_method };
     let method = method(train, profile.fisher_format, profile.budget.fisher)?;
     let base = names(&BASE_CLASSES);
@@ -182,7 +213,7 @@ fn provisioned<const CAP: usize>(
     Ok(l)
 }
 
-fn add<const CAP: usize>(l: &mut Learner<Became, CAP>, data: &Data, i: usize) -> Result<()> {
+pub(crate) fn add<const CAP: usize>(l: &mut Learner<Became, CAP>, data: &Data, i: usize) -> Result<()> {
     let row = data.train.x.row(i);
     let x = row.as_slice().ok_or_else(|| Error::Invalid("feature row not contiguous".into()))?;
     l.add_sample(&data.train.y[i].to_string(), x)?;
@@ -190,7 +221,7 @@ fn add<const CAP: usize>(l: &mut Learner<Became, CAP>, data: &Data, i: usize) ->
 }
 
 /// Accuracy (%) of `model` (head rows named by `classes`) on the test set, over all ten digits.
-fn accuracy(model: &Model, classes: &[String], test: &Samples) -> Result<f64> {
+pub(crate) fn accuracy(model: &Model, classes: &[String], test: &Samples) -> Result<f64> {
     let mut m = model.clone();
     let mut right = 0usize;
     for (x, y) in test.x.axis_chunks_iter(Axis(0), 1000).zip(test.y.chunks(1000)) {
@@ -202,7 +233,7 @@ fn accuracy(model: &Model, classes: &[String], test: &Samples) -> Result<f64> {
 
 /// `template` with its head resized to the merged registry and every parameter set from `merged`; errors when
 /// the merged layout is not the model's.
-fn model_of(template: &Model, merged: &MergedModel) -> Result<Model> {
+pub(crate) fn model_of(template: &Model, merged: &MergedModel) -> Result<Model> {
     let width = template.heads.first().map(Linear::in_features).ok_or_else(|| Error::Invalid("no head".into()))?;
     let n = merged.classes.len();
     let head = Linear::from_weights("head.0", Array2::zeros((n, width)), Some(Array1::zeros(n)))?;
@@ -216,7 +247,7 @@ fn model_of(template: &Model, merged: &MergedModel) -> Result<Model> {
 }
 
 /// `updates` with every Fisher set to one and no SLDA statistics: [`merge_updates`] of them is the plain average.
-fn averaged(updates: &[FleetUpdate]) -> Result<Vec<FleetUpdate>> {
+pub(crate) fn averaged(updates: &[FleetUpdate]) -> Result<Vec<FleetUpdate>> {
     updates
         .iter()
         .map(|u| {
@@ -235,19 +266,7 @@ fn run_one(
     seed: u64,
 ) -> Result<FleetRun> {
     let t0 = Instant::now();
-    let classes = assignment(n);
-    // Deal each new digit's training images (shuffled with the seed) to its boards in disjoint slices.
-    let mut rng = firmware::seeded_rng(seed ^ 0xF1EE7);
-    let mut photos: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for &c in &NEW_CLASSES {
-        let mut rows: Vec<usize> = (0..data.train.len()).filter(|&i| data.train.y[i] == c).collect();
-        rows.shuffle(&mut rng);
-        let holders: Vec<usize> = (0..n).filter(|&d| classes[d].contains(&c)).collect();
-        for (h, &d) in holders.iter().enumerate() {
-            let per = SAMPLE_CAPACITY / classes[d].len();
-            photos[d].extend(rows.iter().skip(h * per).take(per));
-        }
-    }
+    let (classes, photos, mut rng) = deal(&data.train.y, n, seed);
     let mut updates = Vec::with_capacity(n);
     let mut trained = Vec::with_capacity(n);
     let mut alone = Vec::with_capacity(n);
@@ -261,7 +280,7 @@ fn run_one(
             classes[d].iter().map(|&c| rows.iter().copied().filter(|&i| data.train.y[i] == c).collect()).collect();
         let board_seed = seed.wrapping_mul(1000).wrapping_add(d as u64);
         for fleet in [true, false] {
-            let mut l: DeviceLearner = provisioned(cfg, profile, dm, data, board_seed, fleet)?;
+            let mut l: DeviceLearner = provisioned(cfg.epochs, profile, dm, data, board_seed, fleet)?;
             for k in 0..per_class.iter().map(Vec::len).max().unwrap_or(0) {
                 for rows in &per_class {
                     if let Some(&i) = rows.get(k) {
@@ -297,7 +316,7 @@ fn run_one(
     let mut joint = [0.0; 2];
     for (fleet, acc) in [false, true].into_iter().zip(joint.iter_mut()) {
         let mut l: Learner<Became, JOINT_CAPACITY> =
-            provisioned(cfg, profile, dm, data, seed.wrapping_mul(1000), fleet)?;
+            provisioned(cfg.epochs, profile, dm, data, seed.wrapping_mul(1000), fleet)?;
         for &i in &all {
             add(&mut l, data, i)?;
         }

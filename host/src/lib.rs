@@ -15,6 +15,8 @@ pub mod data;
 pub mod device_client;
 pub mod error;
 pub mod fisher_alpha;
+pub mod fleet_broker;
+pub mod fleet_demo;
 pub mod fleet_serve;
 pub mod fleet_sim;
 pub mod model_file;

@@ -97,6 +97,36 @@ enum FleetCmd {
     /// pooled SLDA statistics of all), publishes the fleet model, retained, on edgelearn/<fleet>/model, and
     /// reconnects when the broker goes away; stops cleanly on SIGTERM/SIGINT (host/src/fleet_serve.rs).
     Serve(FleetServeArgs),
+    /// A fleet on this machine, every part a real process: mosquitto on loopback, the merger and N boards
+    /// (`firmware daemon --fleet`) learning their own MNIST digits from their inboxes; prints the fleet model's
+    /// accuracy over all ten digits next to each board alone, the plain average and joint training
+    /// (host/src/fleet_demo.rs, scripts/fleet-demo.sh).
+    Demo(FleetDemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct FleetDemoArgs {
+    /// Number of boards (1 to 8).
+    #[arg(long, default_value_t = 4)]
+    devices: usize,
+    /// Seed of the dealing of photos.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The shipped base model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Board profile of every board.
+    #[arg(long, default_value = "boards/jetson-nano-4gb.toml")]
+    board: PathBuf,
+    /// Folder for the broker, the merger, the boards and fleet-demo.json.
+    #[arg(long, default_value = "out/fleet-demo")]
+    out: PathBuf,
+    /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 1200)]
+    timeout_s: u64,
 }
 
 #[derive(Debug, Args)]
@@ -557,6 +587,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Device(a) => Ok(host::device_client::run(&a)?),
         Command::Fleet(FleetCmd::Sim(a)) => fleet_sim_cmd(a),
         Command::Fleet(FleetCmd::Serve(a)) => fleet_serve_cmd(a),
+        Command::Fleet(FleetCmd::Demo(a)) => {
+            let cfg = host::fleet_demo::DemoConfig {
+                model: a.model.unwrap_or_else(host::presets::shipped_base),
+                board: a.board,
+                devices: a.devices,
+                seed: a.seed,
+                out: a.out,
+                data_dir: a.data_dir.unwrap_or_else(host::data::data_dir),
+                timeout: std::time::Duration::from_secs(a.timeout_s),
+            };
+            let r = host::fleet_demo::run(&cfg)?;
+            print!("{}", host::fleet_demo::markdown(&r));
+            Ok(())
+        }
     }
 }
 

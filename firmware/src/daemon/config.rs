@@ -32,6 +32,8 @@ Runs the device: serial protocol, learn button, status LED, inbox folder. Stops 
   --fleet-base ID       the fleet's base model id (default: the model file's id, firmware::fleet::base_model_id)
   --fleet-resend-s S    send an update again when no fleet model has shown it merged S seconds after it was
                         sent (default 30)
+  --learn-interval S    learn the waiting inbox photos on its own, at most every S seconds (default: only on a
+                        learn request or the button)
   --pause-after-commit MS   testing: wait MS between committing a task and moving its photos out of the inbox
                         (widens the crash window that the daemon kill test aims at; default 0)
 Logs go to stderr; EDGELEARN_LOG sets the level (default info).";
@@ -78,6 +80,8 @@ pub struct Config {
     /// Testing: milliseconds to wait between committing a learned task and moving its photos to `processed/`
     /// (0: none). Widens the window in which a crash leaves committed photos in the inbox.
     pub pause_after_commit_ms: u64,
+    /// Learn waiting inbox photos on its own at most every this many milliseconds (0: only on request).
+    pub learn_interval_ms: u64,
     /// The fleet the board belongs to (`--fleet` …); `None`: a board on its own.
     pub fleet: Option<FleetOptions>,
 }
@@ -124,6 +128,7 @@ impl Config {
             led_active_low: false,
             button_active_high: false,
             pause_after_commit_ms: 0,
+            learn_interval_ms: 0,
             fleet: None,
         }
     }
@@ -176,6 +181,13 @@ impl Config {
                 "--led-active-low" => c.led_active_low = true,
                 "--button-active-high" => c.button_active_high = true,
                 "--pause-after-commit" => c.pause_after_commit_ms = num(flag, &value()?)?,
+                "--learn-interval" => {
+                    let v: f64 = num(flag, &value()?)?;
+                    if !(v.is_finite() && v > 0.0 && v <= 604_800.0) {
+                        return Err(format!("--learn-interval: 0 < S <= 604800, got {v}"));
+                    }
+                    c.learn_interval_ms = (v * 1000.0).round().max(1.0) as u64;
+                }
                 "--fleet" => fleet = Some(value()?),
                 "--device-id" => device = Some(value()?),
                 "--broker" => broker = Some(value()?),

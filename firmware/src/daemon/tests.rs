@@ -154,6 +154,19 @@ fn config_parses_flags_and_refuses_bad_ones() {
     assert_eq!((c.epochs, c.lr, c.batch, c.seed), (2, 0.1, 4, 9));
     assert_eq!((c.led_line, c.button_line, c.led_active_low, c.button_active_high), (Some(3), Some(4), true, true));
     assert_eq!(c.pause_after_commit_ms, 250);
+    let f = Config::parse(&args(
+        "--board b --model m --state s --learn-interval 2.5 --fleet lab --device-id cam-1 --broker h:1883 \
+         --broker-password-file pw --fleet-resend-s 4",
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(f.learn_interval_ms, 2500);
+    let fleet = f.fleet.unwrap();
+    assert_eq!((fleet.fleet.as_str(), fleet.device.as_str(), fleet.broker.as_str()), ("lab", "cam-1", "h:1883"));
+    assert_eq!(
+        (fleet.user, fleet.password_file, fleet.base, fleet.resend_s),
+        (None, Some(PathBuf::from("pw")), None, 4.0)
+    );
     let d = Config::parse(&args("--board b --model m --state s")).unwrap().unwrap();
     assert_eq!(d, Config::new("b", "m", "s"));
     assert_eq!(Config::parse(&args("--help")).unwrap(), None);
@@ -170,6 +183,10 @@ fn config_parses_flags_and_refuses_bad_ones() {
         ("--board b --model m --state s --classes a,,b", "empty class"),
         ("--board b --model m --state s --led-line 3", "--gpio-chip"),
         ("--board b --model m --state s --frobnicate", "unknown option"),
+        ("--board b --model m --state s --learn-interval 0", "--learn-interval"),
+        ("--board b --model m --state s --fleet lab --broker h:1", "--device-id"),
+        ("--board b --model m --state s --fleet-base x", "--fleet"),
+        ("--board b --model m --state s --fleet lab --device-id d --broker h:1 --fleet-resend-s -1", "resend"),
     ] {
         let e = Config::parse(&args(bad)).unwrap_err();
         assert!(e.contains(says), "{bad}: {e}");
