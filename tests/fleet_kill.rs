@@ -19,7 +19,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use common::{Daemon, MNIST_NORM, Pty, drop_into_inbox, mnist, png, raw_image, ro
 use firmware::fleet::{FleetModel, decode_model, decode_update, outbox};
 use firmware::protocol::{Request, Response};
 use firmware::store::{Slot, SlotStatus, StateStore};
+use host::fleet_broker::{self, Broker};
 
 const DEVICES: usize = 8;
 const ROUNDS: usize = 6;
@@ -47,65 +47,20 @@ impl Drop for Proc {
     }
 }
 
-fn mosquitto() -> PathBuf {
-    let found =
-        ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"].into_iter().map(PathBuf::from).find(|p| p.exists());
-    found.unwrap_or_else(|| {
-        panic!("mosquitto is not installed: `bash scripts/test.sh` installs it (Debian package mosquitto)")
-    })
-}
-
 fn device_id(d: usize) -> String {
     format!("dev-{d}")
 }
 
-/// Users (the merger and every board), the fleet's ACL and a config listening on 127.0.0.1:`port` only.
+/// Users (the merger and every board) and their password files, the fleet's ACL, a config on 127.0.0.1:`port`.
 fn broker_files(dir: &Path, port: u16) -> PathBuf {
-    let pw = dir.join("passwords");
     let users: Vec<(String, String)> = std::iter::once(("merger".to_string(), "m-pw".to_string()))
         .chain((0..DEVICES).map(|d| (device_id(d), format!("pw-{d}"))))
         .collect();
-    for (i, (user, pass)) in users.iter().enumerate() {
-        let mut c = Command::new("mosquitto_passwd");
-        c.arg("-b");
-        if i == 0 {
-            c.arg("-c");
-        }
-        let st = c.arg(&pw).arg(user).arg(pass).status().expect("mosquitto_passwd (package mosquitto)");
-        assert!(st.success(), "mosquitto_passwd failed");
-        std::fs::write(dir.join(format!("{user}.pw")), format!("{pass}\n")).unwrap();
-    }
-    let acl = dir.join("acl");
-    std::fs::write(
-        &acl,
-        "user merger\ntopic read edgelearn/+/+/update\ntopic write edgelearn/+/model\n\n\
-         pattern write edgelearn/+/%u/update\npattern read edgelearn/+/model\n",
-    )
-    .unwrap();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\n\
-             message_size_limit 0\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n",
-            pw.display(),
-            acl.display(),
-        ),
-    )
-    .unwrap();
-    conf
+    fleet_broker::write_config(dir, port, &users).expect("the broker's files (mosquitto_passwd)")
 }
 
-fn start_broker(dir: &Path, conf: &Path, port: u16) -> Proc {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("broker.log")).unwrap();
-    let child = Command::new(mosquitto()).arg("-c").arg(conf).stdout(Stdio::null()).stderr(log).spawn();
-    let broker = Proc(child.expect("starting mosquitto"));
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "mosquitto did not listen on 127.0.0.1:{port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    broker
+fn start_broker(dir: &Path, conf: &Path, port: u16) -> Broker {
+    fleet_broker::start(conf, port, &dir.join("broker.log")).expect("mosquitto listening")
 }
 
 fn start_merger(dir: &Path, port: u16) -> Proc {
@@ -196,7 +151,7 @@ fn eight_boards_a_merger_and_a_broker_killed_at_random_merge_every_update_exactl
     let started = Instant::now();
     let ds = mnist();
     let dir = scratch("fleet-kill");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = fleet_broker::free_port().unwrap();
     let conf = broker_files(&dir, port);
     let mut broker = Some(start_broker(&dir, &conf, port));
     let mut merger = Some(start_merger(&dir, port));

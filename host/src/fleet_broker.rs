@@ -34,7 +34,8 @@ pub fn free_port() -> Result<u16> {
 
 /// Write `dir/passwords` (with `mosquitto_passwd`) for `users` (name, password), `dir/acl` ([`FLEET_ACL`]),
 /// `dir/<user>.pw` (each password, for the clients' `--password-file`) and `dir/mosquitto.conf` listening on
-/// 127.0.0.1:`port` without anonymous access. Returns the configuration's path.
+/// 127.0.0.1:`port` without anonymous access, logging everything to stderr (the tests read its refusals).
+/// Returns the configuration's path.
 pub fn write_config(dir: &Path, port: u16, users: &[(String, String)]) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let pw = dir.join("passwords");
@@ -56,7 +57,7 @@ pub fn write_config(dir: &Path, port: u16, users: &[(String, String)]) -> Result
     let conf = dir.join("mosquitto.conf");
     let text = format!(
         "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\n\
-         message_size_limit 0\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n",
+         message_size_limit 0\nlog_dest stderr\nlog_type all\n",
         pw.display(),
         acl.display()
     );
@@ -67,6 +68,15 @@ pub fn write_config(dir: &Path, port: u16, users: &[(String, String)]) -> Result
 /// A running broker; killed and reaped when dropped.
 #[derive(Debug)]
 pub struct Broker(Child);
+
+impl Broker {
+    /// SIGKILL the broker and reap it (a power cut of the broker's machine, for the tests).
+    pub fn kill(&mut self) -> Result<()> {
+        self.0.kill().map_err(|e| Error::io("mosquitto", e))?;
+        self.0.wait().map_err(|e| Error::io("mosquitto", e))?;
+        Ok(())
+    }
+}
 
 impl Drop for Broker {
     fn drop(&mut self) {

@@ -11,14 +11,14 @@
 //! killed (SIGKILL) and restarted without persistence (it reconnects, subscribes again, re-publishes the retained
 //! model the broker lost, and merges what comes next), and a clean stop on SIGTERM.
 use std::io::Read;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use firmware::fisher::FisherFormat;
 use firmware::fleet::mqtt::{self, BrokerConfig, Link};
 use firmware::fleet::{FleetModel, FleetUpdate, decode_model, encode_update, merge_updates};
+use host::fleet_broker::{self, Broker};
 
 const FLEET: &str = "lab";
 const BASE: &str = "base-test";
@@ -50,60 +50,12 @@ impl Proc {
     }
 }
 
-fn mosquitto() -> PathBuf {
-    let found =
-        ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"].into_iter().map(PathBuf::from).find(|p| p.exists());
-    found.unwrap_or_else(|| {
-        panic!("mosquitto is not installed: `bash scripts/test.sh` installs it (Debian package mosquitto)")
-    })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Start mosquitto on 127.0.0.1:`port` with users merger/dev-a/dev-b and the fleet's ACL, its log in `dir/log`;
-/// wait until it listens.
-fn start_broker(dir: &Path, port: u16, log: &str) -> Proc {
-    let pw = dir.join("passwords");
-    for (i, (user, pass)) in [("merger", "m-pw"), ("dev-a", "a-pw"), ("dev-b", "b-pw")].into_iter().enumerate() {
-        let mut c = Command::new("mosquitto_passwd");
-        c.arg("-b");
-        if i == 0 {
-            c.arg("-c");
-        }
-        let st = c.arg(&pw).arg(user).arg(pass).status().expect("mosquitto_passwd (package mosquitto)");
-        assert!(st.success(), "mosquitto_passwd failed");
-    }
-    let acl = dir.join("acl");
-    std::fs::write(
-        &acl,
-        "user merger\ntopic read edgelearn/+/+/update\ntopic write edgelearn/+/model\n\n\
-         pattern write edgelearn/+/%u/update\npattern read edgelearn/+/model\n",
-    )
-    .unwrap();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\n\
-             log_dest stderr\nlog_type all\n",
-            pw.display(),
-            acl.display(),
-        ),
-    )
-    .unwrap();
-    // The log goes to stderr, into a file of ours (run as root, mosquitto drops to its own user before it opens a
-    // log file, which then could not be written here).
-    let log = std::fs::File::create(dir.join(log)).unwrap();
-    let child = Command::new(mosquitto()).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn();
-    let broker = Proc(child.expect("starting mosquitto"));
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "mosquitto did not listen on 127.0.0.1:{port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    broker
+/// Start mosquitto on 127.0.0.1:`port` with users merger/dev-a/dev-b and the fleet's ACL
+/// ([`host::fleet_broker`]), its log in `dir/log`; wait until it listens.
+fn start_broker(dir: &Path, port: u16, log: &str) -> Broker {
+    let users = [("merger", "m-pw"), ("dev-a", "a-pw"), ("dev-b", "b-pw")].map(|(u, p)| (u.to_string(), p.to_string()));
+    let conf = fleet_broker::write_config(dir, port, &users).expect("the broker's files (mosquitto_passwd)");
+    fleet_broker::start(&conf, port, &dir.join(log)).expect("mosquitto listening")
 }
 
 fn broker_as(port: u16, user: &str, pass: &str) -> BrokerConfig {
@@ -202,7 +154,7 @@ fn boards_publish_the_merger_stores_merges_and_retains_the_fleet_model() {
     let dir = std::env::temp_dir().join(format!("edgelearn-fleet-mqtt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
+    let port = fleet_broker::free_port().unwrap();
     let mut broker = start_broker(&dir, port, "broker.log");
 
     // A wrong password is refused at connection.
@@ -293,8 +245,7 @@ fn boards_publish_the_merger_stores_merges_and_retains_the_fleet_model() {
     // comes next.
     let mut run = merger(port, &dir, "merger-5.log", &["--max-merges", "1", "--idle-exit-s", "30"]);
     wait_for_log(&dir, "merger-5.log", "fleet model (re-)published", 1, Duration::from_secs(20));
-    broker.0.kill().unwrap();
-    broker.0.wait().unwrap();
+    broker.kill().unwrap();
     // Down long enough for a few refused connection attempts (the merger waits 200 ms, 400 ms, ... between them).
     wait_for_log(&dir, "merger-5.log", "link to the broker failed", 3, Duration::from_secs(20));
     let restarted = start_broker(&dir, port, "broker-2.log");
