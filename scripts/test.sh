@@ -4,10 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-data.sh
 # The fleet test (host/tests/fleet_mqtt.rs) starts its own MQTT broker on loopback: Debian's mosquitto.
-if ! [ -x /usr/sbin/mosquitto ] || ! command -v mosquitto_passwd >/dev/null; then
-  echo "== installing mosquitto (Debian package) for the fleet test" >&2
+# The TLS test (host/tests/fleet_tls.rs) makes its CA with the openssl command (scripts/fleet-ca.sh).
+if ! [ -x /usr/sbin/mosquitto ] || ! command -v mosquitto_passwd >/dev/null || ! command -v openssl >/dev/null; then
+  echo "== installing mosquitto and openssl (Debian packages) for the fleet tests" >&2
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq mosquitto >/dev/null
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq mosquitto openssl >/dev/null
 fi
 cargo test --workspace "$@"
 # The frozen third-party backbone (ResNet-50 in tract, ~1.5 min on two cores) is #[ignore]d in the plain

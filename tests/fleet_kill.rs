@@ -56,7 +56,7 @@ fn broker_files(dir: &Path, port: u16) -> PathBuf {
     let users: Vec<(String, String)> = std::iter::once(("merger".to_string(), "m-pw".to_string()))
         .chain((0..DEVICES).map(|d| (device_id(d), format!("pw-{d}"))))
         .collect();
-    fleet_broker::write_config(dir, port, &users).expect("the broker's files (mosquitto_passwd)")
+    fleet_broker::write_config(dir, port, &users, None).expect("the broker's files (mosquitto_passwd)")
 }
 
 fn start_broker(dir: &Path, conf: &Path, port: u16) -> Broker {

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
-/// The fleet's ACL: the merger reads every board's updates and writes the model; a board (its user name is its
-/// device id) writes only its own update topic and reads only the model.
-pub const FLEET_ACL: &str = "user merger\ntopic read edgelearn/+/+/update\ntopic write edgelearn/+/model\n\n\
-                             pattern write edgelearn/+/%u/update\npattern read edgelearn/+/model\n";
+/// The fleet's ACL, as shipped (scripts/mosquitto-fleet.acl): the merger reads every board's updates and writes
+/// the model; a board (its user name is its device id) writes only its own update topic and reads only the model.
+pub const FLEET_ACL: &str = include_str!("../../scripts/mosquitto-fleet.acl");
 
 /// The mosquitto binary (Debian installs it in /usr/sbin).
 pub fn mosquitto() -> Result<PathBuf> {
@@ -34,9 +33,10 @@ pub fn free_port() -> Result<u16> {
 
 /// Write `dir/passwords` (with `mosquitto_passwd`) for `users` (name, password), `dir/acl` ([`FLEET_ACL`]),
 /// `dir/<user>.pw` (each password, for the clients' `--password-file`) and `dir/mosquitto.conf` listening on
-/// 127.0.0.1:`port` without anonymous access, logging everything to stderr (the tests read its refusals).
-/// Returns the configuration's path.
-pub fn write_config(dir: &Path, port: u16, users: &[(String, String)]) -> Result<PathBuf> {
+/// 127.0.0.1:`port` without anonymous access, logging everything to stderr (the tests read its refusals). With
+/// `tls` (a folder with `ca.crt`, `server.crt`, `server.key`, as scripts/fleet-ca.sh writes them) the listener
+/// speaks TLS only. Returns the configuration's path.
+pub fn write_config(dir: &Path, port: u16, users: &[(String, String)], tls: Option<&Path>) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let pw = dir.join("passwords");
     for (i, (user, pass)) in users.iter().enumerate() {
@@ -61,6 +61,20 @@ pub fn write_config(dir: &Path, port: u16, users: &[(String, String)]) -> Result
         pw.display(),
         acl.display()
     );
+    let mut text = text;
+    if let Some(t) = tls {
+        for f in ["ca.crt", "server.crt", "server.key"] {
+            if !t.join(f).exists() {
+                return Err(Error::Invalid(format!("{}: no {f} (scripts/fleet-ca.sh makes them)", t.display())));
+            }
+        }
+        text.push_str(&format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\ntls_version tlsv1.2\n",
+            t.join("ca.crt").display(),
+            t.join("server.crt").display(),
+            t.join("server.key").display()
+        ));
+    }
     std::fs::write(&conf, text).map_err(|e| Error::io(&conf, e))?;
     Ok(conf)
 }

@@ -153,7 +153,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     let broker_dir = cfg.out.join("broker");
     let mut users = vec![("merger".to_string(), format!("m-{}", cfg.seed))];
     users.extend((0..cfg.devices).map(|d| (format!("board-{d}"), format!("b{d}-{}", cfg.seed))));
-    let conf = crate::fleet_broker::write_config(&broker_dir, port, &users)?;
+    let conf = crate::fleet_broker::write_config(&broker_dir, port, &users, None)?;
     let broker = crate::fleet_broker::start(&conf, port, &broker_dir.join("broker.log"))?;
     let addr = format!("127.0.0.1:{port}");
     let merger_dir = cfg.out.join("merger");

@@ -161,6 +161,9 @@ struct FleetServeArgs {
     /// Seconds to wait for the broker's acknowledgements.
     #[arg(long, default_value_t = 10.0)]
     timeout_s: f64,
+    /// TLS to the broker: the CA (PEM) that signed its certificate (scripts/mosquitto-fleet.conf).
+    #[arg(long)]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -610,6 +613,7 @@ fn fleet_serve_cmd(a: FleetServeArgs) -> anyhow::Result<()> {
     };
     let mut broker = firmware::fleet::mqtt::BrokerConfig::parse(&a.broker)?;
     broker.timeout = secs(a.timeout_s, "--timeout-s")?;
+    broker.ca = a.ca;
     if let Some(user) = a.user {
         let password = match a.password_file {
             Some(p) => std::fs::read_to_string(&p)

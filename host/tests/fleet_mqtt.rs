@@ -54,7 +54,7 @@ impl Proc {
 /// ([`host::fleet_broker`]), its log in `dir/log`; wait until it listens.
 fn start_broker(dir: &Path, port: u16, log: &str) -> Broker {
     let users = [("merger", "m-pw"), ("dev-a", "a-pw"), ("dev-b", "b-pw")].map(|(u, p)| (u.to_string(), p.to_string()));
-    let conf = fleet_broker::write_config(dir, port, &users).expect("the broker's files (mosquitto_passwd)");
+    let conf = fleet_broker::write_config(dir, port, &users, None).expect("the broker's files (mosquitto_passwd)");
     fleet_broker::start(&conf, port, &dir.join(log)).expect("mosquitto listening")
 }
 

@@ -29,6 +29,7 @@ Runs the device: serial protocol, learn button, status LED, inbox folder. Stops 
   --broker HOST:PORT    the fleet's MQTT broker
   --broker-user USER    user name at the broker (default: the device id)
   --broker-password-file FILE   the password (first line of FILE)
+  --broker-ca FILE      TLS to the broker, whose certificate FILE's CA signed (PEM; feature fleet-tls)
   --fleet-base ID       the fleet's base model id (default: the model file's id, firmware::fleet::base_model_id)
   --fleet-resend-s S    send an update again when no fleet model has shown it merged S seconds after it was
                         sent (default 30)
@@ -99,6 +100,8 @@ pub struct FleetOptions {
     pub user: Option<String>,
     /// File whose first line is the password.
     pub password_file: Option<PathBuf>,
+    /// TLS: the CA (PEM) that signed the broker's certificate.
+    pub ca: Option<PathBuf>,
     /// The fleet's base model id (default: derived from the model file).
     pub base: Option<String>,
     /// Seconds after which an update no fleet model has shown merged is sent again.
@@ -141,6 +144,7 @@ impl Config {
         let (mut fleet, mut device, mut broker, mut user, mut password_file, mut base) =
             (None, None, None, None, None, None);
         let mut resend_s: Option<f64> = None;
+        let mut ca: Option<PathBuf> = None;
         fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
             v.parse().map_err(|_| format!("{flag}: '{v}' is not a valid number"))
         }
@@ -194,6 +198,7 @@ impl Config {
                 "--broker-user" => user = Some(value()?),
                 "--broker-password-file" => password_file = Some(PathBuf::from(value()?)),
                 "--fleet-base" => base = Some(value()?),
+                "--broker-ca" => ca = Some(PathBuf::from(value()?)),
                 "--fleet-resend-s" => {
                     let v: f64 = num(flag, &value()?)?;
                     if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
@@ -217,7 +222,7 @@ impl Config {
         match (fleet, device, broker) {
             (Some(fleet), Some(device), Some(broker)) => {
                 let resend_s = resend_s.unwrap_or(30.0);
-                c.fleet = Some(FleetOptions { fleet, device, broker, user, password_file, base, resend_s });
+                c.fleet = Some(FleetOptions { fleet, device, broker, user, password_file, ca, base, resend_s });
             }
             (None, None, None) if user.is_none() && password_file.is_none() && base.is_none() && resend_s.is_none() => {
             }

@@ -63,6 +63,7 @@ impl FleetSide {
             let password = text.lines().next().unwrap_or_default().to_string();
             broker.credentials = Some((opts.user.clone().unwrap_or_else(|| opts.device.clone()), password));
         }
+        broker.ca = opts.ca.clone();
         let outbox = outbox::dir_of(state);
         outbox::discard_uncommitted(&outbox, committed)?;
         let cfg = ClientConfig {

@@ -64,6 +64,9 @@ pub struct BrokerConfig {
     pub credentials: Option<(String, String)>,
     /// How long to wait for the broker's acknowledgement of a connection, subscription or publish.
     pub timeout: Duration,
+    /// TLS: the PEM file of the CA that signed the broker's certificate (feature `fleet-tls`; `None`: plain TCP).
+    /// The broker's certificate must name `host`.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl BrokerConfig {
@@ -74,8 +77,33 @@ impl BrokerConfig {
             .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
             .filter(|(h, _)| !h.is_empty())
             .ok_or_else(|| Error::Config(format!("broker address {addr:?}: expected host:port")))?;
-        Ok(Self { host: host.to_string(), port, credentials: None, timeout: Duration::from_secs(10) })
+        Ok(Self { host: host.to_string(), port, credentials: None, timeout: Duration::from_secs(10), ca: None })
     }
+}
+
+/// TLS with the CA in the PEM file `ca` (rustls, ring provider), the broker's name checked against its certificate.
+#[cfg(feature = "fleet-tls")]
+fn tls_transport(ca: &std::path::Path) -> Result<rumqttc::Transport> {
+    let pem = std::fs::read(ca).map_err(|source| Error::Io { context: format!("reading {}", ca.display()), source })?;
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(Error::Config(format!("{}: not a PEM certificate", ca.display())));
+    }
+    // rumqttc builds its rustls config with the process's default provider: ring (installed once; a second
+    // install reports the first, which is the same provider).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+        ca: pem,
+        alpn: None,
+        client_auth: None,
+    }))
+}
+
+#[cfg(not(feature = "fleet-tls"))]
+fn tls_transport(ca: &std::path::Path) -> Result<rumqttc::Transport> {
+    Err(Error::Config(format!(
+        "TLS to the broker (CA {}) needs a firmware built with the fleet-tls feature",
+        ca.display()
+    )))
 }
 
 /// One client's connection to the broker.
@@ -109,6 +137,9 @@ impl Link {
             .set_max_packet_size(MAX_PACKET, MAX_PACKET);
         if let Some((user, password)) = &broker.credentials {
             opts.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(ca) = &broker.ca {
+            opts.set_transport(tls_transport(ca)?);
         }
         let (client, conn) = Client::new(opts, 16);
         let mut link = Self { client, conn, timeout: broker.timeout, inbox: VecDeque::new() };
