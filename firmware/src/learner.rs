@@ -48,7 +48,8 @@ use crate::train::Silent;
 pub const MAX_CLASS_NAME: usize = 64;
 
 /// Every `VAL_EVERY`-th buffered sample (from a buffer of at least that many) is held out as the task's validation
-/// split (the methods' learning-rate schedule and best-validation restore use it).
+/// split (the methods' learning-rate schedule and best-validation restore use it), unless the method trains
+/// nothing ([`crate::method::Method::uses_validation`]).
 pub const VAL_EVERY: usize = 10;
 
 /// A fixed-capacity buffer of labelled samples: at most `CAP` samples of `features` values each, allocated once
@@ -460,7 +461,13 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
             tracing::warn!(task = id, error = %e, footprint = %fp, "task refused");
             return Err(e);
         }
-        let (train, val) = self.buffer.split()?;
+        let (train, val) = if self.method.uses_validation() {
+            self.buffer.split()?
+        } else {
+            let all = self.buffer.all()?;
+            let none = all.select(&[]);
+            (all, none)
+        };
         // The stored samples before this task are replayed; the buffer after it (this task's samples offered) is
         // built on the side and swapped in only when the task was learned.
         let stored = if self.replay.is_empty() { None } else { Some(self.replay.samples()?) };

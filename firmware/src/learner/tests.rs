@@ -482,3 +482,21 @@ fn random_features_survive_a_restart_and_go_on_learning() {
     assert!(accuracy(&mut again, &[0, 1, 2], 10) > 0.8);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A method that trains nothing (`+ft`, the fleet's) gets every buffered sample: none is held out for a
+/// validation split it would not use, so its statistics count all of them (the fleet's pool counts every sample a
+/// board learned).
+#[test]
+fn a_method_that_trains_nothing_gets_every_sample() {
+    let (ci, lt) = crate::method::class_il::ClassIl::parse_tokens(["lt", "slda", "ft"]).unwrap();
+    let model = zoo::mlp(FEATURES, &[16], &[1], true, &mut crate::seeded_rng(3)).unwrap();
+    let method = became(FisherFormat::F32).with_class_il(ci, lt);
+    let mut l: Dev =
+        Learner::new(profile(8, FisherFormat::F32, Budgets::UNLIMITED), "mlp", model, method, &["c0"], 5).unwrap();
+    feed(&mut l, &[0, 1, 2], 7, 1);
+    assert!(l.buffer().len() >= VAL_EVERY);
+    l.learn().unwrap();
+    let slda = l.state().unwrap().slda.unwrap();
+    assert_eq!(slda.counts.iter().sum::<u64>(), 21, "every sample in the statistics");
+    assert_eq!(slda.updates, 21);
+}

@@ -172,6 +172,11 @@ impl Method for Became {
         self.learn_task_observed(model, task, ctx, &mut |_| {})
     }
 
+    /// `+ft` trains nothing: every sample goes into the statistics.
+    fn uses_validation(&self) -> bool {
+        !self.ci.frozen_trunk
+    }
+
     fn bytes_kept(&self) -> usize {
         self.gpm.as_ref().map_or(0, Gpm::bytes)
             + self.nscl.as_ref().map_or(0, AdamNscl::bytes)

@@ -180,6 +180,13 @@ pub trait Method {
         0
     }
 
+    /// Whether the method trains with a held-out validation split (its learning-rate schedule, best-validation
+    /// restore). A method that trains nothing says no, and the device learner gives it every buffered sample
+    /// ([`crate::learner::VAL_EVERY`]).
+    fn uses_validation(&self) -> bool {
+        true
+    }
+
     /// What learning one more task on `model` needs in each budget, from the method's current state, computed
     /// without allocating it ([`crate::budget`]). The default is plain SGD with batches of 64 and nothing kept;
     /// every method of this crate overrides it.
