@@ -70,7 +70,7 @@ pub fn field_gpm() -> crate::gpm::GpmConfig {
 /// The method of a board in a fleet (issue 18): [`FIELD_METHOD`] with the trunk frozen (`+ft`). Every board keeps
 /// the fleet's trunk, so the SLDA statistics of all boards are over the same features and the fleet merge of
 /// their statistics is the head one board would compute from all their samples (docs/results.md, "Fleet":
-/// 95.4–96.5 % merged against 84–87 % for the plain average and 86–94 % when every board trains its trunk).
+/// 95.5–96.4 % merged against 82.5–87.6 % for the plain average and 86–94 % when every board trains its trunk).
 pub const FLEET_METHOD: &str = "gpm+became+lt+slda+rp2048+ft";
 
 /// [`FIELD_METHOD`] with the training schedule `train` (both stages), [`field_gpm`], `F_old` stored in `format`
