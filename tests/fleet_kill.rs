@@ -88,6 +88,16 @@ struct Board {
     flags: Vec<String>,
 }
 
+/// A board whose test ends (or panics) takes its daemon down with it: no process outlives the test.
+impl Drop for Board {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+        }
+    }
+}
+
 impl Board {
     fn new(dir: &Path, d: usize, port: u16) -> Self {
         let state = dir.join(format!("board-{d}/state"));
