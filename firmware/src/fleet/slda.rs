@@ -21,7 +21,7 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, shape_err};
-use crate::method::{ClassMeans, SLDA_SHRINKAGE, SharedCovariance, slda_head};
+use crate::method::{ClassMeans, SLDA_SHRINKAGE, SharedCovariance, SldaStats, slda_head};
 use crate::store::SldaState;
 
 /// Additive SLDA statistics over named classes; see the [module docs](self).
@@ -211,15 +211,7 @@ impl SldaSums {
     /// The statistics as a board stores them (no trained head kept), classes in `order`.
     pub fn to_state(&self, order: &[String]) -> Result<SldaState> {
         let (means, cov) = self.means_and_covariance(order)?;
-        Ok(SldaState {
-            dim: self.dim,
-            means: means.mean.iter().copied().collect(),
-            counts: means.count,
-            sigma: cov.sigma.iter().copied().collect(),
-            updates: cov.updates,
-            train_weight: Vec::new(),
-            train_bias: Vec::new(),
-        })
+        SldaStats { means, cov, train_head: None }.to_state()
     }
 }
 
@@ -238,31 +230,15 @@ mod tests {
 
     /// A board's statistics after absorbing `z` with labels `y`, starting from `st` (the board's own code).
     fn absorb(st: Option<&SldaState>, classes: usize, z: &[[f32; 2]], y: &[usize]) -> SldaState {
-        let (mut means, mut cov) = match st {
-            Some(s) => {
-                let mut m = ClassMeans::new(s.counts.len(), 2);
-                m.mean = Array2::from_shape_vec((s.counts.len(), 2), s.means.clone()).unwrap();
-                m.count = s.counts.clone();
-                let mut c = SharedCovariance::new(2);
-                c.sigma = Array2::from_shape_vec((2, 2), s.sigma.clone()).unwrap();
-                c.updates = s.updates;
-                (m, c)
-            }
-            None => (ClassMeans::new(classes, 2), SharedCovariance::new(2)),
+        let mut stats = match st {
+            Some(s) => SldaStats::from_state(s, 2).unwrap(),
+            None => SldaStats { means: ClassMeans::new(classes, 2), cov: SharedCovariance::new(2), train_head: None },
         };
-        means.grow(classes).unwrap();
+        stats.means.grow(classes).unwrap();
         let zs = Array2::from_shape_vec((z.len(), 2), z.iter().flatten().copied().collect()).unwrap();
-        let dev = means.absorb(&zs.view(), y).unwrap();
-        cov.add_deviations(&dev.view()).unwrap();
-        SldaState {
-            dim: 2,
-            means: means.mean.iter().copied().collect(),
-            counts: means.count,
-            sigma: cov.sigma.iter().copied().collect(),
-            updates: cov.updates,
-            train_weight: Vec::new(),
-            train_bias: Vec::new(),
-        }
+        let dev = stats.means.absorb(&zs.view(), y).unwrap();
+        stats.cov.add_deviations(&dev.view()).unwrap();
+        stats.to_state().unwrap()
     }
 
     #[test]
@@ -301,16 +277,8 @@ mod tests {
         assert_eq!((w.dim(), bias.len()), ((4, 2), 4));
         // The board's own head from the same statistics is the same head.
         let (wa, ba) = SldaSums::of_state(&a2, &ca2).unwrap().head(&ca2).unwrap();
-        let (m2, c2) = {
-            let mut m = ClassMeans::new(3, 2);
-            m.mean = Array2::from_shape_vec((3, 2), a2.means.clone()).unwrap();
-            m.count = a2.counts.clone();
-            let mut c = SharedCovariance::new(2);
-            c.sigma = Array2::from_shape_vec((2, 2), a2.sigma.clone()).unwrap();
-            c.updates = a2.updates;
-            (m, c)
-        };
-        let (wb, bb) = slda_head(&m2, &c2, SLDA_SHRINKAGE).unwrap();
+        let own = SldaStats::from_state(&a2, 2).unwrap();
+        let (wb, bb) = slda_head(&own.means, &own.cov, SLDA_SHRINKAGE).unwrap();
         assert!(
             wa.iter().zip(&wb).all(|(x, y)| (x - y).abs() < 1e-4)
                 && ba.iter().zip(&bb).all(|(x, y)| (x - y).abs() < 1e-4)

@@ -37,7 +37,7 @@ pub use joint::Joint;
 pub use merging::{MergeRule, Merging, PAM_EPSILON};
 pub use prototype::{
     ClassMeans, FEATURE_BATCH, MAX_RANDOM_FEATURES, Prototype, PrototypeRule, SLDA_SHRINKAGE, SharedCovariance,
-    UNSEEN_CLASS_BIAS, ensure_random_features, ncm_head, parse_random_features, random_features_width,
+    SldaStats, UNSEEN_CLASS_BIAS, ensure_random_features, ncm_head, parse_random_features, random_features_width,
     shaped_with_random_features, slda_head, trunk_features,
 };
 pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};
