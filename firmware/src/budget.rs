@@ -8,7 +8,8 @@
 //! Before every learning step the learner computes a [`Footprint`] — what the step needs in each budget, from the
 //! model and the method's state, without allocating any of it — and [`Footprint::check`] refuses the step with
 //! [`Error::OverBudget`] (naming the budget and the bytes needed and allowed) **before any state changes**.
-//! [`Budgeted`] wraps any [`Method`] with that check; [`crate::learner::Learner`] runs it too. The one budget
+//! The check is the learner's, in one place ([`crate::learner::Learner`]: a new learner, a new class, every task,
+//! a loaded state; host simulation runs the same learner). The one budget
 //! that is enforced by trimming rather than refusal is the bases budget: a GPM basis that would outgrow it keeps
 //! its highest-energy directions ([`crate::gpm::Gpm::max_bytes`]) and the energy lost is reported.
 //!
@@ -33,11 +34,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::data::TaskData;
 use crate::error::{Error, Result};
 use crate::fisher::{FISHER_BATCH, FisherFormat};
-use crate::method::{LearnContext, Method, MethodState, TaskReport};
-use crate::nn::{Layer, Model, ParamGrowth};
+use crate::nn::{Layer, Model};
 use crate::store::{CRC_LEN, HEADER_LEN};
 
 /// Why a board profile could not be used.
@@ -498,72 +497,6 @@ pub fn state_file_estimate(model: &Model, basis_count: usize, bases_bytes: u64, 
     let fisher = if fisher_bytes > 0 { 1 + VARINT + 16 + 2 * VARINT + fisher_bytes + 64 } else { 1 };
     let params = VARINT + 4 * model.num_params() as u64;
     Ok((HEADER_LEN + CRC_LEN) as u64 + VARINT + desc + params + VARINT + layout + VARINT + bases + fisher + 4 * VARINT)
-}
-
-/// Any [`Method`] behind the budget check: before each task the method's [`Method::footprint`] is checked against
-/// the budgets and the task is refused with [`Error::OverBudget`] before anything changes; the bases budget is
-/// handed to the method ([`Method::set_bases_budget`]) so that its bases are trimmed to fit.
-#[derive(Debug, Clone)]
-pub struct Budgeted<M> {
-    /// The wrapped method.
-    pub inner: M,
-    /// The budgets it runs under.
-    pub budgets: Budgets,
-}
-
-impl<M: Method> Budgeted<M> {
-    /// Wrap `inner` with `budgets`.
-    pub fn new(mut inner: M, budgets: Budgets) -> Self {
-        inner.set_bases_budget(Some(budgets.bases));
-        Self { inner, budgets }
-    }
-
-    /// The footprint the next task would have on `model`, and whether it fits.
-    pub fn plan(&self, model: &Model) -> Result<Footprint> {
-        self.inner.footprint(model)
-    }
-}
-
-impl<M: Method> Method for Budgeted<M> {
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-
-    /// Check the footprint, then learn; an over-budget task returns [`Error::OverBudget`] with nothing changed.
-    fn learn_task(&mut self, model: &mut Model, task: &TaskData<'_>, ctx: &mut LearnContext<'_>) -> Result<TaskReport> {
-        self.inner.set_bases_budget(Some(self.budgets.bases));
-        let fp = self.inner.footprint(model)?;
-        if let Err(e) = fp.check(&self.budgets) {
-            tracing::warn!(task = task.task_id, error = %e, "task refused");
-            return Err(e);
-        }
-        self.inner.learn_task(model, task, ctx)
-    }
-
-    fn bytes_kept(&self) -> usize {
-        self.inner.bytes_kept()
-    }
-
-    fn footprint(&self, model: &Model) -> Result<Footprint> {
-        self.inner.footprint(model)
-    }
-
-    fn set_bases_budget(&mut self, bytes: Option<u64>) {
-        self.budgets.bases = bytes.unwrap_or(u64::MAX);
-        self.inner.set_bases_budget(bytes);
-    }
-
-    fn params_grown(&mut self, growth: &ParamGrowth) -> Result<()> {
-        self.inner.params_grown(growth)
-    }
-
-    fn export_state(&self) -> Result<MethodState> {
-        self.inner.export_state()
-    }
-
-    fn import_state(&mut self, model: &Model, state: MethodState) -> Result<()> {
-        self.inner.import_state(model, state)
-    }
 }
 
 impl fmt::Display for Footprint {

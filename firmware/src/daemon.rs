@@ -205,6 +205,16 @@ impl Device {
         Ok(dev)
     }
 
+    /// The model file as split at the board's cut: the frozen prefix and the trainable part as loaded.
+    pub fn base(&self) -> &DeviceModel {
+        &self.base
+    }
+
+    /// How an image becomes the model's input (size, channels, normalisation).
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.pre
+    }
+
     /// The learner.
     pub fn learner(&self) -> &DeviceLearner {
         &self.learner

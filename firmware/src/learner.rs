@@ -42,7 +42,7 @@ use crate::store::{
     CRC_LEN, ClassEntry, FleetState, HEADER_LEN, InboxLedger, LearnerState, LedgerFile, MetricsHistory, ReplayState,
     StateStore, TaskEntry,
 };
-use crate::train::Silent;
+use crate::train::{Progress, Silent};
 
 /// Longest class name accepted, in bytes.
 pub const MAX_CLASS_NAME: usize = 64;
@@ -136,21 +136,46 @@ impl<const CAP: usize> SampleBuffer<CAP> {
     /// The samples held, split into (train, validation): every [`VAL_EVERY`]-th sample is validation when at least
     /// [`VAL_EVERY`] are held, otherwise all are training samples.
     pub fn split(&self) -> Result<(Samples, Samples)> {
-        let n = self.len();
-        let val_of = |i: usize| n >= VAL_EVERY && i % VAL_EVERY == VAL_EVERY - 1;
-        let pick = |val: bool| -> Result<Samples> {
-            let idx: Vec<usize> = (0..n).filter(|&i| val_of(i) == val).collect();
-            self.rows(&idx)
-        };
-        Ok((pick(false)?, pick(true)?))
+        let (train, val) = split_indices(self.len());
+        Ok((self.rows(&train)?, self.rows(&val)?))
     }
+}
+
+/// The device's validation rule over `n` samples in arrival order: (training indices, validation indices), every
+/// [`VAL_EVERY`]-th sample held out when at least [`VAL_EVERY`] are given, none otherwise. The one rule behind
+/// [`SampleBuffer::split`] and [`Learner::learn_samples`].
+pub fn split_indices(n: usize) -> (Vec<usize>, Vec<usize>) {
+    let val_of = |i: usize| n >= VAL_EVERY && i % VAL_EVERY == VAL_EVERY - 1;
+    ((0..n).filter(|&i| !val_of(i)).collect(), (0..n).filter(|&i| val_of(i)).collect())
+}
+
+/// Which budgets a check covers: what stays resident between tasks (a new learner, a loaded state), or
+/// everything one learning step needs (a new class, a task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// `params`, `bases` and `fisher`.
+    Resident,
+    /// Every budget ([`Footprint::check`]).
+    Step,
+}
+
+/// The learner's one budget check: refuse `fp` with [`Error::OverBudget`] when it exceeds a budget of `scope`.
+fn check_budget(profile: &BoardProfile, fp: &Footprint, scope: Scope, what: &str) -> Result<()> {
+    let result = match scope {
+        Scope::Step => fp.check(&profile.budget),
+        Scope::Resident => Footprint { workspace: 0, state_file: 0, replay: 0, ..*fp }.check(&profile.budget),
+    };
+    if let Err(e) = &result {
+        tracing::warn!(what, error = %e, footprint = %fp, "refused: over the board's budget");
+    }
+    result
 }
 
 /// A class-incremental learner on one board: see the [module docs](self).
 ///
 /// `M` is the continual-learning method (GPM+BECAME on the device); `CAP` the capacity of the sample buffer.
 #[derive(Debug)]
-pub struct Learner<M: Method + Clone, const CAP: usize> {
+pub struct Learner<M: Method, const CAP: usize> {
     profile: BoardProfile,
     arch: String,
     model: Model,
@@ -180,11 +205,16 @@ fn check_class_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
-    /// A learner for `model` (one head, whose outputs are the classes `classes`, in order; may be none) running
-    /// `method` under `profile`. `arch` labels the model in the state file. Errors when the model has more than one
-    /// head, the class list does not match the head, names repeat or exceed `max_classes`, the buffer has no
-    /// capacity, or the model alone is over the params or Fisher budget.
+impl<M: Method, const CAP: usize> Learner<M, CAP> {
+    /// A learner for `model` running `method` under `profile`. `arch` labels the model in the state file.
+    ///
+    /// Class-incremental (the field): one head, whose outputs are the classes `classes`, in order (may be none).
+    /// Task-incremental (a head per task, task id at test; host-side simulation of the papers' protocol): a model
+    /// with several heads and no class registry (`classes` empty), each task naming its head
+    /// ([`Learner::learn_task`]); such a learner has no state store.
+    ///
+    /// Errors when the class list does not match the head, names repeat or exceed `max_classes`, the buffer has no
+    /// capacity, or the model alone is over the params, bases or Fisher budget.
     pub fn new(
         profile: BoardProfile,
         arch: impl Into<String>,
@@ -193,17 +223,19 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         classes: &[&str],
         seed: u64,
     ) -> Result<Self> {
-        if model.heads.len() != 1 {
+        if model.heads.is_empty() || (model.heads.len() > 1 && !classes.is_empty()) {
             return Err(Error::Config(format!(
-                "the learner needs a single-head model, got {} heads",
-                model.heads.len()
+                "the learner needs one head with a class registry, or several heads without one; got {} heads and {} \
+                 classes",
+                model.heads.len(),
+                classes.len()
             )));
         }
         if CAP == 0 {
             return Err(Error::Config("the sample buffer needs a capacity of at least 1".into()));
         }
         let outputs = model.head_outputs(0)?;
-        if classes.len() != outputs {
+        if model.heads.len() == 1 && classes.len() != outputs {
             return Err(shape_err("initial classes vs head outputs", outputs, classes.len()));
         }
         if classes.len() > profile.max_classes {
@@ -221,15 +253,13 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
             entries.push(ClassEntry { id: id as u32, name: name.to_string() });
         }
         method.set_bases_budget(Some(profile.budget.bases));
-        let fp = method.footprint(&model)?;
-        let b = &profile.budget;
-        for (budget, needed, limit) in [("params", fp.params, b.params), ("fisher", fp.fisher, b.fisher)] {
-            if needed > limit {
-                return Err(Error::OverBudget { budget, needed, limit });
-            }
-        }
+        check_budget(&profile, &method.footprint(&model)?, Scope::Resident, "model")?;
         let buffer = SampleBuffer::new(model.input_len());
-        let replay = ReplayBuffer::with_budget(profile.budget.replay, model.input_len());
+        // Stored samples carry class ids of the one head: a task-incremental learner keeps none.
+        let replay = match model.heads.len() {
+            1 => ReplayBuffer::with_budget(profile.budget.replay, model.input_len()),
+            _ => ReplayBuffer::new(0, model.input_len()),
+        };
         Ok(Self {
             profile,
             arch: arch.into(),
@@ -251,11 +281,36 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
     /// Persist state in the A/B store in `dir` (created if needed); one slot may take at most the profile's
     /// `state_file` budget.
     pub fn with_store(mut self, dir: impl AsRef<Path>) -> Result<Self> {
+        if self.model.heads.len() != 1 {
+            return Err(Error::Config("a state store needs the single-head (class-incremental) learner".into()));
+        }
         // The frame's payload length is a u32.
         let max_payload = self.profile.budget.state_file.saturating_sub((HEADER_LEN + CRC_LEN) as u64);
         let max_payload = usize::try_from(max_payload.min(u64::from(u32::MAX))).unwrap_or(usize::MAX);
         self.store = Some(StateStore::open_with_limit(dir.as_ref(), max_payload)?);
         Ok(self)
+    }
+
+    /// A replay buffer of `samples` stored samples instead of what the profile's `replay` budget holds (host
+    /// simulation's `--replay N`; 0: no exemplar memory). [`Error::OverBudget`] when it exceeds that budget; only
+    /// before anything is stored ([`Error::Config`] otherwise).
+    pub fn with_replay_capacity(mut self, samples: usize) -> Result<Self> {
+        if !self.replay.is_empty() {
+            return Err(Error::Config("the replay buffer is resized only before anything is stored".into()));
+        }
+        if samples > 0 && self.model.heads.len() != 1 {
+            return Err(Error::Config("replay needs one shared head (stored labels are its class ids)".into()));
+        }
+        let replay = ReplayBuffer::new(samples, self.model.input_len());
+        let fp = Footprint { replay: replay.capacity_bytes(), ..Footprint::default() };
+        check_budget(&self.profile, &fp, Scope::Step, "replay buffer")?;
+        self.replay = replay;
+        Ok(self)
+    }
+
+    /// The model, consuming the learner (the end of a simulation).
+    pub fn into_model(self) -> Model {
+        self.model
     }
 
     /// The board profile.
@@ -356,9 +411,14 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
     /// metrics and replay samples (as many as the buffer holds after the task) in the state file, the replay
     /// buffer at its capacity, and the copy of its stored samples handed to the method in the workspace.
     pub fn footprint(&self) -> Result<Footprint> {
+        self.footprint_with(self.buffer.len())
+    }
+
+    /// [`Learner::footprint`] for a task of `incoming` samples.
+    fn footprint_with(&self, incoming: usize) -> Result<Footprint> {
         let mut fp = self.method.footprint(&self.model)?;
         let per = crate::replay::bytes_per_sample(self.replay.features());
-        let after = (self.replay.len() + self.buffer.len()).min(self.replay.capacity()) as u64;
+        let after = (self.replay.len() + incoming).min(self.replay.capacity()) as u64;
         let seen = (self.classes.len() as u64).saturating_mul(15) + 4 * 10;
         fp.state_file = fp.state_file.saturating_add(self.registry_bytes(1)).saturating_add(after * per + seen);
         fp.replay = self.replay.capacity_bytes();
@@ -412,83 +472,135 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         self.buffer.push(class, pixels)
     }
 
+    /// The id of class `name`, registering it first when it is new ([`Learner::add_sample`]'s rule: the head
+    /// grows by one zero row, within `max_classes` and every budget). On any error nothing changes.
+    pub fn ensure_class(&mut self, name: &str) -> Result<u32> {
+        match self.class_id(name) {
+            Ok(id) => Ok(id),
+            Err(_) => self.add_class(name),
+        }
+    }
+
     /// Register class `name`: check it, grow the head by one zero row, check the footprint of the grown model
-    /// (restoring the old head if it does not fit), resize the method's per-parameter state.
+    /// (restoring the old head if it does not fit), resize the method's per-parameter state
+    /// ([`Method::params_grown`], which leaves the method unchanged on error).
     fn add_class(&mut self, name: &str) -> Result<u32> {
         check_class_name(name)?;
+        if self.model.heads.len() != 1 {
+            return Err(Error::Config(
+                "classes are registered only on the single-head (class-incremental) learner".into(),
+            ));
+        }
         if self.classes.len() >= self.profile.max_classes {
             return Err(Error::TooManyClasses { name: name.to_string(), max: self.profile.max_classes });
         }
         let id = u32::try_from(self.classes.len()).map_err(|_| Error::Config("class ids exhausted".into()))?;
         let old_head = self.model.heads[0].clone();
         let growth = self.model.grow_head(0, self.classes.len() + 1)?;
-        let restore = |model: &mut Model, e: Error| {
-            model.heads[0] = old_head.clone();
-            Err(e)
-        };
-        let fp = match self.method.footprint(&self.model) {
-            Ok(fp) => fp,
-            Err(e) => return restore(&mut self.model, e),
-        };
-        let mut fp = fp;
-        fp.state_file = fp.state_file.saturating_add(self.registry_bytes(1) + 2 * 10 + name.len() as u64);
-        if let Err(e) = fp.check(&self.profile.budget) {
-            tracing::warn!(class = name, error = %e, "new class refused");
-            return restore(&mut self.model, e);
+        let grown = self.method.footprint(&self.model).and_then(|mut fp| {
+            fp.state_file = fp.state_file.saturating_add(self.registry_bytes(1) + 2 * 10 + name.len() as u64);
+            check_budget(&self.profile, &fp, Scope::Step, name)
+        });
+        if let Err(e) = grown.and_then(|()| self.method.params_grown(&growth)) {
+            self.model.heads[0] = old_head;
+            return Err(e);
         }
-        // Work on a copy of the method so that a failure leaves it untouched.
-        let mut method = self.method.clone();
-        if let Err(e) = method.params_grown(&growth) {
-            return restore(&mut self.model, e);
-        }
-        self.method = method;
         self.classes.push(ClassEntry { id, name: name.to_string() });
         tracing::info!(class = name, id, outputs = self.classes.len(), "new class: head grown");
         Ok(id)
     }
 
-    /// Learn the buffered samples as one new task. The footprint is checked first ([`Error::OverBudget`], nothing
-    /// changed, the samples stay buffered); [`Error::Empty`] without samples. On success the task is registered,
-    /// α and the basis sizes are recorded and the buffer is emptied.
+    /// Learn the buffered samples as one new task (the board's path: protocol samples and inbox photos). The
+    /// footprint is checked first ([`Error::OverBudget`], nothing changed, the samples stay buffered);
+    /// [`Error::Empty`] without samples. The validation split is [`split_indices`]' (none when the method trains
+    /// nothing, [`Method::uses_validation`]); every buffered sample is offered to the replay buffer. On success
+    /// the task is registered, α and the basis sizes are recorded and the buffer is emptied.
     pub fn learn(&mut self) -> Result<TaskReport> {
         if self.buffer.is_empty() {
             return Err(Error::Empty("no samples buffered: add samples before learning".into()));
         }
-        let id = u32::try_from(self.tasks.len()).map_err(|_| Error::Config("task ids exhausted".into()))?;
-        self.method.set_bases_budget(Some(self.profile.budget.bases));
-        let fp = self.footprint()?;
-        if let Err(e) = fp.check(&self.profile.budget) {
-            tracing::warn!(task = id, error = %e, footprint = %fp, "task refused");
-            return Err(e);
-        }
+        let all = self.buffer.all()?;
+        let (train, val) =
+            if self.method.uses_validation() { self.buffer.split()? } else { (all.clone(), all.select(&[])) };
+        let report = self.learn_split(0, &train, &val, &all, &mut Silent)?;
+        self.buffer.clear();
+        Ok(report)
+    }
+
+    /// Learn `photos` (labels: registered class ids, in arrival order) as one new task exactly as the board learns
+    /// the same samples through its buffer ([`Learner::learn`]): the same validation rule, the same replay, the same
+    /// random streams; for streams whose tasks do not fit the sample buffer (host simulation with `--board`).
+    /// Buffered samples are not touched.
+    pub fn learn_samples(&mut self, photos: &Samples, progress: &mut dyn Progress) -> Result<TaskReport> {
         let (train, val) = if self.method.uses_validation() {
-            self.buffer.split()?
+            let (t, v) = split_indices(photos.len());
+            (photos.select(&t), photos.select(&v))
         } else {
-            let all = self.buffer.all()?;
-            let none = all.select(&[]);
-            (all, none)
+            (photos.clone(), photos.select(&[]))
         };
+        self.learn_split(0, &train, &val, photos, progress)
+    }
+
+    /// Learn one task whose training and validation splits are given (host simulation of the papers' protocol:
+    /// the stream's own validation slice), through head `task.head` (task-incremental learners have one per task).
+    /// Labels are class ids of that head. The training split is offered to the replay buffer.
+    pub fn learn_task(&mut self, task: &TaskData<'_>, progress: &mut dyn Progress) -> Result<TaskReport> {
+        self.learn_split(task.head, task.train, task.val, task.train, progress)
+    }
+
+    /// The one learning step behind [`Learner::learn`], [`Learner::learn_samples`] and [`Learner::learn_task`]:
+    /// check the samples and the footprint, replay the stored samples to the method, learn, offer `offered` to
+    /// the replay buffer, record the task. On error nothing the learner keeps has changed except the model and
+    /// method a failing method may have touched mid-task.
+    fn learn_split(
+        &mut self,
+        head: usize,
+        train: &Samples,
+        val: &Samples,
+        offered: &Samples,
+        progress: &mut dyn Progress,
+    ) -> Result<TaskReport> {
+        if train.is_empty() {
+            return Err(Error::Empty("a task needs training samples".into()));
+        }
+        let id = u32::try_from(self.tasks.len()).map_err(|_| Error::Config("task ids exhausted".into()))?;
+        let outputs = self.model.head_outputs(head)?;
+        for s in [train, val, offered] {
+            if s.features() != self.model.input_len() {
+                return Err(shape_err("task samples", self.model.input_len(), s.features()));
+            }
+            if s.check_labels(outputs).is_err() {
+                return Err(Error::UnknownClass(format!("a label of task {id} is not a class of head {head}")));
+            }
+        }
+        self.method.set_bases_budget(Some(self.profile.budget.bases));
+        check_budget(&self.profile, &self.footprint_with(offered.len())?, Scope::Step, "task")?;
         // The stored samples before this task are replayed; the buffer after it (this task's samples offered) is
         // built on the side and swapped in only when the task was learned.
         let stored = if self.replay.is_empty() { None } else { Some(self.replay.samples()?) };
         let mut replay = self.replay.clone();
         let mut replay_rng = self.replay_rng.clone();
-        replay.offer_all(&self.buffer.all()?, &mut replay_rng)?;
-        let task = TaskData { task_id: id as usize, head: 0, train: &train, val: &val };
-        let mut ctx = LearnContext { rng: &mut self.rng, progress: &mut Silent, replay: stored.as_ref() };
+        replay.offer_all(offered, &mut replay_rng)?;
+        let task = TaskData { task_id: id as usize, head, train, val };
+        let mut ctx = LearnContext { rng: &mut self.rng, progress, replay: stored.as_ref() };
         let report = self.method.learn_task(&mut self.model, &task, &mut ctx)?;
         self.replay = replay;
         self.replay_rng = replay_rng;
-        let mut classes: Vec<u32> = self.buffer.labels().to_vec();
+        let mut classes: Vec<u32> = offered.y.iter().map(|&c| c as u32).collect();
         classes.sort_unstable();
         classes.dedup();
-        self.tasks.push(TaskEntry { id, name: format!("task {id}"), head: 0, classes });
+        self.tasks.push(TaskEntry { id, name: format!("task {id}"), head: head as u32, classes });
         self.metrics.alphas.push(report.alpha);
         self.metrics.basis_sizes.push(report.basis_sizes.iter().map(|&k| k as u32).collect());
-        self.inbox.samples_learned = self.inbox.samples_learned.saturating_add(self.buffer.len() as u64);
+        self.inbox.samples_learned = self.inbox.samples_learned.saturating_add(offered.len() as u64);
         self.inbox.files.clear();
-        self.buffer.clear();
         Ok(report)
+    }
+
+    /// Loss and accuracy of the model on `samples` through head `head` (batches of `batch`; the model's
+    /// evaluation mode, nothing learned).
+    pub fn evaluate(&mut self, samples: &Samples, head: usize, batch: usize) -> Result<(f32, f32)> {
+        crate::train::evaluate(&mut self.model, samples, head, batch)
     }
 
     /// The class id the model predicts for one sample.
@@ -525,7 +637,11 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         let store = self.store.as_mut().ok_or_else(|| Error::Config("no state store (use with_store)".into()))?;
         store.commit(&mut state)
     }
+}
 
+/// Restoring a committed state: the method is rebuilt on a copy, so that a state that does not fit leaves the
+/// learner as it was.
+impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
     /// Load the newest committed state (after a restart). `Ok(None)` on a fresh store, otherwise the generation.
     /// Everything is rebuilt on the side and swapped in only when it is complete and consistent with this model
     /// and profile; on any error (corrupt slots, a newer format, another model, over budget, a stored replay
@@ -599,15 +715,7 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         };
         method.import_state(&model, ms)?;
         method.set_bases_budget(Some(self.profile.budget.bases));
-        let fp = method.footprint(&model)?;
-        let b = &self.profile.budget;
-        for (budget, needed, limit) in
-            [("params", fp.params, b.params), ("bases", fp.bases, b.bases), ("fisher", fp.fisher, b.fisher)]
-        {
-            if needed > limit {
-                return Err(Error::OverBudget { budget, needed, limit });
-            }
-        }
+        check_budget(&self.profile, &method.footprint(&model)?, Scope::Resident, "stored state")?;
         let replay = state.replay.to_buffer(self.replay.capacity(), self.model.input_len())?;
         let generation = state.generation;
         self.model = model;

@@ -13,13 +13,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use firmware::method::{LearnContext, TaskReport};
+use firmware::method::TaskReport;
 use firmware::train::Silent;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::presets::Preset;
-use crate::registry;
+use crate::{registry, simulate};
 
 /// The method the update benchmark times.
 pub const UPDATE_METHOD: &str = "gpm+became";
@@ -137,13 +137,13 @@ pub fn update(
     let mut runs = Vec::with_capacity(repeat);
     let mut report = TaskReport::default();
     for r in 0..repeat {
-        let mut model = preset.model.build(&data, seed)?;
-        let mut learner = registry::build(method, preset)?;
-        let mut rng = firmware::seeded_rng(seed.wrapping_add(0x5EED));
-        for t in &data.tasks[..tasks] {
+        let model = preset.model.build(&data, seed)?;
+        let method = registry::build(method, preset, &simulate::host_profile()?)?;
+        let mut learner = simulate::learner_for(&data, model, method, seed, &simulate::RunConfig::host(0)?)?;
+        for (i, t) in data.tasks[..tasks].iter().enumerate() {
+            simulate::register_classes(&mut learner, &data, i)?;
             let td = firmware::data::TaskData { task_id: t.id, head: t.head, train: &t.train, val: &t.val };
-            let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
-            report = learner.learn_task(&mut model, &td, &mut ctx)?;
+            report = learner.learn_task(&td, &mut Silent)?;
         }
         let phases = phase_seconds(&report);
         tracing::info!(run = r + 1, of = repeat, total = phases.values().sum::<f64>(), "timed task learned");

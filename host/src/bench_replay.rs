@@ -3,9 +3,9 @@
 //!
 //! [`replay_cost`] runs the same method over the first tasks of a class-incremental stream once per buffer size
 //! (0 = no replay), each from the same seed and the same untrained model, exactly as `host simulate --replay N`
-//! feeds the buffer ([`crate::simulate::run_with_replay`]: the method gets the stored samples before a task, the
-//! task's training samples are offered to the buffer after it). For every task it records the wall-clock time of
-//! `Method::learn_task` and the heap the process held at the start of the task and at its peak during it, as
+//! feeds the buffer: through the device's learner ([`crate::simulate::learner_for`]; the method gets the stored
+//! samples before a task, the task's training samples are offered to the buffer after it). For every task it
+//! records the wall-clock time of `Learner::learn_task` (budget check, replay and the method) and the heap the process held at the start of the task and at its peak during it, as
 //! measured by the binary's global allocator ([`HeapMeter`]; `host` installs a counting allocator). Evaluation is
 //! outside the timed and measured span.
 
@@ -13,15 +13,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use firmware::data::TaskData;
-use firmware::method::LearnContext;
-use firmware::replay::ReplayBuffer;
 use firmware::train::Silent;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::presets::Preset;
 use crate::registry;
-use crate::simulate::{evaluate_all, outputs_needed};
+use crate::simulate::{self, RunConfig, evaluate_all};
 
 /// What the benchmark reads from the process's allocator.
 pub trait HeapMeter {
@@ -107,38 +105,26 @@ pub fn replay_cost(
         )));
     }
     stream.tasks.truncate(tasks);
-    let features = stream.tasks[0].train.features();
     let mut runs = Vec::with_capacity(sizes.len());
     let mut name = method.to_string();
     for &size in sizes {
-        let mut model = preset.build_model(&stream, seed)?;
-        let mut learner = registry::build(method, preset)?;
-        name = learner.name();
-        let mut buffer = ReplayBuffer::new(size, features);
-        let mut replay_rng = firmware::seeded_rng(seed.wrapping_add(0x5EED_0B0F));
-        let mut rng = firmware::seeded_rng(seed.wrapping_add(0x5EED));
+        let model = preset.build_model(&stream, seed)?;
+        let method = registry::build(method, preset, &simulate::host_profile()?)?;
+        name = method.name();
+        let mut learner = simulate::learner_for(&stream, model, method, seed, &RunConfig::host(size)?)?;
         let mut costs = Vec::with_capacity(tasks);
         for (i, task) in stream.tasks.iter().enumerate() {
-            if let Some(needed) = outputs_needed(&stream, i)
-                && model.head_outputs(0)? < needed
-            {
-                let growth = model.grow_head(0, needed)?;
-                learner.params_grown(&growth)?;
-            }
-            let stored = if buffer.is_empty() { None } else { Some(buffer.samples()?) };
+            simulate::register_classes(&mut learner, &stream, i)?;
             let data = TaskData { task_id: task.id, head: task.head, train: &task.train, val: &task.val };
-            let buffer_bytes = buffer.bytes();
-            let replayed = stored.as_ref().map_or(0, |s| s.len());
+            let buffer_bytes = learner.replay().bytes();
+            let replayed = learner.replay().len();
             let heap_start = meter.current();
             meter.reset_peak();
             let t0 = Instant::now();
-            let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: stored.as_ref() };
-            learner.learn_task(&mut model, &data, &mut ctx)?;
+            learner.learn_task(&data, &mut Silent)?;
             let seconds = t0.elapsed().as_secs_f64();
             let heap_peak = meter.peak();
-            drop(stored);
-            buffer.offer_all(&task.train, &mut replay_rng)?;
-            let row = evaluate_all(&mut model, &stream)?;
+            let row = evaluate_all(&mut learner, &stream)?;
             let acc_seen = 100.0 * row[..=i].iter().sum::<f64>() / (i + 1) as f64;
             tracing::info!(replay = size, task = i, seconds, heap_peak, acc_seen, "task measured");
             costs.push(TaskCost {

@@ -47,9 +47,10 @@ pub fn run(plan: &ComparePlan, command: &str) -> Result<Comparison> {
     if plan.streams.is_empty() || plan.methods.is_empty() || plan.seeds.is_empty() {
         return Err(Error::Invalid("compare needs at least one stream, method and seed".into()));
     }
+    let host = simulate::host_profile()?;
     for (_, preset) in &plan.streams {
         for m in &plan.methods {
-            registry::build(m, preset)?; // unknown names fail before any data is loaded
+            registry::build(m, preset, &host)?; // unknown names fail before any data is loaded
         }
     }
     // A class-incremental-only method (the device's `field`) is not run on a task-incremental stream.
@@ -118,7 +119,7 @@ fn run_one(
 ) -> Result<simulate::RunResult> {
     let stream = preset.load(data_dir, seed)?;
     let model = preset.build_model(&stream, seed)?;
-    let mut m = registry::build(method, preset)?;
+    let mut m = registry::build(method, preset, &simulate::host_profile()?)?;
     let total: usize = stream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * preset.train.epochs;
     let mut bar = Bar::new(&format!("{label} {method} seed {seed}"), total as u64);
     let (result, _) = simulate::run(&stream, model, m.as_mut(), seed, &mut bar)?;

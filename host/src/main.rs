@@ -445,8 +445,10 @@ struct SimArgs {
     /// Folder for the JSON and Markdown reports.
     #[arg(long, default_value = "out/simulate")]
     out: PathBuf,
-    /// Run every method under this board profile's budgets (refused steps fail the run; GPM bases are trimmed
-    /// to the bases budget) and store BECAME's F_old in its fisher_format.
+    /// Run exactly what this board runs (boards/*.toml): its budgets (refused steps fail the run; GPM bases are
+    /// trimmed to the bases budget), BECAME's F_old in its fisher_format, the field's random features from its
+    /// fisher budget, its replay buffer, and each task's samples split as the board splits them. Without it: the
+    /// host profile (boards/host-sim.toml) and the stream's own validation slices.
     #[arg(long)]
     board: Option<PathBuf>,
     /// Compute backend for gpm+became: auto (CUDA when compiled in and a GPU answers, else the CPU, with a log
@@ -454,10 +456,11 @@ struct SimArgs {
     #[arg(long, default_value = "auto")]
     backend: firmware::backend::BackendKind,
     /// Exemplar memory of N samples (class-balanced reservoir, `firmware::replay`): the method is handed the
-    /// stored samples of earlier tasks before each task, and each task's training samples are offered to it after.
-    /// 0: no replay. Needs one shared head (--single-head or --grow-head).
-    #[arg(long, default_value_t = 0)]
-    replay: usize,
+    /// stored samples of earlier tasks before each task, and each task's samples are offered to it after.
+    /// 0: no replay. Default: none under the host profile, the board's own buffer (its `replay` budget) with
+    /// --board. Needs one shared head (--single-head or --grow-head).
+    #[arg(long)]
+    replay: Option<usize>,
     /// Compute threads of the learner (GEMMs, the CNN's im2col, Fisher batches; results do not depend on it).
     /// Default: the --board profile's `threads`, else 1.
     #[arg(long)]
@@ -780,11 +783,19 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
     let preset = preset_from(&a.stream)?;
     let seeds: Vec<u64> = parse_list(&a.seeds, "seed")?;
     let methods: Vec<String> = a.method.split(',').map(|m| m.trim().to_string()).collect();
-    for m in &methods {
-        registry::build(m, &preset)?; // reject unknown names before any data is loaded
+    // Without --board: the named host profile; with it: the board's profile, its replay buffer and its validation
+    // rule, so that the run is what the daemon computes on the same samples.
+    let mut cfg = match &a.board {
+        Some(path) => simulate::RunConfig::board(firmware::budget::BoardProfile::load(path)?),
+        None => simulate::RunConfig::host(0)?,
+    };
+    if let Some(n) = a.replay {
+        cfg.replay = Some(n);
     }
-    let board = a.board.as_ref().map(firmware::budget::BoardProfile::load).transpose()?;
-    firmware::threads::set_threads(a.threads.or(board.as_ref().map(|b| b.threads)).unwrap_or(1));
+    for m in &methods {
+        registry::build(m, &preset, &cfg.profile)?; // reject unknown names before any data is loaded
+    }
+    firmware::threads::set_threads(a.threads.or(a.board.as_ref().map(|_| cfg.profile.threads)).unwrap_or(1));
     let dir = a.stream.data_dir.clone().unwrap_or_else(data::data_dir);
     let command: String = std::env::args().collect::<Vec<_>>().join(" ");
     let mut aggs = Vec::new();
@@ -793,26 +804,21 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
         for &seed in &seeds {
             let stream = preset.load(&dir, seed)?;
             let model = preset.build_model(&stream, seed)?;
-            let mut method = registry::build(method_name, &preset)?;
-            let on_gpu = host::backend::for_simulation(a.backend, method_name, &preset)?;
-            let on_gpu = on_gpu.map(|m| method = m).is_some();
-            if let Some(profile) = &board {
-                if !on_gpu && matches!(method_name.as_str(), "gpm+became" | "became") {
-                    method = Box::new(registry::became(&preset, profile.fisher_format));
-                }
-                method = Box::new(firmware::budget::Budgeted::new(method, profile.budget));
+            let mut method = registry::build(method_name, &preset, &cfg.profile)?;
+            if let Some(m) = host::backend::for_simulation(a.backend, method_name, &preset)? {
+                method = m;
             }
             let total: usize = stream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * preset.train.epochs;
             let mut bar = Bar::new(&format!("{method_name} seed {seed}"), total as u64);
-            let (result, _) = simulate::run_with_replay(&stream, model, method.as_mut(), seed, a.replay, &mut bar)?;
+            let (result, _) = simulate::run_with(&stream, model, method.as_mut(), seed, &cfg, &mut bar)?;
             bar.finish();
             tracing::info!(method = %method_name, seed, acc = result.summary.acc, bwt = result.summary.bwt, "run done");
             runs.push(result);
         }
         let agg = Aggregate::new(runs)?;
         let stem = match a.replay {
-            0 => format!("{}-{}", agg.stream, agg.method),
-            n => format!("{}-{}-replay{n}", agg.stream, agg.method),
+            None | Some(0) => format!("{}-{}", agg.stream, agg.method),
+            Some(n) => format!("{}-{}-replay{n}", agg.stream, agg.method),
         };
         report::write_json(&a.out.join(format!("{stem}.json")), &agg)?;
         let md = report::markdown(&agg, &command);
@@ -870,10 +876,7 @@ fn footprint_cmd(a: FootprintArgs) -> anyhow::Result<()> {
     );
     println!("\n| method | budget | needs (bytes) | allows (bytes) | fits |\n|---|---|---|---|---|");
     for name in a.method.split(',').map(str::trim) {
-        let mut method: Box<dyn Method> = match name {
-            "gpm+became" | "became" => Box::new(registry::became(&preset, profile.fisher_format)),
-            other => registry::build(other, &preset)?,
-        };
+        let mut method: Box<dyn Method> = registry::build(name, &preset, &profile)?;
         method.set_bases_budget(Some(profile.budget.bases));
         let mut fp = method.footprint(&model)?;
         // The device learner's replay buffer, sized from the replay budget over the model input.

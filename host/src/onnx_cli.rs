@@ -483,7 +483,7 @@ pub fn device_learn(a: &DeviceLearnArgs) -> Result<()> {
     let mut preset = Preset::named(if conv { "split-fmnist" } else { "split-mnist" }, None)?;
     preset.train.epochs = a.epochs;
     preset.train.validate()?;
-    let mut method = registry::build(&a.method, &preset)?;
+    let mut method = registry::build(&a.method, &preset, &simulate::host_profile()?)?;
     let total: usize = fstream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * a.epochs;
     let mut bar = Bar::new(&a.method, total as u64);
     let (result, learned) = simulate::run(&fstream, dm.trainable.clone(), method.as_mut(), a.seed, &mut bar)?;

@@ -1,5 +1,6 @@
 //! Method names on the command line → boxed [`Method`]s with a stream's settings.
 
+use firmware::budget::BoardProfile;
 use firmware::fisher::FisherFormat;
 use firmware::gpm::GpmConfig;
 use firmware::merge::magmax::MAGMAX_LAMBDA;
@@ -70,13 +71,16 @@ pub fn class_incremental_only(name: &str) -> bool {
     name == "field"
 }
 
-/// Build the method called `name` with the preset's settings. Heads are projected by GPM only when the
-/// run is single-head. `gpm+became@cpu` / `gpm+became@cuda` run GPM + BECAME on a compute backend
+/// Build the method called `name` with the preset's settings, as board `profile` runs it: every BECAME variant
+/// stores `F_old` in the profile's `fisher_format` (unless the name gives one, `gpm+became:q4`), and `field` is
+/// [`firmware::method::field_method`] with the profile's format and `fisher` budget, exactly as the daemon builds
+/// it. Heads are projected by GPM only when the run is single-head. `gpm+became@cpu` / `gpm+became@cuda` run GPM + BECAME on a compute backend
 /// ([`crate::backend::became_on`]). `gpm+became:<format>` (e.g. `gpm+became:q4`) stores BECAME's accumulated Fisher in a
 /// compact format (`firmware::fisher::FisherFormat`).
-pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
+pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<dyn Method>> {
+    let format = profile.fisher_format;
     if name == "field" {
-        return Ok(Box::new(firmware::method::field_method(preset.train.clone(), FisherFormat::F32, u64::MAX)?));
+        return Ok(Box::new(firmware::method::field_method(preset.train.clone(), format, profile.budget.fisher)?));
     }
     // Class-incremental variants: `gpm+<opts>` and `gpm+became+<opts>` (firmware::method::class_il).
     for (base, is_became) in [("gpm+became+", true), ("gpm+", false)] {
@@ -87,7 +91,7 @@ pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
             let (ci, lt) = ClassIl::parse_tokens(rest.split('+'))?;
             let gpm = GpmConfig { project_heads: !preset.multi_head, ..preset.gpm.clone() };
             return Ok(if is_became {
-                Box::new(became(preset, FisherFormat::F32).with_class_il(ci, lt))
+                Box::new(became(preset, format).with_class_il(ci, lt))
             } else {
                 Box::new(GpmMethod::new(preset.train.clone(), gpm).with_class_il(ci, lt))
             });
@@ -139,12 +143,12 @@ pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
         "finetune" => Box::new(FineTune::new(train)),
         "ewc" => Box::new(Ewc::new(train, preset.ewc_lambda)),
         "gpm" => Box::new(GpmMethod::new(train, gpm)),
-        "gpm+became" | "became" => Box::new(became(preset, FisherFormat::F32)),
+        "gpm+became" | "became" => Box::new(became(preset, format)),
         "joint" => Box::new(Joint::new(train)),
         "trm" => Box::new(Trm::new(train)),
         "holistic" => Box::new(Holistic::new(train)),
         "adam-nscl" => Box::new(adam_nscl(preset)),
-        "adam-nscl+became" => Box::new(Became::with_adam_nscl(adam_nscl(preset), train)),
+        "adam-nscl+became" => Box::new(Became::with_adam_nscl(adam_nscl(preset), train).with_fisher_format(format)),
         "ncm" => Box::new(Prototype::ncm()),
         "slda" => Box::new(Prototype::slda()),
         // RanPAC without training: the prototype head over a random expansion of the (untrained) trunk.
@@ -162,18 +166,22 @@ pub fn build(name: &str, preset: &Preset) -> Result<Box<dyn Method>> {
 mod tests {
     use super::*;
 
+    fn host() -> BoardProfile {
+        crate::simulate::host_profile().unwrap()
+    }
+
     /// Every listed name builds under its own name; the prototype heads take `+rp<M>` (RanPAC without training),
     /// and a bad width or an unknown option is a typed error.
     #[test]
     fn names_build_and_prototype_heads_take_random_features() {
         let preset = Preset::named("split-mnist-ci", None).unwrap();
         for name in ["ncm", "slda", "gpm", "gpm+became"] {
-            assert_eq!(build(name, &preset).unwrap().name(), name);
+            assert_eq!(build(name, &preset, &host()).unwrap().name(), name);
         }
-        assert_eq!(build("slda+rp2048", &preset).unwrap().name(), "slda+rp2048");
-        assert_eq!(build("ncm+rp64", &preset).unwrap().name(), "ncm+rp64");
+        assert_eq!(build("slda+rp2048", &preset, &host()).unwrap().name(), "slda+rp2048");
+        assert_eq!(build("ncm+rp64", &preset, &host()).unwrap().name(), "ncm+rp64");
         for bad in ["slda+rp0", "slda+rp99999", "ncm+rpx", "slda+lt"] {
-            assert!(matches!(build(bad, &preset), Err(Error::UnknownMethod(_))), "{bad}");
+            assert!(matches!(build(bad, &preset, &host()), Err(Error::UnknownMethod(_))), "{bad}");
         }
     }
 
@@ -182,12 +190,16 @@ mod tests {
     #[test]
     fn holistic_takes_its_learning_rate() {
         let preset = Preset::named("mnist-pt", None).unwrap();
-        assert_eq!(build("holistic:0.0003", &preset).unwrap().name(), "holistic:0.0003");
-        assert_eq!(build("holistic:1e-4", &preset).unwrap().name(), "holistic", "the default rate keeps its name");
-        assert_eq!(build("trm:0.5", &preset).unwrap().name(), "trm:0.5");
-        assert_eq!(build("trm:1", &preset).unwrap().name(), "trm");
+        assert_eq!(build("holistic:0.0003", &preset, &host()).unwrap().name(), "holistic:0.0003");
+        assert_eq!(
+            build("holistic:1e-4", &preset, &host()).unwrap().name(),
+            "holistic",
+            "the default rate keeps its name"
+        );
+        assert_eq!(build("trm:0.5", &preset, &host()).unwrap().name(), "trm:0.5");
+        assert_eq!(build("trm:1", &preset, &host()).unwrap().name(), "trm");
         for bad in ["holistic:0", "holistic:-1e-3", "holistic:fast", "holistic:inf", "trm:-1", "trm:nan"] {
-            assert!(matches!(build(bad, &preset), Err(Error::UnknownMethod(_))), "{bad}");
+            assert!(matches!(build(bad, &preset, &host()), Err(Error::UnknownMethod(_))), "{bad}");
         }
     }
 }

@@ -1,12 +1,14 @@
-//! Host-side simulation: run the device learner over a task stream and measure the accuracy matrix.
+//! Host-side simulation: the device's own learner ([`firmware::learner::Learner`]) over a task stream, and the
+//! accuracy matrix it reaches.
 
 use std::time::Instant;
 
-use firmware::method::{LearnContext, Method, TaskReport};
+use firmware::budget::BoardProfile;
+use firmware::learner::Learner;
+use firmware::method::{Method, TaskReport};
 use firmware::metrics::{AccuracyMatrix, Summary};
 use firmware::nn::Model;
-use firmware::replay::ReplayBuffer;
-use firmware::train::{Progress, evaluate};
+use firmware::train::Progress;
 use serde::{Deserialize, Serialize};
 
 use crate::data::stream::Stream;
@@ -44,37 +46,114 @@ pub struct RunResult {
 /// Batch size used for test-set evaluation.
 pub const EVAL_BATCH: usize = 256;
 
-/// Accuracy of `model` on every task's test split (each through its own head). A task whose classes the head does
-/// not have yet (a growing head, before the task arrives) scores 0: the model cannot name them.
-pub fn evaluate_all(model: &mut Model, stream: &Stream) -> Result<Vec<f64>> {
+/// The learner a simulation drives: the device's [`Learner`] (its sample buffer unused: tasks arrive whole).
+pub type SimLearner<M> = Learner<M, 1>;
+
+/// Seed offset of the learner's random stream in a simulation (the model's initialisation takes the seed itself).
+pub const LEARNER_SEED: u64 = 0x5EED;
+
+/// The host profile a simulation runs under without `--board`: `boards/host-sim.toml` (generous budgets, `F_old`
+/// in f32), compiled in so that it does not depend on the working directory.
+pub fn host_profile() -> Result<BoardProfile> {
+    Ok(BoardProfile::parse(include_str!("../../boards/host-sim.toml"), "boards/host-sim.toml")?)
+}
+
+/// How a simulation feeds the learner.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The board profile the learner runs under (budgets, Fisher format, class limit): [`host_profile`] or a
+    /// `--board` file.
+    pub profile: BoardProfile,
+    /// Replay buffer capacity in samples; `None`: what the profile's `replay` budget holds (the board's own).
+    pub replay: Option<usize>,
+    /// Hand each task to the learner as the board receives it ([`Learner::learn_samples`]: the task's training
+    /// and validation samples as photos, split by the device's rule), instead of with the stream's own
+    /// validation slice ([`Learner::learn_task`], the papers' protocol). Single-head streams only.
+    pub as_board: bool,
+}
+
+impl RunConfig {
+    /// The host profile, the stream's validation slices and `replay` stored samples (0: none).
+    pub fn host(replay: usize) -> Result<Self> {
+        Ok(Self { profile: host_profile()?, replay: Some(replay), as_board: false })
+    }
+
+    /// Board `profile` as the daemon runs it: its replay buffer, its validation rule.
+    pub fn board(profile: BoardProfile) -> Self {
+        Self { profile, replay: None, as_board: true }
+    }
+}
+
+/// Accuracy of the learner's model on every task's test split (each through its own head). A task whose classes
+/// the head does not have yet (a growing head, before the task arrives) scores 0: the model cannot name them.
+pub fn evaluate_all<M: Method>(learner: &mut SimLearner<M>, stream: &Stream) -> Result<Vec<f64>> {
     stream
         .tasks
         .iter()
         .map(|t| {
-            if t.test.check_labels(model.head_outputs(t.head)?).is_err() {
+            if t.test.check_labels(learner.model().head_outputs(t.head)?).is_err() {
                 return Ok(0.0);
             }
-            Ok(f64::from(evaluate(model, &t.test, t.head, EVAL_BATCH)?.1))
+            Ok(f64::from(learner.evaluate(&t.test, t.head, EVAL_BATCH)?.1))
         })
         .collect()
 }
 
-/// Outputs a single-head model needs to learn task `i` of a single-head stream: every distinct class of tasks
-/// `0..=i` (labels are global, in order of first appearance). Tasks that share their classes, as Permuted-MNIST's
-/// do (digits 0–9 in every task), need no new outputs. `None` for multi-head streams.
+/// Outputs a single-head model needs to learn task `i` of a single-head stream: one past the largest class of
+/// tasks `0..=i` (labels are global class ids; a stream numbers its classes in order of first appearance, so
+/// this is the number of classes seen, and a model pre-trained on classes `0..k` keeps them). Tasks that share
+/// their classes, as Permuted-MNIST's do (digits 0–9 in every task), need no new outputs. `None` for multi-head
+/// streams.
 pub fn outputs_needed(stream: &Stream, i: usize) -> Option<usize> {
-    (!stream.multi_head).then(|| {
-        stream.tasks[..=i]
-            .iter()
-            .flat_map(|t| t.classes.iter().copied())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-    })
+    (!stream.multi_head)
+        .then(|| stream.tasks[..=i].iter().flat_map(|t| t.classes.iter().copied()).max().map_or(0, |c| c + 1))
 }
 
-/// Learn the stream's tasks in order with `method`, evaluating on all tasks' test sets after each one.
-/// The untrained model is evaluated first to give FWT its random-init reference. No replay: [`run_with_replay`]
-/// with a buffer of 0 samples.
+/// Register the classes task `i` of a single-head stream brings (class `c` is named `"c"`; labels are class ids
+/// in order of first appearance), growing the learner's head by one zero row each. Nothing for multi-head streams.
+pub fn register_classes<M: Method>(learner: &mut SimLearner<M>, stream: &Stream, i: usize) -> Result<()> {
+    let Some(needed) = outputs_needed(stream, i) else { return Ok(()) };
+    if learner.model().heads.len() != 1 || learner.classes().len() >= needed {
+        return Ok(());
+    }
+    while learner.classes().len() < needed {
+        let next = learner.classes().len().to_string();
+        learner.ensure_class(&next)?;
+    }
+    tracing::info!(task = stream.tasks[i].id, outputs = needed, "head grown");
+    Ok(())
+}
+
+/// The learner a simulation of `stream` starts from: `model` under `cfg`'s profile (and replay capacity), one
+/// class registered per output of a single head (named by its label), none for a head per task.
+pub fn learner_for<M: Method>(
+    stream: &Stream,
+    model: Model,
+    method: M,
+    seed: u64,
+    cfg: &RunConfig,
+) -> Result<SimLearner<M>> {
+    let single_head = !stream.multi_head && model.heads.len() == 1;
+    let names: Vec<String> =
+        if single_head { (0..model.head_outputs(0)?).map(|c| c.to_string()).collect() } else { Vec::new() };
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut learner =
+        Learner::new(cfg.profile.clone(), stream.name.clone(), model, method, &refs, seed.wrapping_add(LEARNER_SEED))?;
+    if let Some(n) = cfg.replay {
+        if n > 0 && !single_head {
+            return Err(Error::Invalid(format!(
+                "replay needs one shared head (labels are global class ids); stream {} has a head per task: use \
+                 --single-head or --grow-head",
+                stream.name
+            )));
+        }
+        learner = learner.with_replay_capacity(n)?;
+    }
+    Ok(learner)
+}
+
+/// Learn the stream's tasks in order with `method` under the host profile ([`RunConfig::host`], no replay),
+/// evaluating on all tasks' test sets after each one. See [`run_with`].
 pub fn run(
     stream: &Stream,
     model: Model,
@@ -82,64 +161,49 @@ pub fn run(
     seed: u64,
     progress: &mut dyn Progress,
 ) -> Result<(RunResult, Model)> {
-    run_with_replay(stream, model, method, seed, 0, progress)
+    run_with(stream, model, method, seed, &RunConfig::host(0)?, progress)
 }
 
-/// [`run`] with an exemplar memory of `replay` samples ([`ReplayBuffer`], class-balanced reservoir): before each
-/// task the method gets the stored samples in [`LearnContext::replay`] (`None` while the buffer is empty), and
-/// after it learned the task the task's training samples are offered to the buffer, in order. The buffer draws
-/// from its own seeded stream, so the method's random stream is the same with and without replay. Replay needs
-/// one shared head (labels are global class ids): a multi-head stream with `replay > 0` is refused.
-///
-/// Class-incremental in the field: when the model's single head has fewer outputs than the classes seen up to the
-/// next task ([`outputs_needed`]; a model built by [`crate::presets::Preset::build_model`] with `grow_head`), the
-/// head grows first ([`Model::grow_head`], new rows at zero) and the method resizes what it keeps per parameter
-/// ([`Method::params_grown`]). With a full-width head (every other run) nothing grows.
-pub fn run_with_replay(
+/// Learn the stream's tasks in order through the device's [`Learner`] running `method` under `cfg`, evaluating
+/// on all tasks' test sets after each one; the untrained model is evaluated first to give FWT its random-init
+/// reference. Everything a board does happens here as it does on the board, because it is the board's code:
+/// the budget check before each task, head growth (a single head gains one zero row per new class, labels being
+/// class ids in order of first appearance; the method resizes what it keeps per parameter), the replay buffer
+/// (class-balanced reservoir; the method gets the stored samples before each task, the task's samples are offered
+/// after it), the task registry. The learner's random stream is seeded with `seed + LEARNER_SEED`, the replay
+/// buffer's from that. Replay needs one shared head: a multi-head stream with replay is refused.
+pub fn run_with(
     stream: &Stream,
-    mut model: Model,
+    model: Model,
     method: &mut dyn Method,
     seed: u64,
-    replay: usize,
+    cfg: &RunConfig,
     progress: &mut dyn Progress,
 ) -> Result<(RunResult, Model)> {
-    if replay > 0 && stream.multi_head {
-        return Err(Error::Invalid(format!(
-            "--replay needs one shared head (labels are global class ids); stream {} has a head per task: use \
-             --single-head or --grow-head",
-            stream.name
-        )));
-    }
-    let features = stream.tasks.first().map_or(0, |t| t.train.features());
-    let mut buffer = ReplayBuffer::new(replay, features);
-    let mut replay_rng = firmware::seeded_rng(seed.wrapping_add(0x5EED_0B0F));
+    let single_head = !stream.multi_head && model.heads.len() == 1;
+    let name = method.name();
+    let mut learner = learner_for(stream, model, method, seed, cfg)?;
     let t0 = Instant::now();
-    let mut rng = firmware::seeded_rng(seed.wrapping_add(0x5EED));
     let mut matrix = AccuracyMatrix::new(stream.tasks.len());
-    matrix.random_init = evaluate_all(&mut model, stream)?;
+    matrix.random_init = evaluate_all(&mut learner, stream)?;
     let mut reports = Vec::with_capacity(stream.tasks.len());
     for (i, task) in stream.tasks.iter().enumerate() {
-        if let Some(needed) = outputs_needed(stream, i)
-            && model.heads.len() == 1
-            && model.head_outputs(0)? < needed
-        {
-            let growth = model.grow_head(0, needed)?;
-            method.params_grown(&growth)?;
-            tracing::info!(task = task.id, outputs = needed, "head grown");
-        }
-        let data = firmware::data::TaskData { task_id: task.id, head: task.head, train: &task.train, val: &task.val };
-        let stored = if buffer.is_empty() { None } else { Some(buffer.samples()?) };
-        let mut ctx = LearnContext { rng: &mut rng, progress: &mut *progress, replay: stored.as_ref() };
-        let report = method.learn_task(&mut model, &data, &mut ctx)?;
-        buffer.offer_all(&task.train, &mut replay_rng)?;
-        let row = evaluate_all(&mut model, stream)?;
+        register_classes(&mut learner, stream, i)?;
+        let report = if cfg.as_board && single_head {
+            learner.learn_samples(&task.train.concat(&task.val)?, progress)?
+        } else {
+            let data =
+                firmware::data::TaskData { task_id: task.id, head: task.head, train: &task.train, val: &task.val };
+            learner.learn_task(&data, progress)?
+        };
+        let row = evaluate_all(&mut learner, stream)?;
         tracing::info!(
-            method = %method.name(),
+            method = %name,
             task = task.id,
             acc_on_task = row[task.id],
             mean_so_far = row[..=task.id].iter().sum::<f64>() / (task.id + 1) as f64,
             alpha = ?report.alpha,
-            replay_stored = buffer.len(),
+            replay_stored = learner.replay().len(),
             "task learned"
         );
         matrix.push_row(row)?;
@@ -148,18 +212,18 @@ pub fn run_with_replay(
     let summary = matrix.summary()?;
     let result = RunResult {
         stream: stream.name.clone(),
-        method: method.name(),
+        method: name,
         seed,
         tasks: stream.tasks.iter().map(|t| t.name.clone()).collect(),
         matrix,
         summary,
         reports,
-        num_params: model.num_params(),
+        num_params: learner.model().num_params(),
         seconds: t0.elapsed().as_secs_f64(),
-        replay_samples: replay,
-        replay_bytes: buffer.bytes(),
+        replay_samples: learner.replay().capacity(),
+        replay_bytes: learner.replay().bytes(),
     };
-    Ok((result, model))
+    Ok((result, learner.into_model()))
 }
 
 #[cfg(test)]
@@ -189,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn outputs_needed_counts_distinct_classes() {
+    fn outputs_needed_counts_the_classes_seen() {
         // Permuted-MNIST: every task has digits 0-9; the single head stays 10 wide (it grew to 100 before).
         let digits: Vec<usize> = (0..10).collect();
         let pmnist = stream(&[&digits, &digits, &digits], false);
@@ -200,5 +264,7 @@ mod tests {
         assert_eq!(outputs_needed(&split, 0), Some(2));
         assert_eq!(outputs_needed(&split, 2), Some(6));
         assert_eq!(outputs_needed(&stream(&[&[0, 1]], true), 0), None);
+        // A base pre-trained on 0-3 learning 4/5: the head keeps its four classes and grows to six.
+        assert_eq!(outputs_needed(&stream(&[&[4, 5], &[6, 7]], false), 0), Some(6));
     }
 }

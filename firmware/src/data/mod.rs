@@ -43,6 +43,18 @@ impl Samples {
         self.x.ncols()
     }
 
+    /// `self`'s samples followed by `other`'s; [`Error::Shape`] when their widths differ.
+    pub fn concat(&self, other: &Samples) -> Result<Self> {
+        if other.features() != self.features() {
+            return Err(shape_err("concatenated samples", self.features(), other.features()));
+        }
+        let x = ndarray::concatenate(ndarray::Axis(0), &[self.x.view(), other.x.view()])
+            .map_err(|e| shape_err("concatenated samples", self.features(), e))?;
+        let mut y = self.y.clone();
+        y.extend_from_slice(&other.y);
+        Samples::new(x, y)
+    }
+
     /// The samples at `idx`, in that order.
     pub fn select(&self, idx: &[usize]) -> Self {
         Self { x: self.x.select(Axis(0), idx), y: idx.iter().map(|&i| self.y[i]).collect() }

@@ -5,7 +5,8 @@ use crate::gpm::GpmConfig;
 use crate::method::{Became, Ewc, FineTune, GpmMethod};
 use crate::nn::zoo;
 use crate::store::{CRC32C, FORMAT_VERSION, ReplayState};
-use crate::train::TrainConfig;
+use crate::train::{Silent, TrainConfig};
+use ndarray::Array2;
 use rand::Rng;
 
 const FEATURES: usize = 12;
@@ -499,4 +500,67 @@ fn a_method_that_trains_nothing_gets_every_sample() {
     let slda = l.state().unwrap().slda.unwrap();
     assert_eq!(slda.counts.iter().sum::<u64>(), 21, "every sample in the statistics");
     assert_eq!(slda.updates, 21);
+}
+
+/// A task refused by any budget changes nothing (parameters, bases, Fisher, registries); the same task with room
+/// is then learned. Task-incremental (two heads), the learner's one budget check.
+#[test]
+fn a_refused_task_changes_nothing() {
+    let cfg = TrainConfig { epochs: 2, batch_size: 8, lr: 0.1, ..TrainConfig::default() };
+    let gcfg = GpmConfig { thresholds: vec![0.9], threshold_increment: 0.0, samples: 1000, project_heads: false };
+    let model = zoo::mlp(6, &[8], &[2, 2], false, &mut crate::seeded_rng(0)).unwrap();
+    let method = Became::new(cfg, gcfg).with_fisher_format(FisherFormat::Block4);
+    let p = profile(8, FisherFormat::Block4, Budgets::UNLIMITED);
+    let mut l: Learner<Became, 1> = Learner::new(p, "mlp", model, method, &[], 5).unwrap();
+    let tiny_task = |seed: u64, feature: usize, n: usize| {
+        let mut rng = crate::seeded_rng(seed);
+        let mut make = |n: usize| {
+            let x = Array2::from_shape_fn((n, 6), |_| rng.random_range(-1.0f32..1.0));
+            let y = (0..n).map(|i| usize::from(x[[i, feature]] > 0.0)).collect();
+            Samples::new(x, y).unwrap()
+        };
+        (make(n), make(16))
+    };
+    let (tr1, va1) = tiny_task(1, 0, 48);
+    let (tr2, va2) = tiny_task(2, 3, 48);
+    let t1 = TaskData { task_id: 0, head: 0, train: &tr1, val: &va1 };
+    let t2 = TaskData { task_id: 1, head: 1, train: &tr2, val: &va2 };
+    l.learn_task(&t1, &mut Silent).unwrap();
+
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let snapshot = |l: &Learner<Became, 1>| {
+        let b = l.method();
+        let gpm = b.gpm.as_ref().unwrap();
+        (
+            bits(&l.model().flat_params()),
+            gpm.bases.iter().map(|a| bits(a.as_slice().unwrap())).collect::<Vec<_>>(),
+            bits(&b.f_old),
+            b.f_old_stored().cloned(),
+            b.tasks_seen(),
+            l.tasks().len(),
+        )
+    };
+    let before = snapshot(&l);
+    let fp = l.footprint_with(tr2.len()).unwrap();
+    for budget in ["params", "fisher", "workspace", "state_file"] {
+        let mut tight = Budgets::UNLIMITED;
+        match budget {
+            "params" => tight.params = fp.params - 1,
+            "fisher" => tight.fisher = fp.fisher - 1,
+            "workspace" => tight.workspace = fp.workspace - 1,
+            _ => tight.state_file = fp.state_file - 1,
+        }
+        l.profile.budget = tight;
+        let e = l.learn_task(&t2, &mut Silent).unwrap_err();
+        assert!(
+            matches!(e, Error::OverBudget { budget: b, needed, limit } if b == budget && needed == limit + 1),
+            "{budget}: {e}"
+        );
+        assert_eq!(snapshot(&l), before, "a step refused by the {budget} budget changed state");
+    }
+    l.profile.budget = Budgets::UNLIMITED;
+    let r = l.learn_task(&t2, &mut Silent).unwrap();
+    assert!(r.alpha.is_some());
+    assert_ne!(snapshot(&l).0, before.0);
+    assert_eq!(l.tasks()[1].head, 1);
 }

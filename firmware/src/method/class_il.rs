@@ -355,15 +355,10 @@ pub fn weight_align(model: &mut Model, head: usize, new: &[bool]) -> Result<Opti
 
 /// The task's training split with the stored samples appended (`replay` `None` or empty: a copy of `train`).
 pub fn with_replay(train: &Samples, replay: Option<&Samples>) -> Result<Samples> {
-    let Some(r) = replay.filter(|r| !r.is_empty()) else { return Ok(train.clone()) };
-    if r.features() != train.features() {
-        return Err(shape_err("replayed sample", train.features(), r.features()));
+    match replay.filter(|r| !r.is_empty()) {
+        Some(r) => train.concat(r),
+        None => Ok(train.clone()),
     }
-    let x = ndarray::concatenate(ndarray::Axis(0), &[train.x.view(), r.x.view()])
-        .map_err(|e| shape_err("replay concatenation", train.features(), e))?;
-    let mut y = train.y.clone();
-    y.extend_from_slice(&r.y);
-    Samples::new(x, y)
 }
 
 /// A class-balanced set: every stored sample, and from `train` at most as many samples per class as the memory

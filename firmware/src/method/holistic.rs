@@ -278,8 +278,9 @@ impl Method for Holistic {
         if growth.is_identity() || self.tasks_seen == 0 {
             return Ok(());
         }
-        self.v_acc = growth.resize(&self.v_acc, 0.0)?;
-        self.theta0 = growth.resize(&self.theta0, 0.0)?;
+        // Both resized on the side first: unchanged on error.
+        let (v_acc, theta0) = (growth.resize(&self.v_acc, 0.0)?, growth.resize(&self.theta0, 0.0)?);
+        (self.v_acc, self.theta0) = (v_acc, theta0);
         self.grown = Some(growth.new_entries());
         Ok(())
     }

@@ -255,25 +255,21 @@ impl Method for Merging {
         if growth.is_identity() || self.tasks_seen == 0 {
             return Ok(());
         }
-        let grow = |v: &mut Vec<f32>| -> Result<()> {
-            if !v.is_empty() {
-                *v = growth.resize(v, 0.0)?;
-            }
-            Ok(())
-        };
-        grow(&mut self.chain)?;
-        grow(&mut self.theta0)?;
-        grow(&mut self.tau_max)?;
-        grow(&mut self.fisher)?;
-        let grow64 = |v: &mut Vec<f64>| -> Result<()> {
-            if !v.is_empty() {
-                *v = growth.resize(v, 0.0)?;
-            }
-            Ok(())
-        };
-        grow64(&mut self.pam_s)?;
-        grow64(&mut self.imm.weighted)?;
-        grow64(&mut self.imm.precision)?;
+        // Every vector is resized on the side and swapped in only when all succeeded: unchanged on error.
+        let grow =
+            |v: &Vec<f32>| -> Result<Vec<f32>> { if v.is_empty() { Ok(Vec::new()) } else { growth.resize(v, 0.0) } };
+        let grow64 =
+            |v: &Vec<f64>| -> Result<Vec<f64>> { if v.is_empty() { Ok(Vec::new()) } else { growth.resize(v, 0.0) } };
+        let grown = (
+            grow(&self.chain)?,
+            grow(&self.theta0)?,
+            grow(&self.tau_max)?,
+            grow(&self.fisher)?,
+            grow64(&self.pam_s)?,
+            grow64(&self.imm.weighted)?,
+            grow64(&self.imm.precision)?,
+        );
+        (self.chain, self.theta0, self.tau_max, self.fisher, self.pam_s, self.imm.weighted, self.imm.precision) = grown;
         self.grown = Some(growth.new_entries());
         Ok(())
     }

@@ -201,7 +201,8 @@ pub trait Method {
 
     /// The model's flat parameter vector grew ([`Model::grow_head`], class-incremental learning): resize every
     /// flat per-parameter vector the method keeps (new entries: zero Fisher, anchors at the new parameters'
-    /// values). Bases are over layer inputs and do not change. The default keeps nothing and does nothing.
+    /// values). Bases are over layer inputs and do not change. On error the method is unchanged (the learner
+    /// relies on it when a new class is refused). The default keeps nothing and does nothing.
     fn params_grown(&mut self, _growth: &ParamGrowth) -> Result<()> {
         Ok(())
     }
@@ -222,37 +223,54 @@ pub trait Method {
     }
 }
 
-/// A boxed method is a method (so that [`crate::budget::Budgeted`] can wrap methods chosen at run time).
-impl<M: Method + ?Sized> Method for Box<M> {
-    fn name(&self) -> String {
-        (**self).name()
-    }
+/// A boxed method, or a borrowed one, is a method: every trait method is forwarded, the defaulted ones included
+/// (a wrapper that fell back to a default would change what the learner does, e.g. hold samples out of a method
+/// that trains nothing, [`Method::uses_validation`]).
+macro_rules! forward_method {
+    ($($ty:ty),*) => {$(
+        impl<M: Method + ?Sized> Method for $ty {
+            fn name(&self) -> String {
+                (**self).name()
+            }
 
-    fn learn_task(&mut self, model: &mut Model, task: &TaskData<'_>, ctx: &mut LearnContext<'_>) -> Result<TaskReport> {
-        (**self).learn_task(model, task, ctx)
-    }
+            fn learn_task(
+                &mut self,
+                model: &mut Model,
+                task: &TaskData<'_>,
+                ctx: &mut LearnContext<'_>,
+            ) -> Result<TaskReport> {
+                (**self).learn_task(model, task, ctx)
+            }
 
-    fn bytes_kept(&self) -> usize {
-        (**self).bytes_kept()
-    }
+            fn bytes_kept(&self) -> usize {
+                (**self).bytes_kept()
+            }
 
-    fn footprint(&self, model: &Model) -> Result<Footprint> {
-        (**self).footprint(model)
-    }
+            fn uses_validation(&self) -> bool {
+                (**self).uses_validation()
+            }
 
-    fn set_bases_budget(&mut self, bytes: Option<u64>) {
-        (**self).set_bases_budget(bytes);
-    }
+            fn footprint(&self, model: &Model) -> Result<Footprint> {
+                (**self).footprint(model)
+            }
 
-    fn params_grown(&mut self, growth: &ParamGrowth) -> Result<()> {
-        (**self).params_grown(growth)
-    }
+            fn set_bases_budget(&mut self, bytes: Option<u64>) {
+                (**self).set_bases_budget(bytes);
+            }
 
-    fn export_state(&self) -> Result<MethodState> {
-        (**self).export_state()
-    }
+            fn params_grown(&mut self, growth: &ParamGrowth) -> Result<()> {
+                (**self).params_grown(growth)
+            }
 
-    fn import_state(&mut self, model: &Model, state: MethodState) -> Result<()> {
-        (**self).import_state(model, state)
-    }
+            fn export_state(&self) -> Result<MethodState> {
+                (**self).export_state()
+            }
+
+            fn import_state(&mut self, model: &Model, state: MethodState) -> Result<()> {
+                (**self).import_state(model, state)
+            }
+        }
+    )*};
 }
+
+forward_method!(Box<M>, &mut M);
