@@ -216,7 +216,13 @@ impl Method for Became {
             stored_fisher_bytes: stored,
             ..sgd_plan(&self.stage1)
         };
-        Footprint::estimate(model, &plan)
+        let mut fp = Footprint::estimate(model, &plan)?;
+        // The drift probe without stored samples (`slda` + `sdc`): the task samples' features before and after.
+        if self.ci.slda_head && self.ci.drift {
+            let d = model.heads.first().map_or(0, |h| h.in_features()) as u64;
+            fp.workspace = fp.workspace.saturating_add(2 * 4 * d * super::class_il::DRIFT_PROBE_SAMPLES as u64);
+        }
+        Ok(fp)
     }
 
     fn set_bases_budget(&mut self, bytes: Option<u64>) {
@@ -326,7 +332,9 @@ impl Became {
             report.timings.push(("fisher".into(), t0.elapsed().as_secs_f64()));
             observe(&BecameTrace { task_id: task.task_id, merge: None, fisher_added: &f1 });
         } else if self.ci.frozen_trunk
-            || self.ci.slda_head && !(self.ci.replay_stage2 && replay.is_some_and(|r| !r.is_empty()))
+            || self.ci.slda_head
+                && !self.ci.merge_stage2
+                && !(self.ci.replay_stage2 && replay.is_some_and(|r| !r.is_empty()))
         {
             // The SLDA head's class statistics rest on the trunk's features. The unconstrained stage 2 moves them
             // (split-mnist-ci, 3 seeds: 31.8 % with it, 89.1 % without), so with the SLDA head it runs only where

@@ -40,8 +40,8 @@ use crate::train::{GradHook, TrainConfig, class_mask, train};
 
 use super::LearnContext;
 use super::prototype::{
-    ClassMeans, SldaStats, compensate_drift, ensure_head_bias, ensure_random_features, feature_means,
-    parse_random_features, shaped_with_random_features, slda_refit,
+    ClassMeans, SldaStats, compensate_drift, compensate_drift_from_task, ensure_head_bias, ensure_random_features,
+    feature_means, parse_random_features, shaped_with_random_features, slda_refit, trunk_features,
 };
 
 /// What BECAME's merge covers with one α ([`crate::merge::became_alpha`] over each group).
@@ -84,7 +84,29 @@ pub struct ClassIl {
     /// fleet learns with: every board keeps the fleet's trunk, so the boards' SLDA statistics are over the same
     /// features and add up exactly in the fleet merge ([`crate::fleet::merge`]).
     pub frozen_trunk: bool,
+    /// With `slda_head` (`+m2`): BECAME's stage 2 and the α merge run although nothing is replayed; the old
+    /// classes' statistics then follow the drift the task's own samples show between the trunk before the task and
+    /// the merged one (with `sdc`, [`compensate_drift_from_task`]).
+    pub merge_stage2: bool,
 }
+
+/// What [`ClassIl::slda_begin`] keeps to measure the trunk's drift over a task.
+#[derive(Debug, Clone)]
+pub enum DriftProbe {
+    /// The stored samples' class means under the trunk before the task.
+    Stored(ClassMeans),
+    /// Features of some of the task's own samples (`rows` of its training split) under the trunk before the task.
+    Task {
+        /// Rows of the task's training split.
+        rows: Vec<usize>,
+        /// Their features before the task, `(rows, d)`.
+        z: ndarray::Array2<f32>,
+    },
+}
+
+/// Task samples whose features measure the drift without stored samples ([`DriftProbe::Task`]): evenly spaced
+/// over the training split, at most this many.
+pub const DRIFT_PROBE_SAMPLES: usize = 1000;
 
 impl ClassIl {
     /// The options as name tokens (`+lt` labels trick, `+keepold` / `+split` head merge, `+wa` weight aligning,
@@ -103,6 +125,7 @@ impl ClassIl {
             (self.balanced_head, "+bh"),
             (self.slda_head, "+slda"),
             (self.drift, "+sdc"),
+            (self.merge_stage2, "+m2"),
         ];
         for (flag, tok) in on {
             if flag {
@@ -134,10 +157,11 @@ impl ClassIl {
                 "slda" => ci.slda_head = true,
                 "sdc" => ci.drift = true,
                 "ft" => ci.frozen_trunk = true,
+                "m2" => ci.merge_stage2 = true,
                 rp if rp.starts_with("rp") && rp.len() > 2 => ci.random_features = Some(parse_random_features(rp)?),
                 other => {
                     return Err(Error::Config(format!(
-                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc, rp<M>, ft)"
+                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc, m2, rp<M>, ft)"
                     )));
                 }
             }
@@ -191,7 +215,7 @@ impl ClassIl {
         task: &TaskData<'_>,
         replay: Option<&Samples>,
         stats: Option<&SldaStats>,
-    ) -> Result<Option<ClassMeans>> {
+    ) -> Result<Option<DriftProbe>> {
         if !self.slda_head {
             return Ok(None);
         }
@@ -202,9 +226,19 @@ impl ClassIl {
             Some(st) => st.swap_in_train_head(model, task.head)?,
         }
         let classes = model.head_outputs(task.head)?;
-        match replay.filter(|r| self.drift && !r.is_empty()) {
-            Some(r) => feature_means(model, r, classes).map(Some),
-            None => Ok(None),
+        if !self.drift || stats.is_none() {
+            return Ok(None);
+        }
+        match replay.filter(|r| !r.is_empty()) {
+            Some(r) => feature_means(model, r, classes).map(|m| Some(DriftProbe::Stored(m))),
+            None => {
+                let n = task.train.len();
+                let k = n.min(DRIFT_PROBE_SAMPLES);
+                let rows: Vec<usize> = (0..k).map(|i| i * n / k.max(1)).collect();
+                let z = trunk_features(model, &task.train.x.select(ndarray::Axis(0), &rows).view())?;
+                model.clear_cache();
+                Ok(Some(DriftProbe::Task { rows, z }))
+            }
         }
     }
 
@@ -216,7 +250,7 @@ impl ClassIl {
         model: &mut Model,
         task: &TaskData<'_>,
         replay: Option<&Samples>,
-        before: Option<&ClassMeans>,
+        before: Option<&DriftProbe>,
         stats: &mut Option<SldaStats>,
     ) -> Result<Option<f64>> {
         if !self.slda_head {
@@ -225,10 +259,21 @@ impl ClassIl {
         let t0 = std::time::Instant::now();
         // Work on a copy: nothing changes unless the refit succeeds too.
         let mut work = stats.clone();
-        if let (Some(r), Some(before), Some(st)) = (replay, before, work.as_mut()) {
-            let after = feature_means(model, r, before.classes())?;
-            let moved = compensate_drift(st, before, &after)?;
-            tracing::debug!(task = task.task_id, classes = moved, "SLDA means moved by the stored samples' drift");
+        match (before, work.as_mut()) {
+            (Some(DriftProbe::Stored(before)), Some(st)) => {
+                let r = replay.ok_or_else(|| Error::Config("drift probe of stored samples without them".into()))?;
+                let after = feature_means(model, r, before.classes())?;
+                let moved = compensate_drift(st, before, &after)?;
+                tracing::debug!(task = task.task_id, classes = moved, "SLDA means moved by the stored samples' drift");
+            }
+            (Some(DriftProbe::Task { rows, z }), Some(st)) => {
+                let after = trunk_features(model, &task.train.x.select(ndarray::Axis(0), rows).view())?;
+                model.clear_cache();
+                let labels: Vec<usize> = rows.iter().map(|&i| task.train.y[i]).collect();
+                let moved = compensate_drift_from_task(st, &z.view(), &after.view(), &labels)?;
+                tracing::debug!(task = task.task_id, classes = moved, "SLDA means moved by the task samples' drift");
+            }
+            _ => {}
         }
         slda_refit(model, task, &mut work)?;
         *stats = work;

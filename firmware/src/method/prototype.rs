@@ -490,6 +490,62 @@ pub fn compensate_drift(stats: &mut SldaStats, before: &ClassMeans, after: &Clas
     Ok(moved)
 }
 
+/// Semantic drift compensation without stored samples (Yu et al., CVPR 2020, eq. 7–8): the drift of an old
+/// class's mean is estimated from the current task's samples embedded by the trunk before the task (`z_before`)
+/// and after it (`z_after`), weighted by their closeness to that mean:
+///
+/// `δ_i = z_i^after − z_i^before`, `w_i^c = exp(−‖z_i^before − μ_c‖² / (2σ_c²))`,
+/// `Δ_c = Σ_i w_i^c δ_i / Σ_i w_i^c`, `μ_c ← μ_c + Δ_c`,
+///
+/// for every class `c` the statistics hold samples of and that is not among `labels` (the task's own classes are
+/// absorbed afresh). The bandwidth σ_c² is the mean of `‖z_i^before − μ_c‖²` over the samples (a scale-free
+/// choice: the paper's σ = 0.3 is for L2-normalised embeddings, and nothing here is tuned on test data). Σ is left
+/// as it is. Returns the number of classes moved; errors (nothing changed) on mismatched shapes.
+pub fn compensate_drift_from_task(
+    stats: &mut SldaStats,
+    z_before: &ArrayView2<'_, f32>,
+    z_after: &ArrayView2<'_, f32>,
+    labels: &[usize],
+) -> Result<usize> {
+    let d = stats.means.dim();
+    if z_before.ncols() != d || z_after.dim() != z_before.dim() || labels.len() != z_before.nrows() {
+        return Err(shape_err("drift compensation: task features", (labels.len(), d), z_after.dim()));
+    }
+    if labels.is_empty() {
+        return Ok(0);
+    }
+    let delta: Array2<f64> = (z_after.mapv(f64::from) - z_before.mapv(f64::from)).to_owned();
+    let before = z_before.mapv(f64::from);
+    let mut moved = 0;
+    let mut shifts = Vec::new();
+    for c in 0..stats.means.classes() {
+        if stats.means.count[c] == 0 || labels.contains(&c) {
+            continue;
+        }
+        let mu = stats.means.mean.row(c);
+        let d2: Vec<f64> =
+            before.rows().into_iter().map(|z| z.iter().zip(mu).map(|(a, b)| (a - b) * (a - b)).sum()).collect();
+        let sigma2 = d2.iter().sum::<f64>() / d2.len() as f64;
+        if !(sigma2 > 0.0) || !sigma2.is_finite() {
+            continue;
+        }
+        // exp(−(d² − min d²)/(2σ²)): the same weights up to a common factor, without underflow.
+        let min = d2.iter().copied().fold(f64::INFINITY, f64::min);
+        let w: Vec<f64> = d2.iter().map(|&x| (-(x - min) / (2.0 * sigma2)).exp()).collect();
+        let total: f64 = w.iter().sum();
+        let mut shift = ndarray::Array1::<f64>::zeros(d);
+        for (wi, row) in w.iter().zip(delta.rows()) {
+            shift.scaled_add(wi / total, &row);
+        }
+        shifts.push((c, shift));
+    }
+    for (c, shift) in shifts {
+        stats.means.mean.row_mut(c).scaled_add(1.0, &shift);
+        moved += 1;
+    }
+    Ok(moved)
+}
+
 /// Bytes [`SldaStats`] keeps for `classes` classes over `d` features: means and counts `8·classes·(d+1)`, Σ and
 /// `t` `8·(d²+1)`, the trained head `4·classes·(d+1)`.
 pub fn slda_bytes(classes: u64, d: u64) -> u64 {
