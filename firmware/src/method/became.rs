@@ -13,7 +13,7 @@ use super::class_il::{
     ClassIl, HeadMerge, first_task_plain, group_alphas, merge_groups, param_groups, task_classes, with_replay,
 };
 use super::gpm::{gpm_layers, projected_stage, restore_gpm, restore_slda, update_bases};
-use super::prototype::SldaStats;
+use super::prototype::{SldaStats, slda_refit};
 use super::{LearnContext, Method, MethodState, TaskReport, sgd_plan};
 use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
@@ -291,6 +291,18 @@ impl Method for Became {
     }
 }
 
+/// The diagonal Fisher BECAME uses at `model` over `task`: of the model as it is, or with `+fl` of the classifier
+/// the board answers with (the SLDA head refitted over this model's features from `stats`, on a copy).
+fn fisher_at(ci: &ClassIl, stats: Option<&SldaStats>, model: &mut Model, task: &TaskData<'_>) -> Result<Vec<f32>> {
+    if !(ci.lda_fisher && ci.slda_head) {
+        return diagonal_fisher(model, task);
+    }
+    let mut m = model.clone();
+    let mut st = stats.cloned();
+    slda_refit(&mut m, task, &mut st)?;
+    diagonal_fisher(&mut m, task)
+}
+
 impl Became {
     /// [`Method::learn_task`], calling `observe` once with what the task computed (after `F_old` was updated,
     /// before the bases are).
@@ -327,7 +339,7 @@ impl Became {
         report.timings.push(("stage1".into(), t1));
         if first {
             let t0 = Instant::now();
-            let f1 = diagonal_fisher(model, task)?;
+            let f1 = fisher_at(&self.ci, self.slda.as_ref(), model, task)?;
             (self.f_old, self.f_old_stored) = store(&f1, self.fisher_format)?;
             report.timings.push(("fisher".into(), t0.elapsed().as_secs_f64()));
             observe(&BecameTrace { task_id: task.task_id, merge: None, fisher_added: &f1 });
@@ -342,7 +354,7 @@ impl Became {
             // F_old accumulates Fisher(θ_GP) as it would Fisher(θ*).
             let t0 = Instant::now();
             self.ci.correct_head(model, task, &new_rows, &self.stage2, ctx)?;
-            let f_gp = diagonal_fisher(model, task)?;
+            let f_gp = fisher_at(&self.ci, self.slda.as_ref(), model, task)?;
             let mut f_new = self.f_old.clone();
             add_assign(&mut f_new, &f_gp)?;
             (self.f_old, self.f_old_stored) = store(&f_new, self.fisher_format)?;
@@ -359,7 +371,7 @@ impl Became {
             let theta_hat = model.flat_params();
 
             let t0 = Instant::now();
-            let f_cur = diagonal_fisher(model, task)?;
+            let f_cur = fisher_at(&self.ci, self.slda.as_ref(), model, task)?;
             let t_fisher_cur = t0.elapsed().as_secs_f64();
 
             let t0 = Instant::now();
@@ -383,7 +395,7 @@ impl Became {
             report.timings.push(("merge".into(), t0.elapsed().as_secs_f64()));
 
             let t0 = Instant::now();
-            let f_merged = diagonal_fisher(model, task)?;
+            let f_merged = fisher_at(&self.ci, self.slda.as_ref(), model, task)?;
             let mut f_new = self.f_old.clone();
             add_assign(&mut f_new, &f_merged)?;
             let (decoded, stored) = store(&f_new, self.fisher_format)?;

@@ -88,6 +88,10 @@ pub struct ClassIl {
     /// classes' statistics then follow the drift the task's own samples show between the trunk before the task and
     /// the merged one (with `sdc`, [`compensate_drift_from_task`]).
     pub merge_stage2: bool,
+    /// With `slda_head` (`+fl`): every Fisher BECAME computes (`F_cur` at θ̂, the Fisher added to `F_old`) is the
+    /// Fisher of the classifier the board answers with — the SLDA head refitted over the features of the model at
+    /// hand — instead of the softmax head that trains the trunk.
+    pub lda_fisher: bool,
 }
 
 /// What [`ClassIl::slda_begin`] keeps to measure the trunk's drift over a task.
@@ -126,6 +130,7 @@ impl ClassIl {
             (self.slda_head, "+slda"),
             (self.drift, "+sdc"),
             (self.merge_stage2, "+m2"),
+            (self.lda_fisher, "+fl"),
         ];
         for (flag, tok) in on {
             if flag {
@@ -158,10 +163,11 @@ impl ClassIl {
                 "sdc" => ci.drift = true,
                 "ft" => ci.frozen_trunk = true,
                 "m2" => ci.merge_stage2 = true,
+                "fl" => ci.lda_fisher = true,
                 rp if rp.starts_with("rp") && rp.len() > 2 => ci.random_features = Some(parse_random_features(rp)?),
                 other => {
                     return Err(Error::Config(format!(
-                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc, m2, rp<M>, ft)"
+                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc, m2, fl, rp<M>, ft)"
                     )));
                 }
             }

@@ -1118,6 +1118,34 @@ mod tests {
         assert!(compensate_drift(&mut stats, &narrow, &after).is_err());
     }
 
+    /// SDC without stored samples: an old class's mean moves by the displacement of the task samples near it
+    /// (Gaussian weights), the task's own classes and never-learned classes stay; a uniform drift moves every old
+    /// mean by exactly that drift.
+    #[test]
+    fn drift_from_the_task_moves_old_means_by_the_nearby_displacement() {
+        let mut stats = SldaStats { means: ClassMeans::new(4, 2), cov: SharedCovariance::new(2), train_head: None };
+        stats.means.count = vec![5, 5, 5, 0];
+        stats.means.mean = Array2::from_shape_vec((4, 2), vec![0.0, 0.0, 10.0, 0.0, 3.0, 3.0, 0.0, 0.0]).unwrap();
+        // Two samples of class 2 (the task's class): one next to class 0 moving by (+1, 0), one next to class 1
+        // moving by (0, −1).
+        let before = Array2::from_shape_vec((2, 2), vec![0.5f32, 0.0, 9.5, 0.0]).unwrap();
+        let after = Array2::from_shape_vec((2, 2), vec![1.5f32, 0.0, 9.5, -1.0]).unwrap();
+        let moved = compensate_drift_from_task(&mut stats, &before.view(), &after.view(), &[2, 2]).unwrap();
+        assert_eq!(moved, 2);
+        let (m0, m1) = (stats.means.mean.row(0).to_vec(), stats.means.mean.row(1).to_vec());
+        // Each follows its neighbour more than the far sample: a weighted mean of (+1, 0) and (0, −1).
+        assert!(m0[0] > 0.5 && m0[0] < 1.0 && (m0[0] - m0[1] - 1.0).abs() < 1e-9, "class 0: {m0:?}");
+        assert!(m1[1] < -0.5 && m1[1] > -1.0 && (m1[0] - 10.0 - m1[1] - 1.0).abs() < 1e-9, "class 1: {m1:?}");
+        assert_eq!(stats.means.mean.row(2).to_vec(), vec![3.0, 3.0], "the task's own class is absorbed afresh");
+        assert_eq!(stats.means.mean.row(3).to_vec(), vec![0.0, 0.0], "a class never learned does not move");
+        // A uniform drift moves every old class by exactly it.
+        let shifted = before.mapv(|v| v + 2.0);
+        compensate_drift_from_task(&mut stats, &before.view(), &shifted.view(), &[2, 2]).unwrap();
+        assert!((stats.means.mean[[1, 0]] - (m1[0] + 2.0)).abs() < 1e-9);
+        let wrong = Array2::<f32>::zeros((2, 3));
+        assert!(compensate_drift_from_task(&mut stats, &wrong.view(), &wrong.view(), &[2, 2]).is_err());
+    }
+
     #[test]
     fn growing_classes_keeps_old_decisions() {
         let first = blobs(&[(0, [0.0, 0.0]), (1, [4.0, 0.0])], 15, 1.0, 4);
