@@ -32,44 +32,13 @@ use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 use crate::error::{Error, Result};
 use crate::fisher::{FISHER_BATCH, FisherFormat};
 use crate::nn::{Layer, Model};
 use crate::store::{CRC_LEN, HEADER_LEN};
 
-/// Why a board profile could not be used.
-#[derive(Debug, Error)]
-pub enum ProfileError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The profile's path.
-        path: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not TOML, or a key that is missing, unknown or of the wrong type (the message names it).
-    #[error("{path}: {message}")]
-    Parse {
-        /// The profile's path (`<string>` when parsed from memory).
-        path: String,
-        /// What the TOML parser or the schema check said.
-        message: String,
-    },
-    /// A key whose value is out of range.
-    #[error("{path}: key `{key}`: {reason}")]
-    Invalid {
-        /// The profile's path (`<string>` when parsed from memory).
-        path: String,
-        /// The offending key (`budget.params` for a budget).
-        key: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
+pub use crate::error::ProfileError;
 
 /// Byte budgets of the learner (`[budget]` of a board profile). Every value is > 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,5 @@
-//! The one error type of the firmware crate.
+//! The one error type of the firmware crate, with the typed errors its variants carry ([`ProfileError`],
+//! [`Corruption`], [`FrameError`]). A leaf: it imports nothing of the crate, so every module can use it.
 
 use thiserror::Error;
 
@@ -79,7 +80,7 @@ pub enum Error {
     /// A state file (or state bytes) that is not a valid learner state: bad magic, truncated, CRC mismatch,
     /// undecodable or inconsistent payload. See `docs/state-format.md`.
     #[error("corrupt state: {0}")]
-    CorruptState(#[from] crate::store::Corruption),
+    CorruptState(#[from] Corruption),
     /// A state file written in a format version this build cannot read (a newer firmware wrote it). Nothing is
     /// loaded and nothing is written.
     #[error("state format version {found} is not supported (this build reads version {supported})")]
@@ -124,9 +125,9 @@ pub enum Error {
     #[error("tract: {0}")]
     Tract(String),
     /// A board profile (`boards/*.toml`) that cannot be used: unreadable, not TOML, a missing or unknown key, a
-    /// value out of range. See [`crate::budget::ProfileError`].
+    /// value out of range. See [`ProfileError`].
     #[error("board profile: {0}")]
-    Profile(#[from] crate::budget::ProfileError),
+    Profile(#[from] ProfileError),
     /// A request that would not fit one of the board's byte budgets ([`crate::budget::Budgets`]). It was refused
     /// before any state changed.
     #[error(
@@ -195,7 +196,7 @@ pub enum Error {
     Broker(String),
     /// A bad frame on the serial link ([`crate::protocol`]); the link stays up.
     #[error("protocol frame: {0}")]
-    Frame(#[from] crate::protocol::FrameError),
+    Frame(#[from] FrameError),
     /// An image (an inbox photo, a sample sent over the link) that cannot be used: unreadable, not PNG/JPEG, an
     /// impossible size. Inbox files with this error are moved to `rejected/` ([`crate::inbox`]).
     #[error("image {source_name}: {reason}")]
@@ -205,6 +206,141 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// Why a board profile ([`crate::budget`]) could not be used.
+#[derive(Debug, Error)]
+pub enum ProfileError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The profile's path.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, or a key that is missing, unknown or of the wrong type (the message names it).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The profile's path (`<string>` when parsed from memory).
+        path: String,
+        /// What the TOML parser or the schema check said.
+        message: String,
+    },
+    /// A key whose value is out of range.
+    #[error("{path}: key `{key}`: {reason}")]
+    Invalid {
+        /// The profile's path (`<string>` when parsed from memory).
+        path: String,
+        /// The offending key (`budget.params` for a budget).
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Why some bytes are not a valid state ([`crate::store`]; the format is `docs/state-format.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Corruption {
+    /// Fewer bytes than header + trailer.
+    #[error("{len} bytes, a state file has at least {min}")]
+    TooShort {
+        /// Bytes present.
+        len: usize,
+        /// Minimum length.
+        min: usize,
+    },
+    /// The first four bytes are not [`MAGIC`](crate::store::MAGIC).
+    #[error("bad magic {found:02x?}")]
+    BadMagic {
+        /// The bytes found.
+        found: [u8; 4],
+    },
+    /// The payload (or the file) is larger than the configured cap; nothing was allocated for it.
+    #[error("payload of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Length claimed or found.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The file length does not match the header's payload length (truncated or trailing bytes).
+    #[error("length mismatch: header says {expected} bytes in all, file has {actual}")]
+    LengthMismatch {
+        /// `HEADER_LEN + payload_len + CRC_LEN`.
+        expected: u64,
+        /// Bytes present.
+        actual: u64,
+    },
+    /// The CRC trailer does not match the bytes.
+    #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Crc {
+        /// CRC in the trailer.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// A header field that must be zero is not.
+    #[error("reserved header flags {0:#06x} set")]
+    Flags(u16),
+    /// postcard could not decode the payload.
+    #[error("payload does not decode: {0}")]
+    Decode(String),
+    /// The payload decoded but did not use all of its bytes.
+    #[error("{0} unused byte(s) after the payload")]
+    TrailingBytes(usize),
+    /// Header and payload disagree on the generation.
+    #[error("header generation {header} but payload generation {payload}")]
+    GenerationMismatch {
+        /// From the header.
+        header: u64,
+        /// From the payload.
+        payload: u64,
+    },
+    /// The payload decoded but is not a consistent learner state (see
+    /// [`LearnerState::validate`](crate::store::LearnerState::validate)).
+    #[error("inconsistent state: {0}")]
+    Inconsistent(String),
+}
+
+/// Why bytes are not a frame of the serial protocol ([`crate::protocol`], receiving) or a message does not fit
+/// one (sending).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameError {
+    /// More than [`MAX_FRAME`](crate::protocol::MAX_FRAME) bytes arrived without a delimiter; they were dropped up
+    /// to the next `0x00`.
+    #[error("frame longer than {max} bytes (dropped up to the next 0x00)")]
+    TooLong {
+        /// [`MAX_FRAME`](crate::protocol::MAX_FRAME).
+        max: usize,
+    },
+    /// The bytes between two delimiters are not valid COBS.
+    #[error("invalid COBS encoding")]
+    Cobs,
+    /// Fewer decoded bytes than a message plus its CRC.
+    #[error("frame of {len} decoded bytes is too short for a message and its CRC")]
+    TooShort {
+        /// Decoded bytes.
+        len: usize,
+    },
+    /// The CRC trailer does not match the message bytes.
+    #[error("CRC mismatch: frame says {stored:#010x}, message gives {computed:#010x}")]
+    Crc {
+        /// The trailer.
+        stored: u32,
+        /// CRC-32C of the message bytes.
+        computed: u32,
+    },
+    /// The CRC matched but postcard could not decode the message (an unknown request, a field out of range).
+    #[error("message does not decode: {0}")]
+    Decode(String),
+    /// The message decoded but left bytes unused before the CRC.
+    #[error("{0} unused byte(s) after the message")]
+    TrailingBytes(usize),
+    /// (Sending) the message does not fit [`MAX_MESSAGE`](crate::protocol::MAX_MESSAGE) bytes, or does not encode.
+    #[error("message does not fit a frame: {0}")]
+    Encode(String),
 }
 
 /// `Result` with the firmware [`enum@Error`].

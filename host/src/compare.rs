@@ -127,18 +127,6 @@ fn run_one(
     Ok(result)
 }
 
-/// ACC after each task `i` (mean of row `i` over tasks `0..=i`), mean over the aggregate's runs.
-pub fn acc_curve(agg: &Aggregate) -> Vec<f64> {
-    let tasks = agg.runs.first().map_or(0, |r| r.matrix.rows.len());
-    (0..tasks)
-        .map(|i| {
-            let v: Vec<f64> =
-                agg.runs.iter().map(|r| r.matrix.rows[i][..=i].iter().sum::<f64>() / (i + 1) as f64).collect();
-            MeanStd::of(&v).mean
-        })
-        .collect()
-}
-
 fn pct(m: &MeanStd) -> String {
     format!("{:.2} ± {:.2}", 100.0 * m.mean, 100.0 * m.std)
 }
@@ -223,7 +211,7 @@ pub fn write(cmp: &Comparison, out: &Path) -> Result<String> {
     write_json(&out.join("compare.json"), cmp)?;
     let md = markdown(cmp);
     write_text(&out.join("compare.md"), &md)?;
-    plots::write_all(cmp, out)?;
+    plots::write_all(&cmp.aggregates, out)?;
     Ok(md)
 }
 
@@ -233,6 +221,7 @@ mod tests {
     use firmware::metrics::AccuracyMatrix;
 
     use super::*;
+    use crate::report::acc_curve;
     use crate::simulate::RunResult;
 
     fn run(method: &str, seed: u64, rows: Vec<Vec<f64>>, alpha: Option<f64>, bytes: usize) -> RunResult {

@@ -16,6 +16,7 @@ use ndarray::{Array2, ArrayView2, Axis, s};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::data::backbone::prefix_features;
 use crate::data::stream::{self, Stream, StreamTask};
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
@@ -396,11 +397,6 @@ pub fn feature_stream(dm: &DeviceModel, stream: &Stream, offset: usize) -> Resul
     let mut head_sizes = vec![0; offset];
     head_sizes.extend_from_slice(&stream.head_sizes);
     Ok(Stream { name: stream.name.clone(), channels: 1, rows: 1, cols: width, multi_head: true, head_sizes, tasks })
-}
-
-/// `s` with every sample replaced by its features after `dm`'s frozen prefix (256 samples at a time).
-pub fn prefix_features(dm: &DeviceModel, s: &Samples) -> Result<Samples> {
-    Ok(Samples::new(dm.features_batched(&s.x.view(), 256)?, s.y.clone())?)
 }
 
 /// Run the device path and print the accuracy matrix and α per task.

@@ -1,5 +1,5 @@
-//! Plots of a [`Comparison`] with `plotters`, each written as PNG and SVG:
-//! accuracy-matrix heat maps, ACC vs tasks seen, α per task, and ACC vs bytes kept.
+//! Plots of a comparison's aggregates ([`crate::compare::Comparison`]) with `plotters`, each written as PNG and
+//! SVG: accuracy-matrix heat maps, ACC vs tasks seen, α per task, and ACC vs bytes kept.
 //!
 //! Text is drawn with ab_glyph from a TrueType file read at run time (no fontconfig/freetype C libraries):
 //! `$EDGELEARN_FONT`, else DejaVu Sans from Debian's `fonts-dejavu-core`.
@@ -10,9 +10,8 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::compare::{Comparison, acc_curve};
 use crate::error::{Error, Result};
-use crate::report::Aggregate;
+use crate::report::{Aggregate, acc_curve};
 
 /// Where the plot font is looked for when `$EDGELEARN_FONT` is not set.
 pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -70,9 +69,9 @@ fn heat(v: f64) -> RGBColor {
 }
 
 /// Streams in first-appearance order with their aggregates.
-fn by_stream(cmp: &Comparison) -> Vec<(String, Vec<&Aggregate>)> {
+fn by_stream(aggregates: &[Aggregate]) -> Vec<(String, Vec<&Aggregate>)> {
     let mut out: Vec<(String, Vec<&Aggregate>)> = Vec::new();
-    for a in &cmp.aggregates {
+    for a in aggregates {
         match out.iter_mut().find(|(s, _)| *s == a.stream) {
             Some((_, v)) => v.push(a),
             None => out.push((a.stream.clone(), vec![a])),
@@ -266,9 +265,9 @@ fn both(
         .map_err(|e| Error::Invalid(format!("{}: {e}", png_path.display())))
 }
 
-/// Every plot of the comparison, per stream: `heatmaps-`, `acc-curve-`, `alpha-`, `acc-vs-memory-<stream>`,
+/// Every plot of a comparison's aggregates, per stream: `heatmaps-`, `acc-curve-`, `alpha-`, `acc-vs-memory-<stream>`,
 /// each `.png` and `.svg`, in `out`.
-pub fn write_all(cmp: &Comparison, out: &Path) -> Result<()> {
+pub fn write_all(aggregates: &[Aggregate], out: &Path) -> Result<()> {
     ensure_font()?;
     std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
     // One closure per backend: each instantiates the generic plot function for that backend, which a fn item
@@ -278,7 +277,7 @@ pub fn write_all(cmp: &Comparison, out: &Path) -> Result<()> {
             both(out, &$stem, $size, |r, s, a| $plot(r, s, a), |r, s, a| $plot(r, s, a), $stream, $aggs)
         };
     }
-    for (stream, aggs) in by_stream(cmp) {
+    for (stream, aggs) in by_stream(aggregates) {
         let s = slug(&stream);
         let rows = aggs.len().div_ceil(4).max(1) as u32;
         figure!(format!("heatmaps-{s}"), (1200, 40 + 300 * rows), heatmaps, &stream, &aggs)?;

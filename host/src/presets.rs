@@ -9,7 +9,7 @@ use firmware::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::data;
-use crate::data::backbone;
+use crate::data::backbone::{self, prefix_features};
 use crate::data::stream::{self, Stream};
 use crate::error::{Error, Result};
 
@@ -46,7 +46,7 @@ fn through_prefix(dm: &DeviceModel, stream: Stream) -> Result<Stream> {
     if dm.prefix.is_none() {
         return Ok(stream);
     }
-    let feats = |s| crate::onnx_cli::prefix_features(dm, s);
+    let feats = |s| prefix_features(dm, s);
     let tasks = stream
         .tasks
         .iter()

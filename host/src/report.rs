@@ -248,6 +248,18 @@ pub fn write_text(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 
+/// ACC after each task `i` (mean of row `i` over tasks `0..=i`), mean over the aggregate's runs.
+pub fn acc_curve(agg: &Aggregate) -> Vec<f64> {
+    let tasks = agg.runs.first().map_or(0, |r| r.matrix.rows.len());
+    (0..tasks)
+        .map(|i| {
+            let v: Vec<f64> =
+                agg.runs.iter().map(|r| r.matrix.rows[i][..=i].iter().sum::<f64>() / (i + 1) as f64).collect();
+            MeanStd::of(&v).mean
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

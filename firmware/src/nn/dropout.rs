@@ -4,7 +4,7 @@ use ndarray::ArrayD;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::layer::Mode;
+use super::mode::Mode;
 use crate::error::{Error, Result, shape_err};
 
 /// Inverted dropout: in [`Mode::Train`] each element is zeroed with probability `p` and the survivors are

@@ -21,8 +21,9 @@
 
 use ndarray::{Array2, ArrayD, ArrayView2};
 
-use super::layer::{Layer, Mode};
+use super::layer::Layer;
 use super::linear::Linear;
+use super::mode::Mode;
 use super::model::{Model, batch_tensor};
 use crate::error::{Error, Result, shape_err};
 

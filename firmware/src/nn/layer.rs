@@ -7,20 +7,12 @@ use super::conv::Conv2d;
 use super::dropout::Dropout;
 use super::flatten::Flatten;
 use super::linear::Linear;
+use super::mode::Mode;
 use super::norm::BatchNorm;
 use super::param::Param;
 use super::pool::MaxPool2d;
 use super::random_features::RandomFeatures;
 use crate::error::Result;
-
-/// Whether a forward pass is for training (dropout active, caches kept) or evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Training: dropout samples masks; batch statistics are used by batch norm.
-    Train,
-    /// Evaluation: dropout is the identity; batch norm still uses batch statistics (no running stats).
-    Eval,
-}
 
 /// One layer of a [`super::model::Model`].
 ///

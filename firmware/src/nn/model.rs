@@ -2,9 +2,10 @@
 
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, Ix1, IxDyn, s};
 
-use super::layer::{Layer, Mode};
+use super::layer::Layer;
 use super::linear::Linear;
 use super::loss::{argmax_rows, softmax_cross_entropy_over};
+use super::mode::Mode;
 use super::param::{Param, ParamInfo};
 use crate::error::{Error, Result, shape_err};
 

@@ -2,7 +2,6 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use thiserror::Error;
 
 use crate::store::CRC32C;
 
@@ -19,42 +18,7 @@ pub const MAX_MESSAGE: usize = MAX_FRAME - 1 - CRC_BYTES - (MAX_FRAME / 254 + 1)
 
 const _: () = assert!(cobs::max_encoding_length(MAX_MESSAGE + CRC_BYTES) < MAX_FRAME);
 
-/// Why bytes are not a frame (receiving) or a message does not fit one (sending).
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum FrameError {
-    /// More than [`MAX_FRAME`] bytes arrived without a delimiter; they were dropped up to the next `0x00`.
-    #[error("frame longer than {max} bytes (dropped up to the next 0x00)")]
-    TooLong {
-        /// [`MAX_FRAME`].
-        max: usize,
-    },
-    /// The bytes between two delimiters are not valid COBS.
-    #[error("invalid COBS encoding")]
-    Cobs,
-    /// Fewer decoded bytes than a message plus its CRC.
-    #[error("frame of {len} decoded bytes is too short for a message and its CRC")]
-    TooShort {
-        /// Decoded bytes.
-        len: usize,
-    },
-    /// The CRC trailer does not match the message bytes.
-    #[error("CRC mismatch: frame says {stored:#010x}, message gives {computed:#010x}")]
-    Crc {
-        /// The trailer.
-        stored: u32,
-        /// CRC-32C of the message bytes.
-        computed: u32,
-    },
-    /// The CRC matched but postcard could not decode the message (an unknown request, a field out of range).
-    #[error("message does not decode: {0}")]
-    Decode(String),
-    /// The message decoded but left bytes unused before the CRC.
-    #[error("{0} unused byte(s) after the message")]
-    TrailingBytes(usize),
-    /// (Sending) the message does not fit [`MAX_MESSAGE`] bytes, or does not encode.
-    #[error("message does not fit a frame: {0}")]
-    Encode(String),
-}
+pub use crate::error::FrameError;
 
 /// Encode `msg` as one frame into `out`, delimiter included; returns the frame's bytes (a prefix of `out`).
 /// `out` needs [`MAX_FRAME`] bytes for the largest message.

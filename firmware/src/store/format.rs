@@ -16,7 +16,6 @@
 //! corruption, not as "newer".
 
 use crc::{CRC_32_ISCSI, Crc};
-use thiserror::Error;
 
 use super::LearnerState;
 use crate::error::{Error, Result};
@@ -51,68 +50,7 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 256 << 20;
 /// The CRC used by the trailer: CRC-32C (Castagnoli, `CRC_32_ISCSI`), the one postcard's `use-crc` uses.
 pub const CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
 
-/// Why some bytes are not a valid state.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum Corruption {
-    /// Fewer bytes than header + trailer.
-    #[error("{len} bytes, a state file has at least {min}")]
-    TooShort {
-        /// Bytes present.
-        len: usize,
-        /// Minimum length.
-        min: usize,
-    },
-    /// The first four bytes are not [`MAGIC`].
-    #[error("bad magic {found:02x?}")]
-    BadMagic {
-        /// The bytes found.
-        found: [u8; 4],
-    },
-    /// The payload (or the file) is larger than the configured cap; nothing was allocated for it.
-    #[error("payload of {len} bytes exceeds the limit of {max}")]
-    TooLarge {
-        /// Length claimed or found.
-        len: u64,
-        /// The limit.
-        max: u64,
-    },
-    /// The file length does not match the header's payload length (truncated or trailing bytes).
-    #[error("length mismatch: header says {expected} bytes in all, file has {actual}")]
-    LengthMismatch {
-        /// `HEADER_LEN + payload_len + CRC_LEN`.
-        expected: u64,
-        /// Bytes present.
-        actual: u64,
-    },
-    /// The CRC trailer does not match the bytes.
-    #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    Crc {
-        /// CRC in the trailer.
-        stored: u32,
-        /// CRC of the bytes.
-        computed: u32,
-    },
-    /// A header field that must be zero is not.
-    #[error("reserved header flags {0:#06x} set")]
-    Flags(u16),
-    /// postcard could not decode the payload.
-    #[error("payload does not decode: {0}")]
-    Decode(String),
-    /// The payload decoded but did not use all of its bytes.
-    #[error("{0} unused byte(s) after the payload")]
-    TrailingBytes(usize),
-    /// Header and payload disagree on the generation.
-    #[error("header generation {header} but payload generation {payload}")]
-    GenerationMismatch {
-        /// From the header.
-        header: u64,
-        /// From the payload.
-        payload: u64,
-    },
-    /// The payload decoded but is not a consistent learner state (see [`LearnerState::validate`]).
-    #[error("inconsistent state: {0}")]
-    Inconsistent(String),
-}
+pub use crate::error::Corruption;
 
 /// The parsed fixed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use firmware::onnx::{FrozenPrefix, OnnxModel};
+use firmware::data::Samples;
+use firmware::onnx::{DeviceModel, FrozenPrefix, OnnxModel};
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
@@ -34,6 +35,13 @@ pub const CAFFE_MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
 /// The open_nsfw file under a data folder.
 pub fn open_nsfw_path(data_dir: &Path) -> PathBuf {
     data_dir.join("open_nsfw/open_nsfw.onnx")
+}
+
+/// `s` with every sample replaced by its features after `dm`'s frozen prefix (256 samples at a time): what a
+/// stream's samples become in front of the trainable layers of a cut ONNX model ([`crate::presets`],
+/// [`crate::onnx_cli`]).
+pub fn prefix_features(dm: &DeviceModel, s: &Samples) -> Result<Samples> {
+    Ok(Samples::new(dm.features_batched(&s.x.view(), 256)?, s.y.clone())?)
 }
 
 /// How many images per class a backbone stream keeps (the first ones, in file order).
