@@ -92,6 +92,11 @@ pub struct ClassIl {
     /// Fisher of the classifier the board answers with — the SLDA head refitted over the features of the model at
     /// hand — instead of the softmax head that trains the trunk.
     pub lda_fisher: bool,
+    /// With `slda_head` (`+la`, "LDA anchors"): each task trains from the SLDA head the board answers with (old
+    /// classes' rows as streaming LDA wrote them, the new classes' rows at zero) instead of the previous task's
+    /// softmax head; without the labels trick the new classes' features are then trained away from the old
+    /// classes as the deployed classifier sees them.
+    pub lda_anchors: bool,
 }
 
 /// What [`ClassIl::slda_begin`] keeps to measure the trunk's drift over a task.
@@ -131,6 +136,7 @@ impl ClassIl {
             (self.drift, "+sdc"),
             (self.merge_stage2, "+m2"),
             (self.lda_fisher, "+fl"),
+            (self.lda_anchors, "+la"),
         ];
         for (flag, tok) in on {
             if flag {
@@ -164,10 +170,11 @@ impl ClassIl {
                 "ft" => ci.frozen_trunk = true,
                 "m2" => ci.merge_stage2 = true,
                 "fl" => ci.lda_fisher = true,
+                "la" => ci.lda_anchors = true,
                 rp if rp.starts_with("rp") && rp.len() > 2 => ci.random_features = Some(parse_random_features(rp)?),
                 other => {
                     return Err(Error::Config(format!(
-                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc, m2, fl, rp<M>, ft)"
+                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc, m2, fl, la, rp<M>, ft)"
                     )));
                 }
             }
@@ -229,6 +236,7 @@ impl ClassIl {
             None => {
                 ensure_head_bias(model, task.head)?;
             }
+            Some(st) if self.lda_anchors => anchor_scale(model, task.head, st)?,
             Some(st) => st.swap_in_train_head(model, task.head)?,
         }
         let classes = model.head_outputs(task.head)?;
@@ -285,6 +293,27 @@ impl ClassIl {
         *stats = work;
         Ok(Some(t0.elapsed().as_secs_f64()))
     }
+}
+
+/// `+la`: scale the SLDA head (weights and bias) so that its rows' mean norm is the kept training head's: LDA's
+/// logits are on the scale of Mahalanobis distances, far beyond what softmax training with the preset's learning
+/// rate survives (measured: a non-finite loss on the first batch unscaled). The decisions of the head do not change.
+fn anchor_scale(model: &mut Model, head: usize, st: &SldaStats) -> Result<()> {
+    let Some((w_train, _)) = &st.train_head else { return Ok(()) };
+    let mean_norm = |w: &ndarray::ArrayView2<'_, f32>| {
+        let n = w.nrows().max(1) as f64;
+        w.rows().into_iter().map(|r| f64::from(r.dot(&r)).sqrt()).sum::<f64>() / n
+    };
+    let lin = &model.heads[head];
+    let (target, now) = (mean_norm(&w_train.view()), mean_norm(&lin.w()));
+    if !(target > 0.0 && now > 0.0) {
+        return Ok(());
+    }
+    let scale = (target / now) as f32;
+    let w = lin.w().mapv(|v| v * scale);
+    let b = lin.bias.as_ref().map(|p| p.value.iter().map(|v| v * scale).collect::<ndarray::Array1<f32>>());
+    model.heads[head] = crate::nn::Linear::from_weights(&format!("head.{head}"), w, b)?;
+    Ok(())
 }
 
 /// `cfg` for the method's first task: the labels trick off. Before its first task the method knows nothing of the
