@@ -97,7 +97,7 @@ fn device_method(
 }
 
 /// The error `export_state` returns for a host-side comparison method that keeps `bytes` between tasks which the
-/// state store's schema (parameters, bases, one Fisher) has no place for.
+/// state store's schema (parameters, bases, one Fisher, BECAME's SLDA statistics) has no place for.
 pub(crate) fn host_only_state(name: &str, bytes: usize) -> Error {
     Error::Config(format!(
         "method {name} keeps {bytes} bytes the state store does not hold; it is for host-side comparison"
