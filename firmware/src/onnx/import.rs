@@ -1475,14 +1475,9 @@ impl DeviceModel {
         Ok(encode(&self.to_onnx()?))
     }
 
-    /// Write [`DeviceModel::to_onnx`] to `path` (through a temporary file and a rename, so a crash never leaves a
-    /// half-written model).
+    /// Write [`DeviceModel::to_onnx`] to `path` durably ([`crate::store::write_durable`]: a temporary file, fsync
+    /// and a rename, so a crash never leaves a half-written model).
     pub fn write_onnx(&self, path: &Path) -> Result<()> {
-        write_atomic(path, &self.to_onnx_bytes()?)
+        crate::store::write_durable(path, &self.to_onnx_bytes()?)
     }
-}
-
-/// Write `bytes` to `path` durably ([`crate::store::write_durable`]: `path.tmp`, fsync, rename, folder fsync).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::store::write_durable(path, bytes)
 }
