@@ -255,17 +255,7 @@ pub fn run(cfg: &SelftestConfig, log: &mut dyn FnMut(String)) -> Result<Selftest
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::idx::IDX_U8;
-
-    /// A raw IDX u8 file.
-    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-        let mut b = vec![0, 0, IDX_U8, dims.len() as u8];
-        for d in dims {
-            b.extend_from_slice(&d.to_be_bytes());
-        }
-        b.extend_from_slice(data);
-        b
-    }
+    use crate::test_util::idx_file as idx;
 
     /// A synthetic 4-class "MNIST" of 4×4 images: class c lights up row c. Easy to learn, real code path.
     fn write_toy(dir: &Path, per_class: usize) {

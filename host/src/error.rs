@@ -19,33 +19,7 @@ pub enum Error {
     /// The data folder or one of its files is missing.
     #[error("missing data: {0} (run scripts/fetch-data.sh, or pass --data-dir)")]
     MissingData(String),
-    /// An IDX file whose magic number is wrong.
-    #[error("{path}: not an IDX file (magic {magic:#010x})")]
-    BadMagic {
-        /// The file.
-        path: String,
-        /// The four magic bytes read.
-        magic: u32,
-    },
-    /// An IDX file that ends before its header says it should.
-    #[error("{path}: truncated IDX file (expected {expected} bytes of data, found {found})")]
-    Truncated {
-        /// The file.
-        path: String,
-        /// Bytes the header promises.
-        expected: usize,
-        /// Bytes actually present.
-        found: usize,
-    },
-    /// An IDX file whose element type is not unsigned byte (0x08), the only one the loader supports.
-    #[error("{path}: unsupported IDX element type {dtype:#04x} (only 0x08, unsigned byte, is supported)")]
-    UnsupportedDtype {
-        /// The file.
-        path: String,
-        /// The type byte read from the header.
-        dtype: u8,
-    },
-    /// Sizes that do not agree (images vs labels, trailing bytes, wrong dimensionality).
+    /// Sizes that do not agree (images vs labels, wrong dimensionality, a stream's tasks).
     #[error("{0}")]
     SizeMismatch(String),
     /// A stream name the tool does not know.
@@ -59,7 +33,8 @@ pub enum Error {
     /// A bad argument or configuration value.
     #[error("invalid argument: {0}")]
     Invalid(String),
-    /// An error from the learner.
+    /// An error from the learner, and from what the host uses of it: the IDX reader ([`crate::data::idx`]), ONNX,
+    /// the state store, the fleet's update format.
     #[error(transparent)]
     Firmware(#[from] firmware::Error),
     /// JSON encoding/decoding.

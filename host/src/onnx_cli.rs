@@ -16,8 +16,8 @@ use ndarray::{Array2, ArrayView2, Axis, s};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::backbone::prefix_features;
-use crate::data::stream::{self, Stream, StreamTask};
+use crate::data::backbone::tasks_through_prefix;
+use crate::data::stream::{self, Stream};
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
 use crate::model_file::ModelFile;
@@ -379,20 +379,10 @@ fn class_test_samples(ds: &Dataset, classes: &[usize]) -> Result<Samples> {
 /// Replace every sample set of `stream` by its features through `dm`'s frozen prefix (computed once, in chunks
 /// of 256) and move each task to head `offset + head`.
 pub fn feature_stream(dm: &DeviceModel, stream: &Stream, offset: usize) -> Result<Stream> {
-    let feats = |s| prefix_features(dm, s);
-    let tasks = stream
-        .tasks
-        .iter()
-        .map(|t| {
-            Ok(StreamTask {
-                train: feats(&t.train)?,
-                val: feats(&t.val)?,
-                test: feats(&t.test)?,
-                head: t.head + offset,
-                ..t.clone()
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut tasks = tasks_through_prefix(dm, stream)?;
+    for t in &mut tasks {
+        t.head += offset;
+    }
     let width = dm.trainable.input_len();
     let mut head_sizes = vec![0; offset];
     head_sizes.extend_from_slice(&stream.head_sizes);

@@ -9,7 +9,7 @@ use firmware::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::data;
-use crate::data::backbone::{self, prefix_features};
+use crate::data::backbone::{self, tasks_through_prefix};
 use crate::data::stream::{self, Stream};
 use crate::error::{Error, Result};
 
@@ -46,14 +46,7 @@ fn through_prefix(dm: &DeviceModel, stream: Stream) -> Result<Stream> {
     if dm.prefix.is_none() {
         return Ok(stream);
     }
-    let feats = |s| prefix_features(dm, s);
-    let tasks = stream
-        .tasks
-        .iter()
-        .map(|t| {
-            Ok(stream::StreamTask { train: feats(&t.train)?, val: feats(&t.val)?, test: feats(&t.test)?, ..t.clone() })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let tasks = tasks_through_prefix(dm, &stream)?;
     Ok(Stream { channels: 1, rows: 1, cols: dm.trainable.input_len(), tasks, ..stream })
 }
 

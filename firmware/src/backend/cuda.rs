@@ -213,11 +213,6 @@ impl CudaBackend {
         Ok(Self { ctx, stream, blas, k })
     }
 
-    /// The GPU's name as the driver reports it.
-    pub fn device_name(&self) -> Result<String> {
-        dev(self.ctx.name())
-    }
-
     fn cfg(n: usize) -> LaunchConfig {
         // n ≥ 1 and fits i32 (checked by the callers); the grid-stride loops cover any remainder.
         LaunchConfig::for_num_elems(u32::try_from(n).unwrap_or(u32::MAX).min(1024 * 65_535))

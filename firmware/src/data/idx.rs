@@ -163,16 +163,7 @@ mod tests {
     use flate2::write::GzEncoder;
 
     use super::*;
-
-    /// A raw IDX u8 file with the given dims and data.
-    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-        let mut b = vec![0, 0, IDX_U8, dims.len() as u8];
-        for d in dims {
-            b.extend_from_slice(&d.to_be_bytes());
-        }
-        b.extend_from_slice(data);
-        b
-    }
+    use crate::test_util::idx_file as idx;
 
     fn gz(bytes: &[u8]) -> Vec<u8> {
         let mut e = GzEncoder::new(Vec::new(), Compression::default());

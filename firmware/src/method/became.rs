@@ -144,6 +144,16 @@ impl Became {
         self.f_old_stored.as_ref()
     }
 
+    /// `F_old ← F_old + added`, stored in [`Became::fisher_format`] (and decoded from it); returns the `F_old`
+    /// it replaced. On error `F_old` is unchanged.
+    fn accumulate_f_old(&mut self, added: &[f32]) -> Result<Vec<f32>> {
+        let mut f_new = self.f_old.clone();
+        add_assign(&mut f_new, added)?;
+        let (decoded, stored) = store(&f_new, self.fisher_format)?;
+        self.f_old_stored = stored;
+        Ok(std::mem::replace(&mut self.f_old, decoded))
+    }
+
     /// Number of tasks learned so far.
     pub fn tasks_seen(&self) -> usize {
         self.tasks_seen
@@ -355,9 +365,7 @@ impl Became {
             let t0 = Instant::now();
             self.ci.correct_head(model, task, &new_rows, &self.stage2, ctx)?;
             let f_gp = fisher_at(&self.ci, self.slda.as_ref(), model, task)?;
-            let mut f_new = self.f_old.clone();
-            add_assign(&mut f_new, &f_gp)?;
-            (self.f_old, self.f_old_stored) = store(&f_new, self.fisher_format)?;
+            self.accumulate_f_old(&f_gp)?;
             report.timings.push(("fisher".into(), t0.elapsed().as_secs_f64()));
             tracing::info!(task = task.task_id, "BECAME stage 2 skipped: SLDA head without replay in stage 2");
             observe(&BecameTrace { task_id: task.task_id, merge: None, fisher_added: &f_gp });
@@ -396,11 +404,7 @@ impl Became {
 
             let t0 = Instant::now();
             let f_merged = fisher_at(&self.ci, self.slda.as_ref(), model, task)?;
-            let mut f_new = self.f_old.clone();
-            add_assign(&mut f_new, &f_merged)?;
-            let (decoded, stored) = store(&f_new, self.fisher_format)?;
-            let f_old_used = std::mem::replace(&mut self.f_old, decoded);
-            self.f_old_stored = stored;
+            let f_old_used = self.accumulate_f_old(&f_merged)?;
             report.timings.push(("fisher".into(), t_fisher_cur + t0.elapsed().as_secs_f64()));
             tracing::info!(task = task.task_id, alpha, "BECAME merge");
             report.alpha = Some(alpha);

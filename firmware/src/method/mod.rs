@@ -97,7 +97,7 @@ fn device_method(
 }
 
 /// The error `export_state` returns for a host-side comparison method that keeps `bytes` between tasks which the
-/// state store's schema (parameters, bases, one Fisher) has no place for.
+/// state store's schema (parameters, bases, one Fisher, BECAME's SLDA statistics) has no place for.
 pub(crate) fn host_only_state(name: &str, bytes: usize) -> Error {
     Error::Config(format!(
         "method {name} keeps {bytes} bytes the state store does not hold; it is for host-side comparison"
@@ -274,3 +274,100 @@ macro_rules! forward_method {
 }
 
 forward_method!(Box<M>, &mut M);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::zoo;
+
+    /// A method whose every defaulted trait method answers something other than the default.
+    #[derive(Default)]
+    struct Stub {
+        bases_budget: Option<u64>,
+        grown: bool,
+    }
+
+    impl Method for Stub {
+        fn name(&self) -> String {
+            "stub".into()
+        }
+
+        fn learn_task(&mut self, _: &mut Model, task: &TaskData<'_>, _: &mut LearnContext<'_>) -> Result<TaskReport> {
+            Ok(TaskReport { task_id: task.task_id, ..TaskReport::default() })
+        }
+
+        fn bytes_kept(&self) -> usize {
+            42
+        }
+
+        fn uses_validation(&self) -> bool {
+            false
+        }
+
+        fn footprint(&self, _: &Model) -> Result<Footprint> {
+            Err(Error::Config("stub footprint".into()))
+        }
+
+        fn set_bases_budget(&mut self, bytes: Option<u64>) {
+            self.bases_budget = bytes;
+        }
+
+        fn params_grown(&mut self, _: &ParamGrowth) -> Result<()> {
+            self.grown = true;
+            Ok(())
+        }
+
+        fn export_state(&self) -> Result<MethodState> {
+            Ok(MethodState { tasks_seen: 3, ..MethodState::default() })
+        }
+
+        fn import_state(&mut self, _: &Model, state: MethodState) -> Result<()> {
+            Err(Error::Config(format!("stub import of {} tasks", state.tasks_seen)))
+        }
+    }
+
+    fn uses_validation<M: Method>(m: &M) -> bool {
+        m.uses_validation()
+    }
+
+    /// `+ft` trains nothing: boxed (as methods chosen at run time are), the fleet's method still says it needs no
+    /// validation split, so the learner gives it every buffered sample; the field method (which trains) does.
+    #[test]
+    fn a_boxed_method_that_trains_nothing_uses_no_validation() {
+        let format = crate::fisher::FisherFormat::F32;
+        let fleet = fleet_method(TrainConfig::default(), format, u64::MAX).unwrap();
+        assert!(!uses_validation(&fleet));
+        let boxed: Box<dyn Method> = Box::new(fleet);
+        assert!(!uses_validation(&boxed));
+        let field: Box<dyn Method> = Box::new(field_method(TrainConfig::default(), format, u64::MAX).unwrap());
+        assert!(uses_validation(&field));
+    }
+
+    /// `Box<M>` and `&mut M` forward every trait method, the defaulted ones included.
+    fn forwarded<M: Method>(m: &mut M, model: &mut Model) {
+        assert_eq!(m.name(), "stub");
+        assert_eq!(m.bytes_kept(), 42);
+        assert!(!m.uses_validation());
+        assert!(matches!(m.footprint(model), Err(Error::Config(s)) if s == "stub footprint"));
+        m.set_bases_budget(Some(7));
+        let growth = model.grow_head(0, 3).unwrap();
+        m.params_grown(&growth).unwrap();
+        assert_eq!(m.export_state().unwrap().tasks_seen, 3);
+        let refused = m.import_state(model, MethodState { tasks_seen: 5, ..MethodState::default() });
+        assert!(matches!(refused, Err(Error::Config(s)) if s == "stub import of 5 tasks"));
+    }
+
+    #[test]
+    fn a_box_forwards_every_method() {
+        let mut model = zoo::mlp(4, &[3], &[2], false, &mut crate::seeded_rng(0)).unwrap();
+        let mut boxed = Box::new(Stub::default());
+        forwarded(&mut boxed, &mut model);
+        assert_eq!(boxed.bases_budget, Some(7));
+        assert!(boxed.grown);
+        // A borrowed method (what a simulation hands the learner) forwards the same way.
+        let mut model = zoo::mlp(4, &[3], &[2], false, &mut crate::seeded_rng(0)).unwrap();
+        let mut stub = Stub::default();
+        forwarded(&mut &mut stub, &mut model);
+        assert_eq!(stub.bases_budget, Some(7));
+    }
+}

@@ -29,9 +29,10 @@
 //! - *Multi-head streams*: means per `(head, class)`; one covariance for every head (one feature space).
 //! - *Validation split*: unused (nothing is tuned). *Replay* ([`LearnContext::replay`]): ignored; these methods
 //!   are the baseline that stores nothing.
-//! - *State*: the means and Σ have no place in the state store's schema (parameters, bases, one Fisher), so
-//!   [`Method::export_state`] refuses with a typed error once anything is kept (`host_only_state`); they
-//!   are for host-side comparison until the store learns to hold them.
+//! - *State*: the store holds SLDA statistics ([`crate::store::SldaState`], the stored form of [`SldaStats`],
+//!   which BECAME's `slda` option keeps and restores). These standalone baselines keep class means per head (NCM
+//!   with no Σ) and do not export them: [`Method::export_state`] refuses with a typed error once anything is kept
+//!   (`host_only_state`); they are for host-side comparison.
 
 use std::time::Instant;
 
@@ -851,7 +852,8 @@ impl Method for Prototype {
         Ok(fp)
     }
 
-    /// Nothing before the first task; afterwards a typed error: the means and Σ have no place in the store.
+    /// Nothing before the first task; afterwards a typed error: this baseline does not export its per-head means
+    /// and Σ (BECAME's `slda` option is the one that stores SLDA statistics, as [`crate::store::SldaState`]).
     fn export_state(&self) -> Result<MethodState> {
         if self.bytes_kept() > 0 {
             return Err(host_only_state(&self.name(), self.bytes_kept()));

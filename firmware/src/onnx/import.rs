@@ -814,6 +814,27 @@ struct SuffixParser<'g, 'a> {
     consts: BTreeSet<usize>,
 }
 
+impl<'a> SuffixParser<'_, 'a> {
+    /// Input `pos` of node `i`, which must be a constant: an initializer, or a `Constant` node (then counted as
+    /// used by the suffix).
+    fn const_input(&mut self, i: usize, pos: usize, what: &str) -> Result<&'a pb::TensorProto> {
+        let n = self.idx.node(i);
+        let name = n
+            .input
+            .get(pos)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| unsupported(self.idx, i, format!("missing {what} input")))?;
+        let (t, c) = self
+            .idx
+            .constant(name)
+            .ok_or_else(|| unsupported(self.idx, i, format!("{what} '{name}' must be a constant (initializer)")))?;
+        if let Some(c) = c {
+            self.consts.insert(c);
+        }
+        Ok(t)
+    }
+}
+
 impl SuffixParser<'_, '_> {
     fn parse(&mut self, cut: &str) -> Result<Suffix> {
         let idx = self.idx;
@@ -998,37 +1019,11 @@ impl SuffixParser<'_, '_> {
 
     /// A constant input of node `i` (initializer or `Constant` node) as `f32`.
     fn const_f32(&mut self, i: usize, pos: usize, what: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        let n = self.idx.node(i);
-        let name = n
-            .input
-            .get(pos)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| unsupported(self.idx, i, format!("missing {what} input")))?;
-        let (t, c) = self
-            .idx
-            .constant(name)
-            .ok_or_else(|| unsupported(self.idx, i, format!("{what} '{name}' must be a constant (initializer)")))?;
-        if let Some(c) = c {
-            self.consts.insert(c);
-        }
-        read_f32(t)
+        read_f32(self.const_input(i, pos, what)?)
     }
 
     fn const_i64(&mut self, i: usize, pos: usize, what: &str) -> Result<Vec<i64>> {
-        let n = self.idx.node(i);
-        let name = n
-            .input
-            .get(pos)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| unsupported(self.idx, i, format!("missing {what} input")))?;
-        let (t, c) = self
-            .idx
-            .constant(name)
-            .ok_or_else(|| unsupported(self.idx, i, format!("{what} '{name}' must be a constant (initializer)")))?;
-        if let Some(c) = c {
-            self.consts.insert(c);
-        }
-        Ok(read_i64(t)?.1)
+        Ok(read_i64(self.const_input(i, pos, what)?)?.1)
     }
 
     /// An optional bias input of length `out` (a scalar is broadcast), times `scale`.
@@ -1475,14 +1470,9 @@ impl DeviceModel {
         Ok(encode(&self.to_onnx()?))
     }
 
-    /// Write [`DeviceModel::to_onnx`] to `path` (through a temporary file and a rename, so a crash never leaves a
-    /// half-written model).
+    /// Write [`DeviceModel::to_onnx`] to `path` durably ([`crate::store::write_durable`]: a temporary file, fsync
+    /// and a rename, so a crash never leaves a half-written model).
     pub fn write_onnx(&self, path: &Path) -> Result<()> {
-        write_atomic(path, &self.to_onnx_bytes()?)
+        crate::store::write_durable(path, &self.to_onnx_bytes()?)
     }
-}
-
-/// Write `bytes` to `path` durably ([`crate::store::write_durable`]: `path.tmp`, fsync, rename, folder fsync).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::store::write_durable(path, bytes)
 }

@@ -334,22 +334,7 @@ impl StateStore {
     }
 
     fn write_slot(&self, slot: Slot, bytes: &[u8]) -> Result<()> {
-        let tmp = self.dir.join(slot.tmp_name());
-        let dst = self.slot_path(slot);
-        self.fail_at(FailPoint::Create)?;
-        let mut f = File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
-        #[cfg(test)]
-        if self.fail == Some(FailPoint::MidWrite) {
-            let _ = f.write_all(&bytes[..bytes.len() / 2]);
-            return Err(injected("writing"));
-        }
-        f.write_all(bytes).map_err(io_err(format!("writing {}", tmp.display())))?;
-        f.sync_all().map_err(io_err(format!("syncing {}", tmp.display())))?;
-        drop(f);
-        self.fail_at(FailPoint::Rename)?;
-        fs::rename(&tmp, &dst).map_err(io_err(format!("renaming {} to {}", tmp.display(), dst.display())))?;
-        self.fail_at(FailPoint::DirSync)?;
-        sync_dir(&self.dir)
+        replace_durably(&self.dir.join(slot.tmp_name()), &self.slot_path(slot), &self.dir, bytes, |at| self.fail_at(at))
     }
 
     #[cfg(test)]
@@ -402,12 +387,32 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut f = File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+    replace_durably(&std::path::PathBuf::from(tmp), path, dir, bytes, |_| Ok(()))
+}
+
+/// The one durable write of the crate (a state slot's commit, [`write_durable`]): write `bytes` to `tmp`, fsync
+/// it, rename it over `dst`, fsync `dir` (the folder of both). `fail` is asked at each [`FailPoint`] and stops the
+/// write where it fails (the store's tests inject failures there; everywhere else it never fails).
+fn replace_durably(
+    tmp: &Path,
+    dst: &Path,
+    dir: &Path,
+    bytes: &[u8],
+    fail: impl Fn(FailPoint) -> Result<()>,
+) -> Result<()> {
+    fail(FailPoint::Create)?;
+    let mut f = File::create(tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+    #[cfg(test)]
+    if fail(FailPoint::MidWrite).is_err() {
+        let _ = f.write_all(&bytes[..bytes.len() / 2]);
+        return Err(injected("writing"));
+    }
     f.write_all(bytes).map_err(io_err(format!("writing {}", tmp.display())))?;
     f.sync_all().map_err(io_err(format!("syncing {}", tmp.display())))?;
     drop(f);
-    fs::rename(&tmp, path).map_err(io_err(format!("renaming {} to {}", tmp.display(), path.display())))?;
+    fail(FailPoint::Rename)?;
+    fs::rename(tmp, dst).map_err(io_err(format!("renaming {} to {}", tmp.display(), dst.display())))?;
+    fail(FailPoint::DirSync)?;
     sync_dir(dir)
 }
 

@@ -12,7 +12,6 @@ use super::Corruption;
 use crate::error::{Error, Result, shape_err};
 use crate::fisher::{CompactFisher, FisherFormat};
 use crate::gpm::{Gpm, LayerRef};
-use crate::metrics::AccuracyMatrix;
 use crate::nn::{Model, ParamInfo};
 use crate::replay::{ReplayBuffer, ReplayParts};
 
@@ -448,18 +447,6 @@ impl FisherBlob {
             return Err(bad(format!("{format} Fisher blob holds {} entries in {}", c.len(), c.format())));
         }
         Ok(c)
-    }
-}
-
-impl MetricsHistory {
-    /// Copy the accuracy matrix (α and basis sizes are pushed by the caller per task).
-    pub fn from_accuracy(acc: &AccuracyMatrix) -> Self {
-        Self { accuracy: acc.rows.clone(), random_init: acc.random_init.clone(), ..Default::default() }
-    }
-
-    /// The accuracy matrix part.
-    pub fn to_accuracy(&self) -> AccuracyMatrix {
-        AccuracyMatrix { rows: self.accuracy.clone(), random_init: self.random_init.clone() }
     }
 }
 

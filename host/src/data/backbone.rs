@@ -23,6 +23,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::data::Dataset;
+use crate::data::stream::{Stream, StreamTask};
 use crate::error::{Error, Result};
 
 /// The tensor open_nsfw is cut at: its global-average-pooled 1024-d features.
@@ -42,6 +43,16 @@ pub fn open_nsfw_path(data_dir: &Path) -> PathBuf {
 /// [`crate::onnx_cli`]).
 pub fn prefix_features(dm: &DeviceModel, s: &Samples) -> Result<Samples> {
     Ok(Samples::new(dm.features_batched(&s.x.view(), 256)?, s.y.clone())?)
+}
+
+/// Every task of `stream` with its train, validation and test samples replaced by their [`prefix_features`].
+pub fn tasks_through_prefix(dm: &DeviceModel, stream: &Stream) -> Result<Vec<StreamTask>> {
+    let feats = |s| prefix_features(dm, s);
+    stream
+        .tasks
+        .iter()
+        .map(|t| Ok(StreamTask { train: feats(&t.train)?, val: feats(&t.val)?, test: feats(&t.test)?, ..t.clone() }))
+        .collect()
 }
 
 /// How many images per class a backbone stream keeps (the first ones, in file order).

@@ -130,24 +130,13 @@ pub fn load_idx_dataset(
     dataset_from_idx(name, arrays, None)
 }
 
-/// Find `path` as given, or with `.gz` added or removed.
+/// Find `path` as given, or with `.gz` added or removed ([`idx::resolve_idx`]); neither is
+/// [`Error::MissingData`].
 fn resolve(name: &str, path: &Path) -> Result<PathBuf> {
-    if path.is_file() {
-        return Ok(path.to_path_buf());
-    }
-    let text = path.as_os_str().to_string_lossy();
-    let other = match text.strip_suffix(".gz") {
-        Some(stripped) => PathBuf::from(stripped),
-        None => {
-            let mut s = path.as_os_str().to_os_string();
-            s.push(".gz");
-            PathBuf::from(s)
-        }
-    };
-    if other.is_file() {
-        return Ok(other);
-    }
-    Err(Error::MissingData(format!("{name}: neither {} nor {} exists", path.display(), other.display())))
+    idx::resolve_idx(path).map_err(|e| match e {
+        firmware::Error::Io { context, .. } => Error::MissingData(format!("{name}: {context}: not found")),
+        other => other.into(),
+    })
 }
 
 fn read_four(name: &str, paths: [&Path; 4]) -> Result<[IdxArray; 4]> {
