@@ -306,7 +306,7 @@ fn anchor_scale(model: &mut Model, head: usize, st: &SldaStats) -> Result<()> {
     };
     let lin = &model.heads[head];
     let (target, now) = (mean_norm(&w_train.view()), mean_norm(&lin.w()));
-    if !(target > 0.0 && now > 0.0) {
+    if target.is_nan() || now.is_nan() || target <= 0.0 || now <= 0.0 {
         return Ok(());
     }
     let scale = (target / now) as f32;

@@ -527,7 +527,7 @@ pub fn compensate_drift_from_task(
         let d2: Vec<f64> =
             before.rows().into_iter().map(|z| z.iter().zip(mu).map(|(a, b)| (a - b) * (a - b)).sum()).collect();
         let sigma2 = d2.iter().sum::<f64>() / d2.len() as f64;
-        if !(sigma2 > 0.0) || !sigma2.is_finite() {
+        if sigma2.is_nan() || sigma2 <= 0.0 || !sigma2.is_finite() {
             continue;
         }
         // exp(−(d² − min d²)/(2σ²)): the same weights up to a common factor, without underflow.
