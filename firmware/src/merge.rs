@@ -2,11 +2,16 @@
 
 use crate::error::{Error, Result, shape_err};
 
+#[cfg(feature = "baselines")]
 pub mod average;
 pub mod fisher_weighted;
+#[cfg(feature = "baselines")]
 pub mod holistic;
+#[cfg(feature = "baselines")]
 pub mod magmax;
+#[cfg(feature = "baselines")]
 pub mod pam;
+#[cfg(feature = "baselines")]
 pub mod trm;
 
 /// BECAME's merge coefficient, one scalar for the whole model:

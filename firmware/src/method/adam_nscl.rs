@@ -229,6 +229,11 @@ impl AdamNscl {
         Ok(t0.elapsed().as_secs_f64())
     }
 
+    /// Null-space dimension per projected layer after the last task.
+    pub fn null_dims(&self) -> &[usize] {
+        &self.null_dims
+    }
+
     /// Bytes of the covariances (f32).
     pub fn bytes(&self) -> usize {
         self.cov.iter().map(|c| 4 * c.len()).sum()

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use super::adam_nscl::AdamNscl;
+use super::AdamNscl;
 use super::class_il::{
     ClassIl, HeadMerge, first_task_plain, group_alphas, merge_groups, param_groups, task_classes, with_replay,
 };
@@ -112,6 +112,8 @@ impl Became {
     }
 
     /// Adam-NSCL + BECAME: stage 1 by `nscl` (its own Adam schedule), stage 2 plain SGD with `stage2` (restore off).
+    /// Host-side comparison (feature `baselines`).
+    #[cfg(feature = "baselines")]
     pub fn with_adam_nscl(nscl: AdamNscl, stage2: TrainConfig) -> Self {
         let layers_only = GpmConfig {
             thresholds: Vec::new(),
@@ -417,7 +419,7 @@ impl Became {
         } else if let Some(n) = &mut self.nscl {
             let t_basis = n.update_memory(model, task)?;
             report.timings.push(("basis".into(), t_basis));
-            report.basis_sizes = n.null_dims.clone();
+            report.basis_sizes = n.null_dims().to_vec();
         } else if let Some(gpm) = &mut self.gpm {
             let (t_basis, updates) = update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?;
             report.timings.push(("basis".into(), t_basis));
@@ -679,6 +681,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "baselines")]
     #[test]
     fn adam_nscl_stage1_merges_with_the_same_alpha_rule() {
         use crate::method::{AdamNscl, NsclConfig};

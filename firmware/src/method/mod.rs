@@ -10,36 +10,49 @@ use crate::nn::{Model, ParamGrowth};
 use crate::store::{BasisState, FisherBlob};
 use crate::train::{Progress, TrainConfig, TrainLog};
 
+// The host-side comparison methods (feature `baselines`): the board's binary carries none of them.
+#[cfg(feature = "baselines")]
 mod adam;
+#[cfg(feature = "baselines")]
+mod adam_nscl;
+#[cfg(not(feature = "baselines"))]
+#[path = "adam_nscl_stub.rs"]
 mod adam_nscl;
 mod became;
 pub mod class_il;
 mod ewc;
 mod finetune;
 mod gpm;
+#[cfg(feature = "baselines")]
 mod holistic;
 mod joint;
+#[cfg(feature = "baselines")]
 mod merging;
 mod prototype;
+#[cfg(feature = "baselines")]
 mod trm;
 
+#[cfg(feature = "baselines")]
 pub use adam::{ADAM_BETA1, ADAM_BETA2, ADAM_EPS, AdamHook, AdamMoments, adam_stage_config};
-pub use adam_nscl::{
-    AdamNscl, NSCL_EIG_FLOOR, NSCL_THRESHOLD, NsclConfig, null_space_dim, project_update, range_basis,
-};
+pub use adam_nscl::AdamNscl;
+#[cfg(feature = "baselines")]
+pub use adam_nscl::{NSCL_EIG_FLOOR, NSCL_THRESHOLD, NsclConfig, null_space_dim, project_update, range_basis};
 pub use became::{Became, BecameTrace, MergeTrace};
 pub use ewc::Ewc;
 pub use finetune::FineTune;
 pub use gpm::GpmMethod;
 pub(crate) use gpm::update_bases;
+#[cfg(feature = "baselines")]
 pub use holistic::{CORRECTION_SAMPLES, HOLISTIC_LR, Holistic, linearisation_error};
 pub use joint::Joint;
+#[cfg(feature = "baselines")]
 pub use merging::{MergeRule, Merging, PAM_EPSILON};
 pub use prototype::{
     ClassMeans, FEATURE_BATCH, MAX_RANDOM_FEATURES, Prototype, PrototypeRule, SLDA_SHRINKAGE, SharedCovariance,
     SldaStats, UNSEEN_CLASS_BIAS, ensure_random_features, ncm_head, parse_random_features, random_features_width,
     shaped_with_random_features, slda_head, trunk_features,
 };
+#[cfg(feature = "baselines")]
 pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};
 
 /// The class-incremental configuration the device learns with by default (the learner, the daemon,
