@@ -150,8 +150,16 @@ pub(crate) fn restore_gpm(model: &Model, cfg: &GpmConfig, bases: &[BasisState]) 
 }
 
 impl Method for GpmMethod {
+    /// `gpm` and the class-incremental suffix; first-session adaptation is `fsa` and the suffix (it projects
+    /// nothing).
     fn name(&self) -> String {
-        format!("gpm{}", self.ci.suffix(self.train.labels_trick))
+        let base = if self.ci.first_session { "fsa" } else { "gpm" };
+        format!("{base}{}", self.ci.suffix(self.train.labels_trick))
+    }
+
+    /// A trunk that never trains (`+ft`) holds nothing out.
+    fn uses_validation(&self) -> bool {
+        !self.ci.frozen_trunk
     }
 
     fn learn_task(&mut self, model: &mut Model, task: &TaskData<'_>, ctx: &mut LearnContext<'_>) -> Result<TaskReport> {
@@ -163,12 +171,22 @@ impl Method for GpmMethod {
         let first = self.tasks_seen == 0;
         let before = self.ci.slda_begin(model, task, ctx.replay, self.slda.as_ref())?;
         let new_rows = task_classes(model, task)?;
-        let train1 = if self.ci.replay_stage1 { Some(with_replay(task.train, ctx.replay)?) } else { None };
-        let task1 = TaskData { train: train1.as_ref().unwrap_or(task.train), ..*task };
-        let cfg = first_task_plain(&self.train, first);
-        let (log, t_train) = projected_stage(gpm, first, model, &task1, &cfg, ctx, "stage1")?;
-        self.ci.correct_head(model, task, &new_rows, &self.train, ctx)?;
-        let (t_basis, updates) = update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?;
+        // `+ft` trains nothing, `fsa` only the first task; neither ever projects, so neither builds bases.
+        let (log, t_train) = if self.ci.trains_trunk(self.tasks_seen) {
+            let train1 = if self.ci.replay_stage1 { Some(with_replay(task.train, ctx.replay)?) } else { None };
+            let task1 = TaskData { train: train1.as_ref().unwrap_or(task.train), ..*task };
+            let cfg = first_task_plain(&self.train, first);
+            let trained = projected_stage(gpm, first, model, &task1, &cfg, ctx, "stage1")?;
+            self.ci.correct_head(model, task, &new_rows, &self.train, ctx)?;
+            trained
+        } else {
+            (crate::train::TrainLog::default(), 0.0)
+        };
+        let (t_basis, updates) = if self.ci.frozen_trunk || self.ci.first_session {
+            (0.0, Vec::new())
+        } else {
+            update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?
+        };
         let mut timings = vec![("stage1".into(), t_train), ("basis".into(), t_basis)];
         if let Some(t) = self.ci.slda_end(model, task, ctx.replay, before.as_ref(), &mut self.slda)? {
             timings.push(("slda".into(), t));
@@ -221,7 +239,7 @@ impl Method for GpmMethod {
         if state.fisher.is_some() {
             return Err(Error::Config("GPM keeps no Fisher; the stored state has one".into()));
         }
-        if state.tasks_seen > 0 && state.bases.is_empty() {
+        if state.tasks_seen > 0 && state.bases.is_empty() && !(self.ci.frozen_trunk || self.ci.first_session) {
             return Err(Error::Config("stored GPM state has tasks but no bases".into()));
         }
         let gpm = restore_gpm(model, &self.gpm_cfg, &state.bases)?;

@@ -10,7 +10,7 @@ use super::linear::Linear;
 use super::norm::BatchNorm;
 use super::param::Param;
 use super::pool::MaxPool2d;
-use super::random_features::RandomFeatures;
+use super::random_features::{RandomFeatures, RandomFourier};
 use crate::error::Result;
 
 /// Whether a forward pass is for training (dropout active, caches kept) or evaluation.
@@ -43,6 +43,8 @@ pub enum Layer {
     Flatten(Flatten),
     /// A fixed random projection (no parameters; RanPAC's expansion before the head).
     RandomFeatures(RandomFeatures),
+    /// Random Fourier features of the standardised input (no parameters; RanDumb's representation).
+    RandomFourier(RandomFourier),
 }
 
 impl Layer {
@@ -57,6 +59,7 @@ impl Layer {
             Layer::Dropout(l) => l.forward(x, mode),
             Layer::Flatten(l) => l.forward(x),
             Layer::RandomFeatures(l) => l.forward(x),
+            Layer::RandomFourier(l) => l.forward(x),
         }
     }
 
@@ -71,6 +74,7 @@ impl Layer {
             Layer::Dropout(l) => l.backward(grad),
             Layer::Flatten(l) => l.backward(grad),
             Layer::RandomFeatures(l) => l.backward(grad),
+            Layer::RandomFourier(l) => l.backward(grad),
         }
     }
 
@@ -95,7 +99,12 @@ impl Layer {
             Layer::Linear(l) => l.params(),
             Layer::Conv2d(l) => l.params(),
             Layer::BatchNorm(l) => l.params(),
-            Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Dropout(_) | Layer::Flatten(_) | Layer::RandomFeatures(_) => {
+            Layer::Relu(_)
+            | Layer::MaxPool2d(_)
+            | Layer::Dropout(_)
+            | Layer::Flatten(_)
+            | Layer::RandomFeatures(_)
+            | Layer::RandomFourier(_) => {
                 vec![]
             }
         }
@@ -107,7 +116,12 @@ impl Layer {
             Layer::Linear(l) => l.params_mut(),
             Layer::Conv2d(l) => l.params_mut(),
             Layer::BatchNorm(l) => l.params_mut(),
-            Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Dropout(_) | Layer::Flatten(_) | Layer::RandomFeatures(_) => {
+            Layer::Relu(_)
+            | Layer::MaxPool2d(_)
+            | Layer::Dropout(_)
+            | Layer::Flatten(_)
+            | Layer::RandomFeatures(_)
+            | Layer::RandomFourier(_) => {
                 vec![]
             }
         }
@@ -124,6 +138,7 @@ impl Layer {
             Layer::Dropout(l) => l.clear_cache(),
             Layer::Flatten(l) => l.clear_cache(),
             Layer::RandomFeatures(l) => l.clear_cache(),
+            Layer::RandomFourier(l) => l.clear_cache(),
         }
     }
 
@@ -138,6 +153,7 @@ impl Layer {
             Layer::Dropout(_) => "Dropout",
             Layer::Flatten(_) => "Flatten",
             Layer::RandomFeatures(_) => "RandomFeatures",
+            Layer::RandomFourier(_) => "RandomFourier",
         }
     }
 }
