@@ -163,7 +163,7 @@ impl ClassIl {
     /// Whether the trunk trains on the method's task number `tasks_seen` (0-based): not with `+ft`, and with
     /// `fsa` on the first task only.
     pub fn trains_trunk(&self, tasks_seen: usize) -> bool {
-        !self.frozen_trunk && !(self.first_session && tasks_seen > 0)
+        !(self.frozen_trunk || (self.first_session && tasks_seen > 0))
     }
 
     /// Before each task, ahead of anything the method builds from the model's shape: with `rp<M>`, RanPAC's

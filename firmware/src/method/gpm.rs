@@ -250,3 +250,66 @@ impl Method for GpmMethod {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array2;
+    use rand::Rng;
+
+    use super::*;
+    use crate::data::Samples;
+    use crate::method::Shrinkage;
+    use crate::nn::zoo;
+    use crate::train::Silent;
+
+    /// A 2-class task (labels `offset`, `offset + 1`: the sign of `feature`) of 48 training and 16 validation
+    /// samples of 6 features.
+    fn task(seed: u64, feature: usize, offset: usize) -> (Samples, Samples) {
+        let mut rng = crate::seeded_rng(seed);
+        let mut make = |n: usize| {
+            let x = Array2::from_shape_fn((n, 6), |_| rng.random_range(-1.0f32..1.0));
+            let y = (0..n).map(|i| offset + usize::from(x[[i, feature]] > 0.0)).collect();
+            Samples::new(x, y).unwrap()
+        };
+        (make(48), make(16))
+    }
+
+    /// First-session adaptation (`fsa+slda+oas`): the trunk trains on the first task and never again, no basis
+    /// is built, and the head is streaming LDA with OAS over the frozen trunk's features of every class.
+    #[test]
+    fn first_session_adaptation_trains_the_first_task_only() {
+        let (ci, lt) = ClassIl::parse_tokens(["fsa", "slda", "oas"]).unwrap();
+        let cfg = TrainConfig { epochs: 2, batch_size: 8, lr: 0.1, ..TrainConfig::default() };
+        let gcfg = GpmConfig { thresholds: vec![0.9], threshold_increment: 0.0, samples: 1000, project_heads: true };
+        let mut method = GpmMethod::new(cfg, gcfg).with_class_il(ci, lt);
+        assert_eq!(method.name(), "fsa+slda+oas");
+        let mut model = zoo::mlp(6, &[8], &[2], false, &mut crate::seeded_rng(0)).unwrap();
+        let trunk_of = |m: &Model| format!("{:?}", m.trunk);
+        let initial = trunk_of(&model);
+        let mut rng = crate::seeded_rng(7);
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
+        let (tr1, va1) = task(1, 0, 0);
+        let r1 = method.learn_task(&mut model, &TaskData { task_id: 0, head: 0, train: &tr1, val: &va1 }, &mut ctx);
+        let r1 = r1.unwrap();
+        assert!(!r1.stages[0].1.epochs.is_empty(), "the first task trains");
+        let adapted = trunk_of(&model);
+        assert_ne!(adapted, initial, "the first task moves the trunk");
+        let growth = model.grow_head(0, 4).unwrap();
+        method.params_grown(&growth).unwrap();
+        let (tr2, va2) = task(2, 3, 2);
+        let r2 = method.learn_task(&mut model, &TaskData { task_id: 1, head: 0, train: &tr2, val: &va2 }, &mut ctx);
+        let r2 = r2.unwrap();
+        assert!(r2.stages[0].1.epochs.is_empty(), "the second task trained");
+        assert_eq!(trunk_of(&model), adapted, "the trunk moved after the first task");
+        assert!(r2.basis_sizes.iter().all(|&k| k == 0), "a basis was built: {:?}", r2.basis_sizes);
+        let st = method.slda.as_ref().unwrap();
+        assert_eq!(
+            st.means.count,
+            vec![48 - st.means.count[1], st.means.count[1], 48 - st.means.count[3], st.means.count[3]]
+        );
+        let (w, b) = st.head(Shrinkage::Oas).unwrap();
+        assert_eq!(model.heads[0].w().to_owned(), w);
+        assert_eq!(model.heads[0].bias.as_ref().unwrap().value.iter().copied().collect::<Vec<_>>(), b.to_vec());
+        assert_ne!(st.head(Shrinkage::default()).unwrap().0, w, "OAS is not the fixed ε here");
+    }
+}
