@@ -109,20 +109,18 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
     // RanDumb (Prabhu et al. 2024): `randumb<D>`, standardised on the first task as a board must;
     // `randumb<D>+global` standardised on every task's training samples ([`build_for_stream`], host only).
     if let Some(rest) = name.strip_prefix("randumb") {
-        let (width, global) = match rest.split_once('+') {
-            Some((w, "global")) => (w, true),
-            Some(_) => return Err(Error::UnknownMethod(format!("{name} (randumb<D> or randumb<D>+global)"))),
-            None => (rest, false),
+        // Without the stream, `+global` is built with placeholder statistics for name checks only; runs use
+        // `build_for_stream`, which gives the real ones.
+        let (width, stats) = match rest.split_once('+') {
+            Some((w, "global")) => (w, InputStats::Given { mean: Vec::new(), std: Vec::new(), gamma: 1.0 }),
+            Some((w, "pooled")) => (w, InputStats::FirstTaskPooled),
+            Some(_) => {
+                return Err(Error::UnknownMethod(format!("{name} (randumb<D>, randumb<D>+pooled, randumb<D>+global)")));
+            }
+            None => (rest, InputStats::FirstTask),
         };
         let d = firmware::method::parse_random_features(&format!("rp{width}"))
             .map_err(|e| Error::UnknownMethod(format!("{name}: {e}")))?;
-        // Without the stream, `+global` is built with placeholder statistics for name checks only; runs use
-        // `build_for_stream`, which gives the real ones.
-        let stats = if global {
-            InputStats::Given { mean: Vec::new(), std: Vec::new(), gamma: 1.0 }
-        } else {
-            InputStats::FirstTask
-        };
         return Ok(Box::new(Prototype::randumb(d, stats).map_err(|e| Error::UnknownMethod(e.to_string()))?));
     }
     if let Some(kind) = name.strip_prefix("gpm+became@") {
@@ -210,7 +208,7 @@ pub fn build_for_stream(
         let parts: Vec<ndarray::ArrayView2<'_, f32>> = stream.tasks.iter().map(|t| t.train.x.view()).collect();
         let all = ndarray::concatenate(ndarray::Axis(0), &parts)
             .map_err(|e| Error::Invalid(format!("{name}: the stream's training samples: {e}")))?;
-        let (mean, std, gamma) = firmware::nn::rbf_input_stats(&all.view())?;
+        let (mean, std, gamma) = firmware::nn::rbf_input_stats(&all.view(), true)?;
         let stats = InputStats::Given { mean, std, gamma };
         return Ok(Box::new(Prototype::randumb(d, stats).map_err(|e| Error::UnknownMethod(e.to_string()))?));
     }
@@ -244,9 +242,15 @@ mod tests {
     #[test]
     fn peers_build_under_their_names() {
         let preset = Preset::named("split-mnist-ci", None).unwrap();
-        for name in
-            ["slda-oas", "slda-oas+rp2048", "randumb2048", "randumb64+global", "fsa+slda+oas+rp2048", "fsa+slda"]
-        {
+        for name in [
+            "slda-oas",
+            "slda-oas+rp2048",
+            "randumb2048",
+            "randumb64+global",
+            "randumb64+pooled",
+            "fsa+slda+oas+rp2048",
+            "fsa+slda",
+        ] {
             assert_eq!(build(name, &preset, &host()).unwrap().name(), name);
         }
         for bad in ["randumb0", "randumb", "randumbx", "randumb64+local", "fsa+nope"] {

@@ -760,9 +760,12 @@ pub fn slda_refit(
 /// Where RanDumb's input standardisation and γ come from ([`rbf_input_stats`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum InputStats {
-    /// From the method's first task's training samples: all a board has when it builds the features (later
-    /// classes' samples have not arrived yet).
+    /// Per feature, from the method's first task's training samples: all a board has when it builds the features
+    /// (later classes' samples have not arrived yet).
     FirstTask,
+    /// One mean and standard deviation for every feature, from the first task's samples (`γ = 1/(d·Var x)` on the
+    /// raw input; [`rbf_input_stats`] pooled).
+    FirstTaskPooled,
     /// Given from outside (host only: e.g. every task's training samples, as the paper's offline pipeline
     /// standardises): per-feature mean and standard deviation, and γ.
     Given {
@@ -805,11 +808,11 @@ pub fn randumb_model(model: &Model, spec: &RandomFourierSpec, x: &ArrayView2<'_,
     }
     let d = model.input_len();
     let (mean, std, gamma) = match &spec.stats {
-        InputStats::FirstTask => {
+        InputStats::FirstTask | InputStats::FirstTaskPooled => {
             if x.ncols() != d {
                 return Err(shape_err("RanDumb: samples vs model input", d, x.ncols()));
             }
-            rbf_input_stats(x)?
+            rbf_input_stats(x, spec.stats == InputStats::FirstTask)?
         }
         InputStats::Given { mean, std, gamma } => (mean.clone(), std.clone(), *gamma),
     };
@@ -947,7 +950,11 @@ impl Method for Prototype {
             (PrototypeRule::Slda, Shrinkage::Fixed(_)) => "slda",
         };
         if let Some(spec) = &self.random_fourier {
-            let global = if matches!(spec.stats, InputStats::Given { .. }) { "+global" } else { "" };
+            let global = match spec.stats {
+                InputStats::FirstTask => "",
+                InputStats::FirstTaskPooled => "+pooled",
+                InputStats::Given { .. } => "+global",
+            };
             return if rule == "slda-oas" {
                 format!("randumb{}{global}", spec.width)
             } else {

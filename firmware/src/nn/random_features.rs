@@ -118,13 +118,19 @@ pub struct RandomFourier {
     pre: Option<Array2<f32>>,
 }
 
-/// Standardisation statistics and γ of RanDumb's input, from samples `x (n, d)`, as scikit-learn's
-/// `StandardScaler` and `RBFSampler(gamma='scale')` compute them: per feature `m_j` the mean and `s_j` the
-/// population standard deviation (a feature whose `s_j < 10·ε_f64` gets `s_j = 1`, as `_handle_zeros_in_scale`
-/// does), and `γ = 1/(d · Var(x̃))` with `Var(x̃)` the variance of every entry of the standardised samples
-/// (1 when every feature varies; 1 when nothing varies at all). Computed in f64. Errors on no samples, no
-/// features or a non-finite value.
-pub fn rbf_input_stats(x: &ArrayView2<'_, f32>) -> Result<(Vec<f32>, Vec<f32>, f64)> {
+/// Standardisation statistics and γ of RanDumb's input, from samples `x (n, d)`.
+///
+/// Per feature (`per_feature`), as scikit-learn's `StandardScaler` and `RBFSampler(gamma='scale')` compute them:
+/// `m_j` the mean and `s_j` the population standard deviation of feature `j` (a feature whose `s_j < 10·ε_f64`
+/// gets `s_j = 1`, as `_handle_zeros_in_scale` does), and `γ = 1/(d · Var(x̃))` with `Var(x̃)` the variance of
+/// every entry of the standardised samples (1 when every feature varies).
+///
+/// Pooled (`!per_feature`): one mean `m` and one standard deviation `s` over every entry, the same for every
+/// feature, and `γ = 1/d`. The kernel `exp(−γ‖x̃ − x̃'‖²) = exp(−‖x − x'‖²/(d·Var(x)))` is then RBFSampler's
+/// `gamma='scale'` on the raw input: no feature is scaled by a spread measured on few classes.
+///
+/// Computed in f64. Errors on no samples, no features or a non-finite value.
+pub fn rbf_input_stats(x: &ArrayView2<'_, f32>, per_feature: bool) -> Result<(Vec<f32>, Vec<f32>, f64)> {
     let (n, d) = x.dim();
     if n == 0 || d == 0 {
         return Err(crate::Error::Empty(format!("RBF input statistics of {n} samples × {d} features")));
@@ -133,6 +139,13 @@ pub fn rbf_input_stats(x: &ArrayView2<'_, f32>) -> Result<(Vec<f32>, Vec<f32>, f
         return Err(crate::Error::NonFinite("RBF input statistics".into()));
     }
     let nf = n as f64;
+    if !per_feature {
+        let total = nf * d as f64;
+        let m = x.iter().map(|&v| f64::from(v)).sum::<f64>() / total;
+        let var = x.iter().map(|&v| (f64::from(v) - m).powi(2)).sum::<f64>() / total;
+        let sd = if var.sqrt() < 10.0 * f64::EPSILON { 1.0 } else { var.sqrt() };
+        return Ok((vec![m as f32; d], vec![sd as f32; d], 1.0 / d as f64));
+    }
     let mut mean = vec![0.0f64; d];
     for row in x.outer_iter() {
         for (m, &v) in mean.iter_mut().zip(row) {
@@ -325,11 +338,15 @@ mod tests {
     #[test]
     fn rbf_statistics_follow_standard_scaler_and_scale() {
         let x = array![[1.0f32, 5.0], [3.0, 5.0]];
-        let (m, s, gamma) = rbf_input_stats(&x.view()).unwrap();
+        let (m, s, gamma) = rbf_input_stats(&x.view(), true).unwrap();
         assert_eq!((m, s), (vec![2.0, 5.0], vec![1.0, 1.0]));
         assert!((gamma - 1.0).abs() < 1e-12, "γ {gamma}");
-        assert!(rbf_input_stats(&Array2::<f32>::zeros((0, 3)).view()).is_err());
-        assert!(rbf_input_stats(&array![[f32::NAN]].view()).is_err());
+        // Pooled: entries [1, 5, 3, 5] have mean 3.5 and variance (6.25 + 2.25 + 0.25 + 2.25)/4 = 2.75; γ = 1/d.
+        let (m, s, gamma) = rbf_input_stats(&x.view(), false).unwrap();
+        assert_eq!(m, vec![3.5, 3.5]);
+        assert!(s.iter().all(|&v| (v - 2.75f32.sqrt()).abs() < 1e-6) && gamma == 0.5, "{s:?} {gamma}");
+        assert!(rbf_input_stats(&Array2::<f32>::zeros((0, 3)).view(), true).is_err());
+        assert!(rbf_input_stats(&array![[f32::NAN]].view(), false).is_err());
     }
 
     /// `z(x)ᵀz(x')` approximates the RBF kernel `exp(−γ‖x̃ − x̃'‖²)` (Rahimi & Recht), the seed fixes the layer,
