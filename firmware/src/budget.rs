@@ -427,6 +427,8 @@ fn layer_costs(model: &Model) -> Result<Vec<LayerCost>> {
             Layer::Flatten(_) => (vec![shape.iter().product()], 0, 0, false),
             // Nothing cached (its backward needs only its fixed matrix) and nothing to project.
             Layer::RandomFeatures(r) => (vec![r.out_features()], 0, 0, false),
+            // Its pre-activation is cached for backward (the cosine's slope); nothing to project.
+            Layer::RandomFourier(r) => (vec![r.out_features()], r.out_features() as u64, 0, false),
             Layer::Relu(_) | Layer::Dropout(_) => (shape.clone(), input, 0, false),
             Layer::BatchNorm(_) => (shape.clone(), 2 * input, 0, false),
         };

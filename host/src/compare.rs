@@ -119,7 +119,7 @@ fn run_one(
 ) -> Result<simulate::RunResult> {
     let stream = preset.load(data_dir, seed)?;
     let model = preset.build_model(&stream, seed)?;
-    let mut m = registry::build(method, preset, &simulate::host_profile()?)?;
+    let mut m = registry::build_for_stream(method, preset, &simulate::host_profile()?, &stream)?;
     let total: usize = stream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * preset.train.epochs;
     let mut bar = Bar::new(&format!("{label} {method} seed {seed}"), total as u64);
     let (result, _) = simulate::run(&stream, model, m.as_mut(), seed, &mut bar)?;
@@ -139,8 +139,11 @@ fn human_bytes(b: f64) -> String {
     }
 }
 
-/// The Markdown report: one table per stream (ACC, BWT, forgetting, time, bytes kept), ranked by ACC, with the
-/// winner, its margin over the runner-up, and BECAME's rank.
+/// The Markdown report: one table per stream (ACC, BWT, forgetting, time, memory), ranked by ACC, with the
+/// winner, its margin over the runner-up, and BECAME's rank. Memory is given as what each method keeps beside the
+/// model ("statistics kept": bases, Fisher, class means and covariances, seeds), the model's trainable parameters,
+/// its fixed random matrices (held in memory to answer, rebuilt from widths or a seed, never stored), and their
+/// sum, so rows can be compared at equal memory.
 pub fn markdown(cmp: &Comparison) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Command: `{}`\n", cmp.command);
@@ -155,19 +158,26 @@ pub fn markdown(cmp: &Comparison) -> String {
         rows.sort_by(|a, b| b.acc.mean.total_cmp(&a.acc.mean));
         let seeds = rows.first().map_or(0, |a| a.seeds.len());
         let _ = writeln!(s, "### {stream} ({seeds} seeds)\n");
-        let _ = writeln!(s, "| rank | method | ACC (%) | BWT (pt) | forgetting (pt) | time per run (s) | bytes kept |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| rank | method | ACC (%) | BWT (pt) | forgetting (pt) | time per run (s) | bytes kept | model params | \
+             fixed random | memory total |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
         for (i, a) in rows.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {:.1} | {} |",
+                "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
                 i + 1,
                 a.method,
                 pct(&a.acc),
                 pct(&a.bwt),
                 pct(&a.forgetting),
                 a.seconds.mean,
-                human_bytes(a.bytes_kept)
+                human_bytes(a.bytes_kept),
+                human_bytes(a.param_bytes),
+                human_bytes(a.fixed_bytes),
+                human_bytes(a.bytes_kept + a.param_bytes + a.fixed_bytes)
             );
         }
         if let [first, second, ..] = rows.as_slice() {
@@ -250,6 +260,8 @@ mod tests {
             seconds: 1.0,
             replay_samples: 0,
             replay_bytes: 0,
+            param_bytes: 40,
+            fixed_bytes: if method == "pam" { 1024 } else { 0 },
         }
     }
 
@@ -289,6 +301,8 @@ mod tests {
         assert!(md.contains("Winner: **gpm+became**, 5.00 pt ACC ahead of pam"), "{md}");
         assert!(md.contains("BECAME (gpm+became) ranks 1 of 3"), "{md}");
         assert!(md.contains("4.0 KiB") && md.contains("80 B"), "{md}");
+        // Memory: kept 80 B + parameters 40 B + fixed 1024 B for pam.
+        assert!(md.contains("| 80 B | 40 B | 1.0 KiB | 1.1 KiB |"), "{md}");
     }
 
     #[test]

@@ -430,6 +430,10 @@ struct StreamArgs {
     /// Pre-trained streams: where the frozen prefix of the base ends (input: nothing frozen; last:K; a tensor).
     #[arg(long)]
     cut: Option<String>,
+    /// Few-shot training: each task keeps only K training samples per class (the first K after the seed's
+    /// shuffle; the rest unused); validation and test splits unchanged. The stream's name gets "@K-shot".
+    #[arg(long)]
+    shots: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -501,6 +505,11 @@ struct CompareArgs {
     /// its training data) to choose hyper-parameters (e.g. `holistic:<lr>`) without seeing a test set.
     #[arg(long, default_value = "test", value_parser = ["test", "val"])]
     eval: String,
+    /// Few-shot training, comma separated K values (`all`: every sample), e.g. `1,5,10,20,all`: every stream is
+    /// run once per K, each task keeping K training samples per class (the first K after the seed's shuffle);
+    /// validation and test splits unchanged. Streams get "@K-shot".
+    #[arg(long, default_value = "all")]
+    shots: String,
     /// Folder for compare.json, compare.md and the plots.
     #[arg(long, default_value = "out/compare")]
     out: PathBuf,
@@ -749,6 +758,12 @@ fn preset_from(a: &StreamArgs) -> anyhow::Result<Preset> {
         p.model = ModelSpec::parse(m)?;
     }
     set_base(&mut p, a.base.as_ref(), a.cut.as_deref())?;
+    if let Some(k) = a.shots {
+        if k == 0 {
+            bail!("--shots must be at least 1");
+        }
+        p.shots = Some(k);
+    }
     if let Some(e) = a.epochs {
         p.train.epochs = e;
     }
@@ -804,7 +819,7 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
         for &seed in &seeds {
             let stream = preset.load(&dir, seed)?;
             let model = preset.build_model(&stream, seed)?;
-            let mut method = registry::build(method_name, &preset, &cfg.profile)?;
+            let mut method = registry::build_for_stream(method_name, &preset, &cfg.profile, &stream)?;
             if let Some(m) = host::backend::for_simulation(a.backend, method_name, &preset)? {
                 method = m;
             }
@@ -834,15 +849,34 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
 }
 
 fn compare_cmd(a: CompareArgs) -> anyhow::Result<()> {
+    let shots: Vec<Option<usize>> = a
+        .shots
+        .split(',')
+        .map(str::trim)
+        .map(|k| match k {
+            "all" => Ok(None),
+            k => match k.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(anyhow::anyhow!("--shots: '{k}' is neither a count ≥ 1 nor 'all'")),
+            },
+        })
+        .collect::<anyhow::Result<_>>()?;
     let mut streams = Vec::new();
     for name in a.streams.split(',').map(str::trim) {
-        let mut p = Preset::named(name, a.tasks)?;
-        if let Some(e) = a.epochs {
-            p.train.epochs = e;
+        for &k in &shots {
+            let mut p = Preset::named(name, a.tasks)?;
+            if let Some(e) = a.epochs {
+                p.train.epochs = e;
+            }
+            set_base(&mut p, a.base.as_ref(), a.cut.as_deref())?;
+            p.eval_on_val = a.eval == "val";
+            p.shots = k;
+            let label = match k {
+                Some(k) => format!("{name}@{k}-shot"),
+                None => name.to_string(),
+            };
+            streams.push((label, p));
         }
-        set_base(&mut p, a.base.as_ref(), a.cut.as_deref())?;
-        p.eval_on_val = a.eval == "val";
-        streams.push((name.to_string(), p));
     }
     let plan = host::compare::ComparePlan {
         streams,

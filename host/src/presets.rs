@@ -198,6 +198,10 @@ pub struct Preset {
     /// Score on the tasks' validation splits instead of their test sets (`host compare --eval val`): for choosing
     /// hyper-parameters without seeing a test set. The stream's name gets `@val`.
     pub eval_on_val: bool,
+    /// Few-shot training (`--shots K`): each task keeps `K` training samples per class, drawn per seed
+    /// ([`stream::keep_shots`]); validation and test splits unchanged. `None`: every sample. The stream's name
+    /// gets `@K-shot`.
+    pub shots: Option<usize>,
 }
 
 impl Preset {
@@ -243,6 +247,7 @@ impl Preset {
                     },
                     ewc_lambda: EWC_LAMBDA,
                     eval_on_val: false,
+                    shots: None,
                 }
             }
             "split-mnist" => Preset {
@@ -255,6 +260,7 @@ impl Preset {
                 gpm: GpmConfig { thresholds: vec![0.97], threshold_increment: 0.0, samples: 300, project_heads: false },
                 ewc_lambda: EWC_LAMBDA,
                 eval_on_val: false,
+                shots: None,
             },
             "split-fmnist" => Preset {
                 stream: StreamSpec::SplitFashion,
@@ -271,6 +277,7 @@ impl Preset {
                 },
                 ewc_lambda: EWC_LAMBDA,
                 eval_on_val: false,
+                shots: None,
             },
             "mnist-pt" | "fmnist-pt" => {
                 let fashion = name == "fmnist-pt";
@@ -319,6 +326,10 @@ impl Preset {
     /// [`Preset::grow_head`] the stream's name gets a `-ci` suffix.
     pub fn load(&self, data_dir: &std::path::Path, seed: u64) -> Result<Stream> {
         let mut s = self.load_stream(data_dir, seed)?;
+        // Shots before the frozen prefix: only the kept samples pass through it.
+        if let Some(k) = self.shots {
+            stream::keep_shots(&mut s, k, seed)?;
+        }
         if let ModelSpec::Pretrained { path, cut } = &self.model {
             s = through_prefix(&self.model.open_pretrained(path, cut)?, s)?;
         }
@@ -338,6 +349,9 @@ impl Preset {
             if !s.name.ends_with("-ci") {
                 s.name.push_str("-ci");
             }
+        }
+        if let Some(k) = self.shots {
+            s.name.push_str(&format!("@{k}-shot"));
         }
         Ok(s)
     }

@@ -6,8 +6,8 @@ use firmware::gpm::GpmConfig;
 use firmware::merge::magmax::MAGMAX_LAMBDA;
 use firmware::method::class_il::ClassIl;
 use firmware::method::{
-    AdamNscl, Became, Ewc, FineTune, GpmMethod, Holistic, Joint, MergeRule, Merging, Method, NsclConfig, PAM_EPSILON,
-    Prototype, Trm,
+    AdamNscl, Became, Ewc, FineTune, GpmMethod, Holistic, InputStats, Joint, MergeRule, Merging, Method, NsclConfig,
+    PAM_EPSILON, Prototype, Trm,
 };
 
 use crate::error::{Error, Result};
@@ -33,6 +33,8 @@ pub const METHODS: &[&str] = &[
     "adam-nscl+became",
     "ncm",
     "slda",
+    "slda-oas",
+    "randumb2048",
     "field",
 ];
 
@@ -97,6 +99,30 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
             });
         }
     }
+    // First-session adaptation (Panos et al., ICCV 2023): `fsa+<opts>`, GPM's training on the first task only,
+    // then the trunk frozen (e.g. `fsa+slda+oas+rp2048`).
+    if let Some(rest) = name.strip_prefix("fsa+") {
+        let (ci, lt) = ClassIl::parse_tokens(std::iter::once("fsa").chain(rest.split('+')))?;
+        let gpm = GpmConfig { project_heads: !preset.multi_head, ..preset.gpm.clone() };
+        return Ok(Box::new(GpmMethod::new(preset.train.clone(), gpm).with_class_il(ci, lt)));
+    }
+    // RanDumb (Prabhu et al. 2024): `randumb<D>`, standardised on the first task as a board must;
+    // `randumb<D>+global` standardised on every task's training samples ([`build_for_stream`], host only).
+    if let Some(rest) = name.strip_prefix("randumb") {
+        // Without the stream, `+global` is built with placeholder statistics for name checks only; runs use
+        // `build_for_stream`, which gives the real ones.
+        let (width, stats) = match rest.split_once('+') {
+            Some((w, "global")) => (w, InputStats::Given { mean: Vec::new(), std: Vec::new(), gamma: 1.0 }),
+            Some((w, "pooled")) => (w, InputStats::FirstTaskPooled),
+            Some(_) => {
+                return Err(Error::UnknownMethod(format!("{name} (randumb<D>, randumb<D>+pooled, randumb<D>+global)")));
+            }
+            None => (rest, InputStats::FirstTask),
+        };
+        let d = firmware::method::parse_random_features(&format!("rp{width}"))
+            .map_err(|e| Error::UnknownMethod(format!("{name}: {e}")))?;
+        return Ok(Box::new(Prototype::randumb(d, stats).map_err(|e| Error::UnknownMethod(e.to_string()))?));
+    }
     if let Some(kind) = name.strip_prefix("gpm+became@") {
         return crate::backend::became_on(kind.parse()?, preset);
     }
@@ -151,15 +177,42 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
         "adam-nscl+became" => Box::new(Became::with_adam_nscl(adam_nscl(preset), train).with_fisher_format(format)),
         "ncm" => Box::new(Prototype::ncm()),
         "slda" => Box::new(Prototype::slda()),
+        "slda-oas" => Box::new(Prototype::slda().with_oas()),
         // RanPAC without training: the prototype head over a random expansion of the (untrained) trunk.
-        rp if rp.starts_with("ncm+rp") || rp.starts_with("slda+rp") => {
+        rp if rp.starts_with("ncm+rp") || rp.starts_with("slda+rp") || rp.starts_with("slda-oas+rp") => {
             let (rule, width) = rp.split_once('+').unwrap_or((rp, ""));
             let m = firmware::method::parse_random_features(width).map_err(|e| Error::UnknownMethod(e.to_string()))?;
-            let base = if rule == "ncm" { Prototype::ncm() } else { Prototype::slda() };
+            let base = match rule {
+                "ncm" => Prototype::ncm(),
+                "slda" => Prototype::slda(),
+                _ => Prototype::slda().with_oas(),
+            };
             Box::new(base.with_random_features(m).map_err(|e| Error::UnknownMethod(e.to_string()))?)
         }
         other => return Err(Error::UnknownMethod(format!("{other} (known: {})", METHODS.join(", ")))),
     })
+}
+
+/// [`build`] for a run on `stream`: the same method, except that `randumb<D>+global` gets its standardisation
+/// and γ from every task's training samples ([`firmware::nn::rbf_input_stats`]), the offline reference a board
+/// cannot compute (it has only the first task's samples when it draws the features).
+pub fn build_for_stream(
+    name: &str,
+    preset: &Preset,
+    profile: &BoardProfile,
+    stream: &crate::data::stream::Stream,
+) -> Result<Box<dyn Method>> {
+    if let Some(width) = name.strip_prefix("randumb").and_then(|r| r.strip_suffix("+global")) {
+        let d = firmware::method::parse_random_features(&format!("rp{width}"))
+            .map_err(|e| Error::UnknownMethod(format!("{name}: {e}")))?;
+        let parts: Vec<ndarray::ArrayView2<'_, f32>> = stream.tasks.iter().map(|t| t.train.x.view()).collect();
+        let all = ndarray::concatenate(ndarray::Axis(0), &parts)
+            .map_err(|e| Error::Invalid(format!("{name}: the stream's training samples: {e}")))?;
+        let (mean, std, gamma) = firmware::nn::rbf_input_stats(&all.view(), true)?;
+        let stats = InputStats::Given { mean, std, gamma };
+        return Ok(Box::new(Prototype::randumb(d, stats).map_err(|e| Error::UnknownMethod(e.to_string()))?));
+    }
+    build(name, preset, profile)
 }
 
 #[cfg(test)]
@@ -182,6 +235,26 @@ mod tests {
         assert_eq!(build("ncm+rp64", &preset, &host()).unwrap().name(), "ncm+rp64");
         for bad in ["slda+rp0", "slda+rp99999", "ncm+rpx", "slda+lt"] {
             assert!(matches!(build(bad, &preset, &host()), Err(Error::UnknownMethod(_))), "{bad}");
+        }
+    }
+
+    /// The peers of issue 30 build under their own names; bad widths and options are typed errors.
+    #[test]
+    fn peers_build_under_their_names() {
+        let preset = Preset::named("split-mnist-ci", None).unwrap();
+        for name in [
+            "slda-oas",
+            "slda-oas+rp2048",
+            "randumb2048",
+            "randumb64+global",
+            "randumb64+pooled",
+            "fsa+slda+oas+rp2048",
+            "fsa+slda",
+        ] {
+            assert_eq!(build(name, &preset, &host()).unwrap().name(), name);
+        }
+        for bad in ["randumb0", "randumb", "randumbx", "randumb64+local", "fsa+nope"] {
+            assert!(build(bad, &preset, &host()).is_err(), "{bad}");
         }
     }
 

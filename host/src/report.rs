@@ -64,6 +64,12 @@ pub struct Aggregate {
     /// Bytes the replay buffer held after the last task (mean over seeds).
     #[serde(default)]
     pub replay_bytes: f64,
+    /// Bytes of the model's trainable parameters after the last task (mean over seeds).
+    #[serde(default)]
+    pub param_bytes: f64,
+    /// Bytes of the model's fixed random matrices (mean over seeds; in memory, rebuilt from widths or a seed).
+    #[serde(default)]
+    pub fixed_bytes: f64,
     /// The individual runs.
     pub runs: Vec<RunResult>,
 }
@@ -120,6 +126,8 @@ impl Aggregate {
             bytes_kept: col(&|r| r.reports.last().map_or(0.0, |x| x.bytes_kept as f64)).mean,
             replay_samples: first.replay_samples,
             replay_bytes: col(&|r| r.replay_bytes as f64).mean,
+            param_bytes: col(&|r| r.param_bytes as f64).mean,
+            fixed_bytes: col(&|r| r.fixed_bytes as f64).mean,
             runs,
         })
     }

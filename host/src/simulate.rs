@@ -41,6 +41,28 @@ pub struct RunResult {
     /// Bytes the replay buffer held after the last task (`4 · features + 4` per stored sample).
     #[serde(default)]
     pub replay_bytes: u64,
+    /// Bytes of the model's trainable parameters after the last task (trunk and heads, f32).
+    #[serde(default)]
+    pub param_bytes: u64,
+    /// Bytes of the model's fixed random matrices after the last task (RanPAC's projection, RanDumb's random
+    /// Fourier features; f32): held in memory to answer, but never stored, since they are rebuilt from their
+    /// widths or seed ([`fixed_bytes`]).
+    #[serde(default)]
+    pub fixed_bytes: u64,
+}
+
+/// Bytes of `model`'s parameter-free constant layers (f32): RanPAC's `M × d` projection
+/// ([`firmware::nn::RandomFeatures`]) and RanDumb's `D × d` matrix and `D` offsets ([`firmware::nn::RandomFourier`]).
+pub fn fixed_bytes(model: &Model) -> u64 {
+    model
+        .trunk
+        .iter()
+        .map(|l| match l {
+            firmware::nn::Layer::RandomFeatures(r) => 4 * r.weight().len() as u64,
+            firmware::nn::Layer::RandomFourier(r) => 4 * r.constant_len() as u64,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Batch size used for test-set evaluation.
@@ -222,6 +244,8 @@ pub fn run_with(
         seconds: t0.elapsed().as_secs_f64(),
         replay_samples: learner.replay().capacity(),
         replay_bytes: learner.replay().bytes(),
+        param_bytes: 4 * learner.model().num_params() as u64,
+        fixed_bytes: fixed_bytes(learner.model()),
     };
     Ok((result, learner.into_model()))
 }

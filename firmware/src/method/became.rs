@@ -311,7 +311,7 @@ fn fisher_at(ci: &ClassIl, stats: Option<&SldaStats>, model: &mut Model, task: &
     }
     let mut m = model.clone();
     let mut st = stats.cloned();
-    slda_refit(&mut m, task, &mut st)?;
+    slda_refit(&mut m, task, &mut st, ci.shrinkage())?;
     diagonal_fisher(&mut m, task)
 }
 

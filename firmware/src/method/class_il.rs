@@ -40,8 +40,9 @@ use crate::train::{GradHook, TrainConfig, class_mask, train};
 
 use super::LearnContext;
 use super::prototype::{
-    ClassMeans, SldaStats, compensate_drift, compensate_drift_from_task, ensure_head_bias, ensure_random_features,
-    feature_means, parse_random_features, shaped_with_random_features, slda_refit, trunk_features,
+    ClassMeans, Shrinkage, SldaStats, compensate_drift, compensate_drift_from_task, ensure_head_bias,
+    ensure_random_features, feature_means, parse_random_features, shaped_with_random_features, slda_refit,
+    trunk_features,
 };
 
 /// What BECAME's merge covers with one α ([`crate::merge::became_alpha`] over each group).
@@ -97,6 +98,12 @@ pub struct ClassIl {
     /// softmax head; without the labels trick the new classes' features are then trained away from the old
     /// classes as the deployed classifier sees them.
     pub lda_anchors: bool,
+    /// OAS shrinkage for the `slda` head (`+oas`, [`Shrinkage::Oas`]) instead of the fixed ε.
+    pub oas: bool,
+    /// First-session adaptation (`fsa`, Panos et al., ICCV 2023): the trunk trains on the method's first task only
+    /// and is frozen from the second task on (as `+ft`); with `slda`, the head is streaming LDA over the frozen
+    /// trunk's features. No GPM basis is built (nothing is ever projected).
+    pub first_session: bool,
 }
 
 /// What [`ClassIl::slda_begin`] keeps to measure the trunk's drift over a task.
@@ -119,9 +126,10 @@ pub const DRIFT_PROBE_SAMPLES: usize = 1000;
 
 impl ClassIl {
     /// The options as name tokens (`+lt` labels trick, `+keepold` / `+split` head merge, `+wa` weight aligning,
-    /// `+r1` / `+r2` replay in stage 1 / 2, `+bh` balanced head fine-tuning, `+slda` streaming-LDA head, `+sdc`
-    /// its drift compensation, `+rp<M>` random features of width `M`, `+ft` frozen trunk), in that order; empty
-    /// when all off.
+    /// `+r1` / `+r2` replay in stage 1 / 2, `+bh` balanced head fine-tuning, `+slda` streaming-LDA head, `+oas`
+    /// its OAS shrinkage, `+sdc` its drift compensation, `+rp<M>` random features of width `M`, `+ft` frozen
+    /// trunk), in that order; empty when all off. First-session adaptation (`fsa`) is not a suffix: the method's
+    /// name starts with it ([`crate::method::GpmMethod`]).
     pub fn suffix(&self, labels_trick: bool) -> String {
         let mut s = String::new();
         let on = [
@@ -133,6 +141,7 @@ impl ClassIl {
             (self.replay_stage2, "+r2"),
             (self.balanced_head, "+bh"),
             (self.slda_head, "+slda"),
+            (self.oas, "+oas"),
             (self.drift, "+sdc"),
             (self.merge_stage2, "+m2"),
             (self.lda_fisher, "+fl"),
@@ -171,15 +180,28 @@ impl ClassIl {
                 "m2" => ci.merge_stage2 = true,
                 "fl" => ci.lda_fisher = true,
                 "la" => ci.lda_anchors = true,
+                "oas" => ci.oas = true,
+                "fsa" => ci.first_session = true,
                 rp if rp.starts_with("rp") && rp.len() > 2 => ci.random_features = Some(parse_random_features(rp)?),
                 other => {
                     return Err(Error::Config(format!(
-                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, sdc, m2, fl, la, rp<M>, ft)"
+                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, oas, sdc, m2, fl, la, rp<M>, ft, fsa)"
                     )));
                 }
             }
         }
         Ok((ci, lt))
+    }
+
+    /// The SLDA head's shrinkage: OAS with `+oas`, else the fixed [`crate::method::SLDA_SHRINKAGE`].
+    pub fn shrinkage(&self) -> Shrinkage {
+        if self.oas { Shrinkage::Oas } else { Shrinkage::default() }
+    }
+
+    /// Whether the trunk trains on the method's task number `tasks_seen` (0-based): not with `+ft`, and with
+    /// `fsa` on the first task only.
+    pub fn trains_trunk(&self, tasks_seen: usize) -> bool {
+        !(self.frozen_trunk || (self.first_session && tasks_seen > 0))
     }
 
     /// Before each task, ahead of anything the method builds from the model's shape: with `rp<M>`, RanPAC's
@@ -289,7 +311,7 @@ impl ClassIl {
             }
             _ => {}
         }
-        slda_refit(model, task, &mut work)?;
+        slda_refit(model, task, &mut work, self.shrinkage())?;
         *stats = work;
         Ok(Some(t0.elapsed().as_secs_f64()))
     }

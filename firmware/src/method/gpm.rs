@@ -150,8 +150,16 @@ pub(crate) fn restore_gpm(model: &Model, cfg: &GpmConfig, bases: &[BasisState]) 
 }
 
 impl Method for GpmMethod {
+    /// `gpm` and the class-incremental suffix; first-session adaptation is `fsa` and the suffix (it projects
+    /// nothing).
     fn name(&self) -> String {
-        format!("gpm{}", self.ci.suffix(self.train.labels_trick))
+        let base = if self.ci.first_session { "fsa" } else { "gpm" };
+        format!("{base}{}", self.ci.suffix(self.train.labels_trick))
+    }
+
+    /// A trunk that never trains (`+ft`) holds nothing out.
+    fn uses_validation(&self) -> bool {
+        !self.ci.frozen_trunk
     }
 
     fn learn_task(&mut self, model: &mut Model, task: &TaskData<'_>, ctx: &mut LearnContext<'_>) -> Result<TaskReport> {
@@ -163,12 +171,22 @@ impl Method for GpmMethod {
         let first = self.tasks_seen == 0;
         let before = self.ci.slda_begin(model, task, ctx.replay, self.slda.as_ref())?;
         let new_rows = task_classes(model, task)?;
-        let train1 = if self.ci.replay_stage1 { Some(with_replay(task.train, ctx.replay)?) } else { None };
-        let task1 = TaskData { train: train1.as_ref().unwrap_or(task.train), ..*task };
-        let cfg = first_task_plain(&self.train, first);
-        let (log, t_train) = projected_stage(gpm, first, model, &task1, &cfg, ctx, "stage1")?;
-        self.ci.correct_head(model, task, &new_rows, &self.train, ctx)?;
-        let (t_basis, updates) = update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?;
+        // `+ft` trains nothing, `fsa` only the first task; neither ever projects, so neither builds bases.
+        let (log, t_train) = if self.ci.trains_trunk(self.tasks_seen) {
+            let train1 = if self.ci.replay_stage1 { Some(with_replay(task.train, ctx.replay)?) } else { None };
+            let task1 = TaskData { train: train1.as_ref().unwrap_or(task.train), ..*task };
+            let cfg = first_task_plain(&self.train, first);
+            let trained = projected_stage(gpm, first, model, &task1, &cfg, ctx, "stage1")?;
+            self.ci.correct_head(model, task, &new_rows, &self.train, ctx)?;
+            trained
+        } else {
+            (crate::train::TrainLog::default(), 0.0)
+        };
+        let (t_basis, updates) = if self.ci.frozen_trunk || self.ci.first_session {
+            (0.0, Vec::new())
+        } else {
+            update_bases(gpm, self.bases_budget, model, task, self.tasks_seen, ctx)?
+        };
         let mut timings = vec![("stage1".into(), t_train), ("basis".into(), t_basis)];
         if let Some(t) = self.ci.slda_end(model, task, ctx.replay, before.as_ref(), &mut self.slda)? {
             timings.push(("slda".into(), t));
@@ -221,7 +239,7 @@ impl Method for GpmMethod {
         if state.fisher.is_some() {
             return Err(Error::Config("GPM keeps no Fisher; the stored state has one".into()));
         }
-        if state.tasks_seen > 0 && state.bases.is_empty() {
+        if state.tasks_seen > 0 && state.bases.is_empty() && !(self.ci.frozen_trunk || self.ci.first_session) {
             return Err(Error::Config("stored GPM state has tasks but no bases".into()));
         }
         let gpm = restore_gpm(model, &self.gpm_cfg, &state.bases)?;
@@ -230,5 +248,68 @@ impl Method for GpmMethod {
         self.slda = slda;
         self.tasks_seen = state.tasks_seen;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array2;
+    use rand::Rng;
+
+    use super::*;
+    use crate::data::Samples;
+    use crate::method::Shrinkage;
+    use crate::nn::zoo;
+    use crate::train::Silent;
+
+    /// A 2-class task (labels `offset`, `offset + 1`: the sign of `feature`) of 48 training and 16 validation
+    /// samples of 6 features.
+    fn task(seed: u64, feature: usize, offset: usize) -> (Samples, Samples) {
+        let mut rng = crate::seeded_rng(seed);
+        let mut make = |n: usize| {
+            let x = Array2::from_shape_fn((n, 6), |_| rng.random_range(-1.0f32..1.0));
+            let y = (0..n).map(|i| offset + usize::from(x[[i, feature]] > 0.0)).collect();
+            Samples::new(x, y).unwrap()
+        };
+        (make(48), make(16))
+    }
+
+    /// First-session adaptation (`fsa+slda+oas`): the trunk trains on the first task and never again, no basis
+    /// is built, and the head is streaming LDA with OAS over the frozen trunk's features of every class.
+    #[test]
+    fn first_session_adaptation_trains_the_first_task_only() {
+        let (ci, lt) = ClassIl::parse_tokens(["fsa", "slda", "oas"]).unwrap();
+        let cfg = TrainConfig { epochs: 2, batch_size: 8, lr: 0.1, ..TrainConfig::default() };
+        let gcfg = GpmConfig { thresholds: vec![0.9], threshold_increment: 0.0, samples: 1000, project_heads: true };
+        let mut method = GpmMethod::new(cfg, gcfg).with_class_il(ci, lt);
+        assert_eq!(method.name(), "fsa+slda+oas");
+        let mut model = zoo::mlp(6, &[8], &[2], false, &mut crate::seeded_rng(0)).unwrap();
+        let trunk_of = |m: &Model| format!("{:?}", m.trunk);
+        let initial = trunk_of(&model);
+        let mut rng = crate::seeded_rng(7);
+        let mut ctx = LearnContext { rng: &mut rng, progress: &mut Silent, replay: None };
+        let (tr1, va1) = task(1, 0, 0);
+        let r1 = method.learn_task(&mut model, &TaskData { task_id: 0, head: 0, train: &tr1, val: &va1 }, &mut ctx);
+        let r1 = r1.unwrap();
+        assert!(!r1.stages[0].1.epochs.is_empty(), "the first task trains");
+        let adapted = trunk_of(&model);
+        assert_ne!(adapted, initial, "the first task moves the trunk");
+        let growth = model.grow_head(0, 4).unwrap();
+        method.params_grown(&growth).unwrap();
+        let (tr2, va2) = task(2, 3, 2);
+        let r2 = method.learn_task(&mut model, &TaskData { task_id: 1, head: 0, train: &tr2, val: &va2 }, &mut ctx);
+        let r2 = r2.unwrap();
+        assert!(r2.stages[0].1.epochs.is_empty(), "the second task trained");
+        assert_eq!(trunk_of(&model), adapted, "the trunk moved after the first task");
+        assert!(r2.basis_sizes.iter().all(|&k| k == 0), "a basis was built: {:?}", r2.basis_sizes);
+        let st = method.slda.as_ref().unwrap();
+        assert_eq!(
+            st.means.count,
+            vec![48 - st.means.count[1], st.means.count[1], 48 - st.means.count[3], st.means.count[3]]
+        );
+        let (w, b) = st.head(Shrinkage::Oas).unwrap();
+        assert_eq!(model.heads[0].w().to_owned(), w);
+        assert_eq!(model.heads[0].bias.as_ref().unwrap().value.iter().copied().collect::<Vec<_>>(), b.to_vec());
+        assert_ne!(st.head(Shrinkage::default()).unwrap().0, w, "OAS is not the fixed ε here");
     }
 }

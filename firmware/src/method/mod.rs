@@ -48,9 +48,10 @@ pub use joint::Joint;
 #[cfg(feature = "baselines")]
 pub use merging::{MergeRule, Merging, PAM_EPSILON};
 pub use prototype::{
-    ClassMeans, FEATURE_BATCH, MAX_RANDOM_FEATURES, Prototype, PrototypeRule, SLDA_SHRINKAGE, SharedCovariance,
-    SldaStats, UNSEEN_CLASS_BIAS, ensure_random_features, ncm_head, parse_random_features, random_features_width,
-    shaped_with_random_features, slda_head, trunk_features,
+    ClassMeans, FEATURE_BATCH, InputStats, MAX_RANDOM_FEATURES, Prototype, PrototypeRule, RandomFourierSpec,
+    SLDA_SHRINKAGE, SharedCovariance, Shrinkage, SldaStats, UNSEEN_CLASS_BIAS, ensure_random_features, ncm_head,
+    oas_shrinkage, parse_random_features, random_features_width, random_fourier_width, randumb_model,
+    shaped_with_random_features, slda_head, slda_head_with, trunk_features,
 };
 #[cfg(feature = "baselines")]
 pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};

@@ -10,6 +10,13 @@
 //! - SLDA: `argmax_c (μ_cᵀΛz − ½ μ_cᵀΛμ_c)` with the shrinkage-regularised precision
 //!   `Λ = ((1−ε)Σ + εI)⁻¹`, ε = [`SLDA_SHRINKAGE`] as in the authors' code, so `w_c = Λμ_c`,
 //!   `b_c = −½ μ_cᵀΛμ_c` ([`slda_head`]). `Λμ_c` comes from a Cholesky solve (faer), never an explicit inverse.
+//!   With OAS (`slda-oas`, the `+oas` class-incremental option; [`Shrinkage::Oas`]) the fixed ε gives way to
+//!   `Λ = ((1−ρ)Σ + ρμI)⁻¹`, `μ = tr(Σ)/p`, ρ from Σ's trace, its squared Frobenius norm and its sample count
+//!   ([`oas_shrinkage`], Chen et al. 2010): a function of the running statistics alone, so it stays streaming.
+//! - RanDumb (`randumb<D>`, Prabhu et al. 2024): the same SLDA head, with OAS, over `D` random Fourier features
+//!   of the standardised raw input ([`crate::nn::RandomFourier`]), which replace the model's trunk on the first
+//!   task ([`randumb_model`]). Their standardisation and γ come from the first task's samples (all a board has
+//!   then), `W` and `b` from one seed drawn from the run's random stream.
 //!
 //! Choices the papers leave open or that the device forces:
 //! - *Features* are the trunk's output in evaluation mode, in batches of [`FEATURE_BATCH`] (the evaluation batch of
@@ -32,22 +39,105 @@
 //! - *State*: the store holds SLDA statistics ([`crate::store::SldaState`], the stored form of [`SldaStats`],
 //!   which BECAME's `slda` option keeps and restores). These standalone baselines keep class means per head (NCM
 //!   with no Σ) and do not export them: [`Method::export_state`] refuses with a typed error once anything is kept
-//!   (`host_only_state`); they are for host-side comparison.
+//!   (`host_only_state`); they are for host-side comparison. RanDumb's features would need only their seed, γ and
+//!   standardisation (counted in [`Method::bytes_kept`]), not their `D × d` matrix.
 
 use std::time::Instant;
 
 use faer::linalg::solvers::Solve;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Ix2, s};
+use rand::Rng;
 
 use super::{LearnContext, Method, MethodState, TaskReport, host_only_state, import_nothing};
 use crate::budget::{Footprint, StepPlan};
 use crate::data::TaskData;
 use crate::error::{Error, Result, shape_err};
-use crate::nn::{Layer, Linear, Mode, Model, RandomFeatures, Relu, batch_tensor};
+use crate::nn::{
+    Flatten, Layer, Linear, Mode, Model, RandomFeatures, RandomFourier, Relu, batch_tensor, rbf_input_stats,
+};
 
 /// SLDA's shrinkage ε in `Λ = ((1−ε)Σ + εI)⁻¹` (10⁻⁴, the authors' default).
 pub const SLDA_SHRINKAGE: f64 = 1e-4;
+
+/// How SLDA regularises its shared covariance Σ before inverting it.
+///
+/// Both forms give `Σ_reg = αΣ + βI` with `α, β ≥ 0`, `β > 0` ([`Shrinkage::coefficients`]), and the SLDA
+/// head uses `Λ = Σ_reg⁻¹`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shrinkage {
+    /// A fixed ε (Hayes & Kanan's code): `Σ_reg = (1−ε)Σ + εI`, `0 < ε ≤ 1`.
+    Fixed(f64),
+    /// Oracle approximating shrinkage (Chen, Wiesel, Eldar & Hero 2010, "Shrinkage Algorithms for MMSE
+    /// Covariance Estimation", as scikit-learn's `oas` computes it): `Σ_reg = (1−ρ)Σ + ρμI` with `μ = tr(Σ)/p`
+    /// and ρ from Σ and the number of samples it was estimated from ([`SharedCovariance::oas_shrinkage`]). It
+    /// needs only Σ itself (its trace and squared Frobenius norm) and the count `t`, so it stays streaming.
+    Oas,
+}
+
+impl Default for Shrinkage {
+    /// [`Shrinkage::Fixed`] with [`SLDA_SHRINKAGE`].
+    fn default() -> Self {
+        Shrinkage::Fixed(SLDA_SHRINKAGE)
+    }
+}
+
+impl Shrinkage {
+    /// Check the parameter: a fixed ε must lie in `(0, 1]` ([`Error::Config`] otherwise).
+    pub fn validate(self) -> Result<Self> {
+        if let Shrinkage::Fixed(eps) = self {
+            check_shrinkage(eps)?;
+        }
+        Ok(self)
+    }
+
+    /// `(α, β)` of `Σ_reg = αΣ + βI` for the covariance `cov`: `(1−ε, ε)` for a fixed ε; `(1−ρ, ρμ)` for OAS
+    /// ([`SharedCovariance::oas_shrinkage`]). When OAS finds no spread at all (`μ = 0`: Σ = 0, e.g. one sample
+    /// per class), its target `μI` is 0 and nothing can be inverted: the fixed [`SLDA_SHRINKAGE`] is used instead.
+    pub fn coefficients(self, cov: &SharedCovariance) -> Result<(f64, f64)> {
+        match self {
+            Shrinkage::Fixed(eps) => {
+                check_shrinkage(eps)?;
+                Ok((1.0 - eps, eps))
+            }
+            Shrinkage::Oas => {
+                let (rho, mu) = cov.oas_shrinkage()?;
+                if mu > 0.0 && rho * mu > 0.0 {
+                    Ok((1.0 - rho, rho * mu))
+                } else {
+                    Ok((1.0 - SLDA_SHRINKAGE, SLDA_SHRINKAGE))
+                }
+            }
+        }
+    }
+}
+
+/// OAS shrinkage of a `p × p` covariance `s` estimated from `n` samples (Chen et al. 2010, eq. 23, in
+/// scikit-learn's form): with `μ = tr(S)/p` and `a = (1/p²) Σ_ij S_ij²` (the mean of S's squared entries),
+///
+/// `ρ = min(1, (a + μ²) / ((n + 1)(a − μ²/p)))`, and `ρ = 1` when the denominator is 0;
+///
+/// the shrunk covariance is `(1−ρ)S + ρμI`. Returns `(ρ, μ)`. Errors on a non-square or empty `s`, a non-finite
+/// entry, or `n = 0`.
+pub fn oas_shrinkage(s: &ArrayView2<'_, f64>, n: u64) -> Result<(f64, f64)> {
+    let p = s.nrows();
+    if p == 0 || s.ncols() != p {
+        return Err(shape_err("OAS: covariance", "(p, p), p ≥ 1", s.dim()));
+    }
+    if n == 0 {
+        return Err(Error::Empty("OAS: a covariance of 0 samples".into()));
+    }
+    if s.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite("OAS: covariance".into()));
+    }
+    let pf = p as f64;
+    let mu = s.diag().sum() / pf;
+    let a = s.iter().map(|v| v * v).sum::<f64>() / (pf * pf);
+    let num = a + mu * mu;
+    let den = (n as f64 + 1.0) * (a - mu * mu / pf);
+    let rho = if den == 0.0 { 1.0 } else { (num / den).min(1.0) };
+    Ok((rho, mu))
+}
 
 /// The bias `b_c` of a head row whose class has no sample yet (its weight row is 0): a finite large negative,
 /// so that `w_cᵀz + b_c = −10⁹` never wins an argmax and stays finite for code that checks finiteness.
@@ -276,16 +366,35 @@ impl SharedCovariance {
     /// `ε ∉ (0, 1]`, a width mismatch or a failed factorisation.
     pub fn precision_times(&self, shrinkage: f64, rhs: &ArrayView2<'_, f64>) -> Result<Array2<f64>> {
         check_shrinkage(shrinkage)?;
+        self.regularised_solve(1.0 - shrinkage, shrinkage, rhs)
+    }
+
+    /// OAS's `(ρ, μ)` for this Σ, estimated from the `t` samples it has absorbed ([`oas_shrinkage`], applied to
+    /// the pooled within-class covariance with `n = t`). Errors before the first sample.
+    pub fn oas_shrinkage(&self) -> Result<(f64, f64)> {
+        oas_shrinkage(&self.sigma.view(), self.updates)
+    }
+
+    /// `Λ·R` with `Λ = Σ_reg⁻¹` under `shrinkage` (`Σ_reg = αΣ + βI`, [`Shrinkage::coefficients`]), by a
+    /// Cholesky solve. Errors as [`SharedCovariance::precision_times`], and for OAS before the first sample.
+    pub fn precision_times_with(&self, shrinkage: Shrinkage, rhs: &ArrayView2<'_, f64>) -> Result<Array2<f64>> {
+        let (alpha, beta) = shrinkage.coefficients(self)?;
+        self.regularised_solve(alpha, beta, rhs)
+    }
+
+    /// `(αΣ + βI)⁻¹ R` by a Cholesky factorisation (lower triangle read).
+    fn regularised_solve(&self, alpha: f64, beta: f64, rhs: &ArrayView2<'_, f64>) -> Result<Array2<f64>> {
         let d = self.dim();
         if rhs.nrows() != d {
             return Err(shape_err("SLDA precision: right-hand side rows", d, rhs.nrows()));
         }
-        let a = faer::Mat::<f64>::from_fn(d, d, |i, j| {
-            (1.0 - shrinkage) * self.sigma[[i, j]] + if i == j { shrinkage } else { 0.0 }
-        });
+        if !(alpha.is_finite() && beta.is_finite() && alpha >= 0.0 && beta > 0.0) {
+            return Err(Error::Numerical(format!("SLDA regularisation αΣ + βI with α = {alpha}, β = {beta}")));
+        }
+        let a = faer::Mat::<f64>::from_fn(d, d, |i, j| alpha * self.sigma[[i, j]] + if i == j { beta } else { 0.0 });
         let llt = a
             .llt(faer::Side::Lower)
-            .map_err(|e| Error::Numerical(format!("Cholesky of SLDA's (1−ε)Σ + εI, d = {d}: {e:?}")))?;
+            .map_err(|e| Error::Numerical(format!("Cholesky of SLDA's αΣ + βI, d = {d}: {e:?}")))?;
         let b = faer::Mat::<f64>::from_fn(d, rhs.ncols(), |i, j| rhs[[i, j]]);
         let x = llt.solve(&b);
         Ok(Array2::from_shape_fn((d, rhs.ncols()), |(i, j)| x[(i, j)]))
@@ -341,6 +450,21 @@ pub fn slda_head(means: &ClassMeans, cov: &SharedCovariance, shrinkage: f64) -> 
     prototype_head(means, lam_mu.reversed_axes())
 }
 
+/// The SLDA head under `shrinkage` ([`Shrinkage`]): `w_c = Λμ_c`, `b_c = −½ μ_cᵀΛμ_c` with `Λ = (αΣ + βI)⁻¹`
+/// ([`Shrinkage::coefficients`]; `(1−ε, ε)` is [`slda_head`], `(1−ρ, ρμ)` is OAS), for every class with samples;
+/// `w_c = 0`, `b_c =` [`UNSEEN_CLASS_BIAS`] for the others.
+pub fn slda_head_with(
+    means: &ClassMeans,
+    cov: &SharedCovariance,
+    shrinkage: Shrinkage,
+) -> Result<(Array2<f32>, Array1<f32>)> {
+    if means.dim() != cov.dim() {
+        return Err(shape_err("SLDA head: means vs covariance", cov.dim(), means.dim()));
+    }
+    let lam_mu = cov.precision_times_with(shrinkage, &means.mean.t())?; // (d, classes)
+    prototype_head(means, lam_mu.reversed_axes())
+}
+
 /// Absorb the features `z = φ(x)` of `samples` (the trunk as it is now, in batches of [`FEATURE_BATCH`]) into
 /// the running class means ([`ClassMeans::absorb`]) and, when given, SLDA's covariance
 /// ([`SharedCovariance::add_deviations`]). Returns the seconds spent on features and on the statistics. On an
@@ -393,6 +517,13 @@ impl SldaStats {
     /// Bytes kept (means, counts, Σ in f64; the trained head in f32).
     pub fn bytes(&self) -> usize {
         self.means.bytes() + self.cov.bytes() + self.train_head.as_ref().map_or(0, |(w, b)| 4 * (w.len() + b.len()))
+    }
+
+    /// The SLDA head of these statistics under `shrinkage` ([`slda_head_with`]): the fixed ε or OAS, whose ρ
+    /// comes from Σ and its sample count alone, so every holder of the statistics (the field, a fleet) can use
+    /// either.
+    pub fn head(&self, shrinkage: Shrinkage) -> Result<(Array2<f32>, Array1<f32>)> {
+        slda_head_with(&self.means, &self.cov, shrinkage)
     }
 
     /// The stored form ([`crate::store::SldaState`]).
@@ -650,10 +781,15 @@ pub fn ensure_head_bias(model: &mut Model, h: usize) -> Result<bool> {
 }
 
 /// After a task: absorb its training samples' features at the trunk as it is now into `stats` (created on the
-/// first call), keep the trained head ([`SldaStats::train_head`]), then write head `task.head` as the SLDA head of every class seen ([`slda_head`], ε =
-/// [`SLDA_SHRINKAGE`]; the head gains a bias when it had none). Nothing changes unless every step succeeds.
-/// Returns the seconds spent.
-pub fn slda_refit(model: &mut Model, task: &TaskData<'_>, stats: &mut Option<SldaStats>) -> Result<f64> {
+/// first call), keep the trained head ([`SldaStats::train_head`]), then write head `task.head` as the SLDA head of
+/// every class seen under `shrinkage` ([`slda_head_with`]; the head gains a bias when it had none). Nothing
+/// changes unless every step succeeds. Returns the seconds spent.
+pub fn slda_refit(
+    model: &mut Model,
+    task: &TaskData<'_>,
+    stats: &mut Option<SldaStats>,
+    shrinkage: Shrinkage,
+) -> Result<f64> {
     let t0 = Instant::now();
     let h = task.head;
     let classes = model.head_outputs(h)?;
@@ -672,10 +808,86 @@ pub fn slda_refit(model: &mut Model, task: &TaskData<'_>, stats: &mut Option<Sld
     let lin = &model.heads[h];
     let bias = lin.bias.as_ref().map_or_else(|| Array1::zeros(classes), |p| p.value.iter().copied().collect());
     work.train_head = Some((lin.w().to_owned(), bias));
-    let (w, b) = slda_head(&work.means, &work.cov, SLDA_SHRINKAGE)?;
+    let (w, b) = work.head(shrinkage)?;
     model.heads[h] = Linear::from_weights(&format!("head.{h}"), w, Some(b))?;
     *stats = Some(work);
     Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Where RanDumb's input standardisation and γ come from ([`rbf_input_stats`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputStats {
+    /// Per feature, from the method's first task's training samples: all a board has when it builds the features
+    /// (later classes' samples have not arrived yet).
+    FirstTask,
+    /// One mean and standard deviation for every feature, from the first task's samples (`γ = 1/(d·Var x)` on the
+    /// raw input; [`rbf_input_stats`] pooled).
+    FirstTaskPooled,
+    /// Given from outside (host only: e.g. every task's training samples, as the paper's offline pipeline
+    /// standardises): per-feature mean and standard deviation, and γ.
+    Given {
+        /// `m_j`.
+        mean: Vec<f32>,
+        /// `s_j > 0`.
+        std: Vec<f32>,
+        /// γ.
+        gamma: f64,
+    },
+}
+
+/// RanDumb's representation (Prabhu et al. 2024): `D` random Fourier features of the standardised raw input
+/// ([`RandomFourier`]) replace the model's trunk before the first task; the prototype head is fitted over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomFourierSpec {
+    /// `D`, 1 to [`MAX_RANDOM_FEATURES`].
+    pub width: u32,
+    /// The standardisation's source.
+    pub stats: InputStats,
+}
+
+/// The width `D` of RanDumb's features when the model's trunk is RanDumb's (`[Flatten, RandomFourier]`), else
+/// `None`.
+pub fn random_fourier_width(model: &Model) -> Option<usize> {
+    match model.trunk.as_slice() {
+        [Layer::Flatten(_), Layer::RandomFourier(r)] => Some(r.out_features()),
+        _ => None,
+    }
+}
+
+/// `model` with its trunk replaced by RanDumb's: `[Flatten, RandomFourier(d → D)]` over the raw input (the
+/// trunk's layers and parameters are gone), and every head replaced by a zero Linear with a bias over the `D`
+/// features. `x` (the samples the standardisation is fitted on, with [`InputStats::FirstTask`]) and `seed` (the
+/// draw of `W` and `b`) as [`RandomFourier::new`]. Errors on a width outside `1..=`[`MAX_RANDOM_FEATURES`],
+/// given statistics of another input width, or no samples.
+pub fn randumb_model(model: &Model, spec: &RandomFourierSpec, x: &ArrayView2<'_, f32>, seed: u64) -> Result<Model> {
+    if !random_features_width_ok(spec.width) {
+        return Err(Error::Config(format!("RanDumb features of width {}: 1 to {MAX_RANDOM_FEATURES}", spec.width)));
+    }
+    let d = model.input_len();
+    let (mean, std, gamma) = match &spec.stats {
+        InputStats::FirstTask | InputStats::FirstTaskPooled => {
+            if x.ncols() != d {
+                return Err(shape_err("RanDumb: samples vs model input", d, x.ncols()));
+            }
+            rbf_input_stats(x, spec.stats == InputStats::FirstTask)?
+        }
+        InputStats::Given { mean, std, gamma } => (mean.clone(), std.clone(), *gamma),
+    };
+    if mean.len() != d {
+        return Err(shape_err("RanDumb: standardisation vs model input", d, mean.len()));
+    }
+    let m = spec.width as usize;
+    let rf = RandomFourier::new(mean, std, gamma, m, seed)?;
+    let heads = model
+        .heads
+        .iter()
+        .enumerate()
+        .map(|(h, old)| {
+            let k = old.out_features();
+            Linear::from_weights(&format!("head.{h}"), Array2::zeros((k, m)), Some(Array1::zeros(k)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Model::new(model.input_shape.clone(), vec![Layer::Flatten(Flatten::default()), Layer::RandomFourier(rf)], heads)
 }
 
 /// A prototype head over the frozen trunk, NCM or SLDA ([`PrototypeRule`]); see the module documentation.
@@ -687,8 +899,8 @@ pub fn slda_refit(model: &mut Model, task: &TaskData<'_>, stats: &mut Option<Sld
 pub struct Prototype {
     /// The classifier.
     pub rule: PrototypeRule,
-    /// SLDA's ε in `Λ = ((1−ε)Σ + εI)⁻¹` (unused by NCM).
-    pub shrinkage: f64,
+    /// SLDA's shrinkage, a fixed ε or OAS (unused by NCM).
+    pub shrinkage: Shrinkage,
     /// Class means per head (`None` for heads no task has used).
     means: Vec<Option<ClassMeans>>,
     /// SLDA's covariance, shared by every head.
@@ -696,12 +908,47 @@ pub struct Prototype {
     tasks_seen: usize,
     /// RanPAC's expansion of width `M` before the head (`ncm+rp<M>`, `slda+rp<M>`), added on the first task.
     random_features: Option<u32>,
+    /// RanDumb's representation (`randumb<D>`): the trunk replaced by random Fourier features of the raw input on
+    /// the first task.
+    random_fourier: Option<RandomFourierSpec>,
+    /// Bytes a state needs for RanDumb's features once built (seed, γ, standardisation; [`RandomFourier`]).
+    fourier_bytes: usize,
 }
 
 impl Prototype {
     /// A prototype head with `rule` (SLDA's ε = [`SLDA_SHRINKAGE`]).
     pub fn new(rule: PrototypeRule) -> Self {
-        Self { rule, shrinkage: SLDA_SHRINKAGE, means: Vec::new(), cov: None, tasks_seen: 0, random_features: None }
+        Self {
+            rule,
+            shrinkage: Shrinkage::default(),
+            means: Vec::new(),
+            cov: None,
+            tasks_seen: 0,
+            random_features: None,
+            random_fourier: None,
+            fourier_bytes: 0,
+        }
+    }
+
+    /// RanDumb (Prabhu et al. 2024, arXiv 2402.08823): streaming LDA with OAS shrinkage over `d_out` random
+    /// Fourier features of the standardised raw input, `z(x) = √(2/D)·cos(W x̃ + b)`, `W ~ N(0, 2γI)`,
+    /// `b ~ U(0, 2π)`, `γ = 1/(d·Var(x̃))` ([`RandomFourier`], [`rbf_input_stats`]); the model's trunk is replaced
+    /// on the first task ([`randumb_model`]), `W` and `b` drawn from a seed taken from the run's random stream.
+    /// [`Error::Config`] unless `1 ≤ D ≤` [`MAX_RANDOM_FEATURES`].
+    pub fn randumb(d_out: u32, stats: InputStats) -> Result<Self> {
+        if !random_features_width_ok(d_out) {
+            return Err(Error::Config(format!("RanDumb features of width {d_out}: 1 to {MAX_RANDOM_FEATURES}")));
+        }
+        let mut m = Self::slda();
+        m.shrinkage = Shrinkage::Oas;
+        m.random_fourier = Some(RandomFourierSpec { width: d_out, stats });
+        Ok(m)
+    }
+
+    /// The same method with OAS shrinkage (`slda-oas`): `Λ = ((1−ρ)Σ + ρμI)⁻¹` ([`Shrinkage::Oas`]).
+    pub fn with_oas(mut self) -> Self {
+        self.shrinkage = Shrinkage::Oas;
+        self
     }
 
     /// Nearest class mean: `ŷ = argmin_c ‖φ(x) − μ_c‖²`.
@@ -718,7 +965,7 @@ impl Prototype {
     /// `0 < ε ≤ 1`.
     pub fn with_shrinkage(mut self, shrinkage: f64) -> Result<Self> {
         check_shrinkage(shrinkage)?;
-        self.shrinkage = shrinkage;
+        self.shrinkage = Shrinkage::Fixed(shrinkage);
         Ok(self)
     }
 
@@ -750,23 +997,34 @@ impl Prototype {
 }
 
 impl Method for Prototype {
+    /// `ncm`, `slda` or `slda-oas`, then `+rp<M>` with RanPAC's expansion; RanDumb (SLDA with OAS over random
+    /// Fourier features) is `randumb<D>`, `randumb<D>+global` with given statistics (other rules over those
+    /// features `<rule>+rff<D>`).
     fn name(&self) -> String {
-        let rule = match self.rule {
-            PrototypeRule::Ncm => "ncm",
-            PrototypeRule::Slda => "slda",
+        let rule = match (self.rule, self.shrinkage) {
+            (PrototypeRule::Ncm, _) => "ncm",
+            (PrototypeRule::Slda, Shrinkage::Oas) => "slda-oas",
+            (PrototypeRule::Slda, Shrinkage::Fixed(_)) => "slda",
         };
+        if let Some(spec) = &self.random_fourier {
+            let global = match spec.stats {
+                InputStats::FirstTask => "",
+                InputStats::FirstTaskPooled => "+pooled",
+                InputStats::Given { .. } => "+global",
+            };
+            return if rule == "slda-oas" {
+                format!("randumb{}{global}", spec.width)
+            } else {
+                format!("{rule}+rff{}{global}", spec.width)
+            };
+        }
         match self.random_features {
             Some(m) => format!("{rule}+rp{m}"),
             None => rule.into(),
         }
     }
 
-    fn learn_task(
-        &mut self,
-        model: &mut Model,
-        task: &TaskData<'_>,
-        _ctx: &mut LearnContext<'_>,
-    ) -> Result<TaskReport> {
+    fn learn_task(&mut self, model: &mut Model, task: &TaskData<'_>, ctx: &mut LearnContext<'_>) -> Result<TaskReport> {
         let name = self.name();
         let h = task.head;
         let classes = model.head_outputs(h)?;
@@ -779,6 +1037,18 @@ impl Method for Prototype {
         task.train.check_labels(classes)?;
         if let Some(m) = self.random_features {
             ensure_random_features(model, m as usize)?;
+        }
+        if let Some(spec) = &self.random_fourier
+            && random_fourier_width(model) != Some(spec.width as usize)
+        {
+            if self.tasks_seen > 0 {
+                return Err(Error::Config(format!("{name}: the model lost RanDumb's features after task 1")));
+            }
+            let seed: u64 = ctx.rng.random();
+            *model = randumb_model(model, spec, &task.train.x.view(), seed)?;
+            if let Some(Layer::RandomFourier(r)) = model.trunk.last() {
+                self.fourier_bytes = r.stored_bytes();
+            }
         }
         let d = model.heads[h].in_features();
         // Working copies, committed only when the whole task succeeded.
@@ -800,7 +1070,7 @@ impl Method for Prototype {
         let t2 = Instant::now();
         let (w, b) = match &cov {
             None => ncm_head(&means)?,
-            Some(c) => slda_head(&means, c, self.shrinkage)?,
+            Some(c) => slda_head_with(&means, c, self.shrinkage)?,
         };
         let head = Linear::from_weights(&format!("head.{h}"), w, Some(b))?;
         model.heads[h] = head;
@@ -822,10 +1092,12 @@ impl Method for Prototype {
         })
     }
 
-    /// Means and counts of every head (`8·classes·(d+1)` each), plus SLDA's Σ and `t` (`8·(d² + 1)`).
+    /// Means and counts of every head (`8·classes·(d+1)` each), plus SLDA's Σ and `t` (`8·(d² + 1)`), plus
+    /// what rebuilds RanDumb's features (seed, γ, standardisation; not the `D × d` matrix, a function of those).
     fn bytes_kept(&self) -> usize {
         self.means.iter().flatten().map(ClassMeans::bytes).sum::<usize>()
             + self.cov.as_ref().map_or(0, SharedCovariance::bytes)
+            + self.fourier_bytes
     }
 
     /// No training: one feature pass in batches of [`FEATURE_BATCH`]. Kept (the `fisher` line): means and counts
@@ -833,6 +1105,20 @@ impl Method for Prototype {
     /// the deviations of a batch (f64), working copies of the means and Σ, and for SLDA the Cholesky factor and
     /// `Λμ` (f64); the new head (f32). A bias-free head gains its bias (`params`).
     fn footprint(&self, model: &Model) -> Result<Footprint> {
+        let shaped;
+        let model = match &self.random_fourier {
+            // Before the first task: a model of RanDumb's shape (any standardisation and seed, the sizes matter).
+            Some(spec) if random_fourier_width(model) != Some(spec.width as usize) => {
+                let d = model.input_len();
+                let unit = RandomFourierSpec {
+                    width: spec.width,
+                    stats: InputStats::Given { mean: vec![0.0; d], std: vec![1.0; d], gamma: 1.0 },
+                };
+                shaped = randumb_model(model, &unit, &Array2::<f32>::zeros((0, d)).view(), 0)?;
+                &shaped
+            }
+            _ => model,
+        };
         let model = &*shaped_with_random_features(model, self.random_features)?;
         let d = model.heads.iter().map(Linear::in_features).max().unwrap_or(0) as u64;
         let outputs: u64 = model.heads.iter().map(|hd| hd.out_features() as u64).sum();
@@ -1085,7 +1371,7 @@ mod tests {
             }
             learn(&mut m, &mut by_method, train, i).unwrap();
             let task = TaskData { task_id: i, head: 0, train, val: &val };
-            slda_refit(&mut by_refit, &task, &mut stats).unwrap();
+            slda_refit(&mut by_refit, &task, &mut stats, Shrinkage::default()).unwrap();
         }
         let st = stats.as_ref().unwrap();
         assert_eq!(st.means.count, vec![15, 15, 15, 15]);
@@ -1096,7 +1382,7 @@ mod tests {
         let bad = blobs(&[(7, [0.0, 0.0])], 3, 1.0, 6);
         let before = (stats.clone(), by_refit.heads[0].w().to_owned());
         let task = TaskData { task_id: 2, head: 0, train: &bad, val: &val };
-        assert!(slda_refit(&mut by_refit, &task, &mut stats).is_err());
+        assert!(slda_refit(&mut by_refit, &task, &mut stats, Shrinkage::default()).is_err());
         assert_eq!((stats, by_refit.heads[0].w().to_owned()), before);
     }
 
@@ -1200,6 +1486,139 @@ mod tests {
         learn(&mut m, &mut model, &blobs(&[(0, [0.0, 0.0]), (1, [1.0, 1.0])], 3, 0.5, 8), 0).unwrap();
         assert!(matches!(m.export_state(), Err(Error::Config(_))));
         assert_eq!(m.bytes_kept(), 8 * (2 * 3) + 8 * (4 + 1));
+    }
+
+    /// OAS by hand on S = [[2, 1], [1, 4]]: μ = tr(S)/p = 3, a = (4 + 1 + 1 + 16)/4 = 5.5, so
+    /// ρ = (a + μ²)/((n + 1)(a − μ²/p)) = 14.5/((n + 1)·1): 0.145 for n = 99, capped at 1 for n = 9.
+    #[test]
+    fn oas_shrinkage_by_hand() {
+        let s = ndarray::array![[2.0, 1.0], [1.0, 4.0]];
+        let (rho, mu) = oas_shrinkage(&s.view(), 99).unwrap();
+        assert!((rho - 0.145).abs() < 1e-15 && mu == 3.0, "ρ {rho}, μ {mu}");
+        assert_eq!(oas_shrinkage(&s.view(), 9).unwrap().0, 1.0);
+        // No spread at all: the denominator is 0 and ρ = 1 (scikit-learn's rule).
+        assert_eq!(oas_shrinkage(&Array2::zeros((2, 2)).view(), 5).unwrap(), (1.0, 0.0));
+        assert!(matches!(oas_shrinkage(&s.view(), 0), Err(Error::Empty(_))));
+        assert!(oas_shrinkage(&Array2::zeros((2, 3)).view(), 5).is_err());
+        assert!(oas_shrinkage(&ndarray::array![[f64::NAN]].view(), 5).is_err());
+        // Through the shared covariance: n is the count of samples absorbed.
+        let cov = SharedCovariance { sigma: s, updates: 99 };
+        let (alpha, beta) = Shrinkage::Oas.coefficients(&cov).unwrap();
+        assert!((alpha - 0.855).abs() < 1e-15 && (beta - 0.435).abs() < 1e-14, "α {alpha}, β {beta}");
+        assert_eq!(Shrinkage::Fixed(0.25).coefficients(&cov).unwrap(), (0.75, 0.25));
+        assert!(Shrinkage::Fixed(0.0).validate().is_err());
+        // Σ = 0: OAS has nothing to shrink towards, the fixed ε steps in.
+        let flat = SharedCovariance { sigma: Array2::zeros((2, 2)), updates: 4 };
+        assert_eq!(Shrinkage::Oas.coefficients(&flat).unwrap(), (1.0 - SLDA_SHRINKAGE, SLDA_SHRINKAGE));
+        assert!(Shrinkage::Oas.coefficients(&SharedCovariance::new(2)).is_err(), "no sample yet");
+    }
+
+    /// ρ against scikit-learn 1.9.1 on a 30 × 3 sample, produced with
+    /// `python3 -c "import numpy as np; from sklearn.covariance import oas;
+    /// X = np.array([[i%7, (i*3)%5 + 0.5*(i%7), (i*i)%11] for i in range(30)], float); print(oas(X))"`
+    /// (`oas` takes the samples and uses their biased empirical covariance, the one computed here).
+    #[test]
+    fn oas_shrinkage_matches_scikit_learn() {
+        const SKLEARN_RHO: f64 = 0.478_285_926_550_105_54;
+        const SKLEARN_SHRUNK_00: f64 = 4.498_001_905_406_927;
+        const SKLEARN_SHRUNK_01: f64 = 0.992_705_945_314_382_2;
+        const SKLEARN_SHRUNK_22: f64 = 6.336_174_490_862_054;
+        let n = 30;
+        let x = Array2::from_shape_fn((n, 3), |(i, j)| match j {
+            0 => (i % 7) as f64,
+            1 => ((i * 3) % 5) as f64 + 0.5 * (i % 7) as f64,
+            _ => ((i * i) % 11) as f64,
+        });
+        let centred = &x - &x.mean_axis(Axis(0)).unwrap();
+        let s = centred.t().dot(&centred) / n as f64;
+        let (rho, mu) = oas_shrinkage(&s.view(), n as u64).unwrap();
+        assert!((rho - SKLEARN_RHO).abs() < 1e-12, "ρ {rho} vs scikit-learn {SKLEARN_RHO}");
+        let shrunk = |i: usize, j: usize| (1.0 - rho) * s[[i, j]] + if i == j { rho * mu } else { 0.0 };
+        for (got, want) in
+            [(shrunk(0, 0), SKLEARN_SHRUNK_00), (shrunk(0, 1), SKLEARN_SHRUNK_01), (shrunk(2, 2), SKLEARN_SHRUNK_22)]
+        {
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        }
+    }
+
+    /// `slda-oas` writes the LDA head of `Λ = ((1−ρ)Σ + ρμI)⁻¹`, ρ from Σ and the samples absorbed.
+    #[test]
+    fn slda_oas_head_uses_the_oas_precision() {
+        // Spread 3 along the first axis, 0.3 along the second: Σ far from a multiple of I, so 0 < ρ < 1.
+        let train = {
+            let mut rng = crate::seeded_rng(21);
+            let centres = [[0.0f32, 0.0], [2.0, 1.0], [-1.0, 2.0]];
+            let x: Vec<f32> = (0..60)
+                .flat_map(|i| {
+                    let c = centres[i % 3];
+                    [c[0] + 3.0 * rng.random_range(-1.0f32..1.0), c[1] + 0.3 * rng.random_range(-1.0f32..1.0)]
+                })
+                .collect();
+            Samples::new(Array2::from_shape_vec((60, 2), x).unwrap(), (0..60).map(|i| i % 3).collect()).unwrap()
+        };
+        let mut model = identity_model(2, 3);
+        let mut m = Prototype::slda().with_oas();
+        assert_eq!(m.name(), "slda-oas");
+        learn(&mut m, &mut model, &train, 0).unwrap();
+        let cov = m.covariance().unwrap();
+        assert_eq!(cov.updates, 60);
+        let (rho, mu) = cov.oas_shrinkage().unwrap();
+        assert!(rho > 0.0 && rho < 1.0, "ρ {rho}");
+        let reg = |i: usize, j: usize| (1.0 - rho) * cov.sigma[[i, j]] + if i == j { rho * mu } else { 0.0 };
+        let det = reg(0, 0) * reg(1, 1) - reg(0, 1) * reg(1, 0);
+        let lam = [[reg(1, 1) / det, -reg(0, 1) / det], [-reg(1, 0) / det, reg(0, 0) / det]];
+        let mu_c = &m.means(0).unwrap().mean;
+        let w = model.heads[0].w();
+        for c in 0..3 {
+            for i in 0..2 {
+                let want = lam[i][0] * mu_c[[c, 0]] + lam[i][1] * mu_c[[c, 1]];
+                assert!((f64::from(w[[c, i]]) - want).abs() < 1e-4 * (1.0 + want.abs()), "w[{c}][{i}]");
+            }
+        }
+        // The fixed ε gives another head on the same statistics.
+        let mut fixed_model = identity_model(2, 3);
+        learn(&mut Prototype::slda(), &mut fixed_model, &train, 0).unwrap();
+        assert_ne!(fixed_model.heads[0].w(), model.heads[0].w());
+    }
+
+    /// RanDumb over XOR: the raw 2-D input defeats LDA, its random Fourier features do not. The trunk is
+    /// replaced on the first task by `[Flatten, RandomFourier]` fitted on that task's samples, the seed comes
+    /// from the run's random stream (another stream, another matrix), and later tasks reuse it.
+    #[test]
+    fn randumb_replaces_the_trunk_and_separates_xor() {
+        let xor =
+            |seed| blobs(&[(0, [-2.0, -2.0]), (0, [2.0, 2.0]), (1, [2.0, -2.0]), (1, [-2.0, 2.0])], 40, 0.8, seed);
+        let (train, test) = (xor(31), xor(32));
+        let mut rng = crate::seeded_rng(1);
+        let mut model = crate::nn::zoo::mlp(2, &[5], &[2], false, &mut rng).unwrap();
+        let mut m = Prototype::randumb(256, InputStats::FirstTask).unwrap();
+        assert_eq!(m.name(), "randumb256");
+        assert!(m.footprint(&model).unwrap().fisher >= 8 * 256 * 256, "Σ over the 256 features counted before");
+        learn(&mut m, &mut model, &train, 0).unwrap();
+        assert_eq!(random_fourier_width(&model), Some(256));
+        assert_eq!(model.num_params(), 2 * 256 + 2, "only the head has parameters");
+        let pred = model.predict(&test.x.view(), 0).unwrap();
+        let acc = pred.iter().zip(&test.y).filter(|(p, y)| p == y).count() as f64 / test.len() as f64;
+        assert!(acc > 0.9, "RanDumb on XOR: {acc}");
+        let Some(Layer::RandomFourier(rf)) = model.trunk.last() else { panic!("no RandomFourier layer") };
+        let (mean, std) = (rf.standardisation().0.to_vec(), rf.standardisation().1.to_vec());
+        let direct = train.x.mean_axis(Axis(0)).unwrap();
+        assert!((mean[0] - direct[0]).abs() < 1e-5 && std[0] > 1.0, "fitted on the first task");
+        let seed = rf.seed();
+        assert_eq!(m.bytes_kept(), 8 * 2 * 257 + 8 * (256 * 256 + 1) + 16 + 8 * 2);
+        // A second task keeps the features; its own statistics would have differed.
+        let second = blobs(&[(0, [5.0, 5.0]), (1, [-5.0, 5.0])], 10, 0.5, 33);
+        learn(&mut m, &mut model, &second, 1).unwrap();
+        let Some(Layer::RandomFourier(rf2)) = model.trunk.last() else { panic!("no RandomFourier layer") };
+        assert_eq!((rf2.seed(), rf2.standardisation().0[0]), (seed, mean[0]));
+        assert!(matches!(m.export_state(), Err(Error::Config(_))), "host-only state");
+        // Given statistics: the name says so; a wrong width is a typed error.
+        let given = InputStats::Given { mean: vec![0.0; 3], std: vec![1.0; 3], gamma: 1.0 };
+        let mut g = Prototype::randumb(16, given).unwrap();
+        assert_eq!(g.name(), "randumb16+global");
+        let mut m2 = crate::nn::zoo::mlp(2, &[5], &[2], false, &mut rng).unwrap();
+        assert!(matches!(learn(&mut g, &mut m2, &train, 0), Err(Error::Shape { .. })));
+        assert!(matches!(Prototype::randumb(0, InputStats::FirstTask), Err(Error::Config(_))));
     }
 
     #[test]

@@ -92,6 +92,7 @@ fn tangent(layer: &Layer, dx: Option<ArrayD<f32>>, dp: &[&[f32]]) -> Result<Opti
         (Layer::Dropout(d), Some(dx)) => d.tangent(dx)?,
         (Layer::Flatten(f), Some(dx)) => f.tangent(dx)?,
         (Layer::RandomFeatures(r), Some(dx)) => r.tangent(dx)?,
+        (Layer::RandomFourier(r), Some(dx)) => r.tangent(dx)?,
     };
     Ok(Some(dy))
 }

@@ -11,7 +11,7 @@ use super::mode::Mode;
 use super::norm::BatchNorm;
 use super::param::Param;
 use super::pool::MaxPool2d;
-use super::random_features::RandomFeatures;
+use super::random_features::{RandomFeatures, RandomFourier};
 use crate::error::Result;
 
 /// One layer of a [`super::model::Model`].
@@ -35,6 +35,8 @@ pub enum Layer {
     Flatten(Flatten),
     /// A fixed random projection (no parameters; RanPAC's expansion before the head).
     RandomFeatures(RandomFeatures),
+    /// Random Fourier features of the standardised input (no parameters; RanDumb's representation).
+    RandomFourier(RandomFourier),
 }
 
 impl Layer {
@@ -49,6 +51,7 @@ impl Layer {
             Layer::Dropout(l) => l.forward(x, mode),
             Layer::Flatten(l) => l.forward(x),
             Layer::RandomFeatures(l) => l.forward(x),
+            Layer::RandomFourier(l) => l.forward(x),
         }
     }
 
@@ -63,6 +66,7 @@ impl Layer {
             Layer::Dropout(l) => l.backward(grad),
             Layer::Flatten(l) => l.backward(grad),
             Layer::RandomFeatures(l) => l.backward(grad),
+            Layer::RandomFourier(l) => l.backward(grad),
         }
     }
 
@@ -87,7 +91,12 @@ impl Layer {
             Layer::Linear(l) => l.params(),
             Layer::Conv2d(l) => l.params(),
             Layer::BatchNorm(l) => l.params(),
-            Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Dropout(_) | Layer::Flatten(_) | Layer::RandomFeatures(_) => {
+            Layer::Relu(_)
+            | Layer::MaxPool2d(_)
+            | Layer::Dropout(_)
+            | Layer::Flatten(_)
+            | Layer::RandomFeatures(_)
+            | Layer::RandomFourier(_) => {
                 vec![]
             }
         }
@@ -99,7 +108,12 @@ impl Layer {
             Layer::Linear(l) => l.params_mut(),
             Layer::Conv2d(l) => l.params_mut(),
             Layer::BatchNorm(l) => l.params_mut(),
-            Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Dropout(_) | Layer::Flatten(_) | Layer::RandomFeatures(_) => {
+            Layer::Relu(_)
+            | Layer::MaxPool2d(_)
+            | Layer::Dropout(_)
+            | Layer::Flatten(_)
+            | Layer::RandomFeatures(_)
+            | Layer::RandomFourier(_) => {
                 vec![]
             }
         }
@@ -116,6 +130,7 @@ impl Layer {
             Layer::Dropout(l) => l.clear_cache(),
             Layer::Flatten(l) => l.clear_cache(),
             Layer::RandomFeatures(l) => l.clear_cache(),
+            Layer::RandomFourier(l) => l.clear_cache(),
         }
     }
 
@@ -130,6 +145,7 @@ impl Layer {
             Layer::Dropout(_) => "Dropout",
             Layer::Flatten(_) => "Flatten",
             Layer::RandomFeatures(_) => "RandomFeatures",
+            Layer::RandomFourier(_) => "RandomFourier",
         }
     }
 }

@@ -37,4 +37,4 @@ pub use optim::Sgd;
 pub use param::{Param, ParamInfo};
 pub use pool::MaxPool2d;
 pub use projector::{Projector, orthonormal_complement};
-pub use random_features::{RANDOM_FEATURES_SEED, RandomFeatures};
+pub use random_features::{RANDOM_FEATURES_SEED, RandomFeatures, RandomFourier, rbf_input_stats};

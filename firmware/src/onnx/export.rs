@@ -239,6 +239,12 @@ impl Builder {
                     let l = Linear::from_weights(&format!("{scope}.random_features"), r.weight().clone(), None)?;
                     (self.linear(&scope, &l, &x, &shape, None)?, vec![r.out_features()])
                 }
+                Layer::RandomFourier(_) => {
+                    return Err(Error::Config(format!(
+                        "ONNX export: {scope} (RandomFourier, RanDumb's features) has no ONNX form here; the \
+                         method is for host-side comparison"
+                    )));
+                }
                 Layer::Flatten(_) => {
                     let width = shape.iter().product();
                     (self.node(&scope, "Flatten", vec![x], vec![attr::int("axis", 1)]), vec![width])

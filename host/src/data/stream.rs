@@ -237,6 +237,35 @@ pub fn split(
     })
 }
 
+/// Salt of the rng that draws the shots ([`keep_shots`]).
+const SHOTS_SALT: u64 = 0x5348_4F54_535F_4B00; // "SHOTS_K"
+
+/// Few-shot training: every task of `stream` keeps only `k` training samples per class, the first `k` of that
+/// class after a shuffle of the task's training split seeded from `(seed, task)` (each seed draws other shots);
+/// the rest are unused. Kept samples stay in the split's order. Validation and test splits are unchanged. A class
+/// with fewer than `k` training samples keeps all of them. Errors on `k = 0`.
+pub fn keep_shots(stream: &mut Stream, k: usize, seed: u64) -> Result<()> {
+    if k == 0 {
+        return Err(Error::Invalid("--shots: at least 1 training sample per class".into()));
+    }
+    for task in &mut stream.tasks {
+        let mut order: Vec<usize> = (0..task.train.len()).collect();
+        order.shuffle(&mut task_rng(seed, task.id, SHOTS_SALT));
+        let mut taken: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+        let mut keep: Vec<usize> = order
+            .into_iter()
+            .filter(|&i| {
+                let n = taken.entry(task.train.y[i]).or_insert(0);
+                *n += 1;
+                *n <= k
+            })
+            .collect();
+        keep.sort_unstable();
+        task.train = task.train.select(&keep);
+    }
+    Ok(())
+}
+
 /// Check that `ds` is internally consistent (labels in range, rows match), so stream building cannot index out
 /// of bounds.
 fn check_dataset(ds: &Dataset) -> Result<()> {
@@ -346,6 +375,38 @@ mod tests {
     fn decode(row: ndarray::ArrayView1<'_, f32>) -> (usize, Vec<usize>) {
         let src = (row[0] as usize) / 100;
         (src, row.iter().map(|&v| v as usize - src * 100).collect())
+    }
+
+    /// `--shots K`: K training samples per class remain in every task, drawn per seed; validation and test splits
+    /// are untouched; K above a class's count keeps it whole; K = 0 is refused.
+    #[test]
+    fn shots_keep_k_training_samples_per_class() {
+        let ds = toy(4, 20);
+        let full = split(&ds, "toy", &[vec![0, 1], vec![2, 3]], false, 5, 0.1).unwrap();
+        let picked = |k: usize, seed: u64| {
+            let mut s = full.clone();
+            keep_shots(&mut s, k, seed).unwrap();
+            s
+        };
+        for k in [1, 3, 5] {
+            let s = picked(k, 5);
+            for (t, f) in s.tasks.iter().zip(&full.tasks) {
+                for &c in &f.train.y {
+                    assert_eq!(t.train.y.iter().filter(|&&y| y == c).count(), k, "task {} class {c}", t.id);
+                }
+                assert_eq!(t.train.len(), 2 * k);
+                assert_eq!((&t.val, &t.test), (&f.val, &f.test));
+                // Every kept sample is one of the task's own training samples.
+                for r in t.train.x.outer_iter() {
+                    assert!(f.train.x.outer_iter().any(|q| q == r));
+                }
+            }
+        }
+        let (a, b) = (picked(3, 5), picked(3, 6));
+        assert_ne!(a.tasks[0].train.x, b.tasks[0].train.x, "another seed draws other shots");
+        assert_eq!(a.tasks[0].train.x, picked(3, 5).tasks[0].train.x, "the same seed the same shots");
+        assert_eq!(picked(1000, 5).tasks[1].train, full.tasks[1].train);
+        assert!(keep_shots(&mut full.clone(), 0, 5).is_err());
     }
 
     #[test]
