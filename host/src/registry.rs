@@ -106,22 +106,12 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
         let gpm = GpmConfig { project_heads: !preset.multi_head, ..preset.gpm.clone() };
         return Ok(Box::new(GpmMethod::new(preset.train.clone(), gpm).with_class_il(ci, lt)));
     }
-    // RanDumb (Prabhu et al. 2024): `randumb<D>`, standardised on the first task as a board must;
-    // `randumb<D>+global` standardised on every task's training samples ([`build_for_stream`], host only).
+    // RanDumb (Prabhu et al. 2024): `randumb<D>`, standardised by one mean and std over every pixel of the first
+    // task, as a board can; `+pixel` per pixel; `+all` from every task's training samples (host only,
+    // [`build_for_stream`]).
     if let Some(rest) = name.strip_prefix("randumb") {
-        // Without the stream, `+global` is built with placeholder statistics for name checks only; runs use
-        // `build_for_stream`, which gives the real ones.
-        let (width, stats) = match rest.split_once('+') {
-            Some((w, "global")) => (w, InputStats::Given { mean: Vec::new(), std: Vec::new(), gamma: 1.0 }),
-            Some((w, "pooled")) => (w, InputStats::FirstTaskPooled),
-            Some(_) => {
-                return Err(Error::UnknownMethod(format!("{name} (randumb<D>, randumb<D>+pooled, randumb<D>+global)")));
-            }
-            None => (rest, InputStats::FirstTask),
-        };
-        let d = firmware::method::parse_random_features(&format!("rp{width}"))
-            .map_err(|e| Error::UnknownMethod(format!("{name}: {e}")))?;
-        return Ok(Box::new(Prototype::randumb(d, stats).map_err(|e| Error::UnknownMethod(e.to_string()))?));
+        let (width, stats) = randumb_spec(name, rest)?;
+        return Ok(Box::new(Prototype::randumb(width, stats).map_err(|e| Error::UnknownMethod(e.to_string()))?));
     }
     if let Some(kind) = name.strip_prefix("gpm+became@") {
         return crate::backend::became_on(kind.parse()?, preset);
@@ -193,23 +183,46 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
     })
 }
 
-/// [`build`] for a run on `stream`: the same method, except that `randumb<D>+global` gets its standardisation
-/// and γ from every task's training samples ([`firmware::nn::rbf_input_stats`]), the offline reference a board
-/// cannot compute (it has only the first task's samples when it draws the features).
+/// `randumb<D>[+pixel][+all]` (after `randumb`: `rest`) → `D` and where the statistics come from; with `+all`
+/// placeholder statistics (empty: a name check), which [`build_for_stream`] replaces with the stream's.
+fn randumb_spec(name: &str, rest: &str) -> Result<(u32, InputStats)> {
+    let mut parts = rest.split('+');
+    let width = parts.next().unwrap_or_default();
+    let (mut per_feature, mut all) = (false, false);
+    for opt in parts {
+        match opt {
+            "pixel" if !per_feature && !all => per_feature = true,
+            "all" if !all => all = true,
+            _ => return Err(Error::UnknownMethod(format!("{name} (randumb<D>[+pixel][+all])"))),
+        }
+    }
+    let d = firmware::method::parse_random_features(&format!("rp{width}"))
+        .map_err(|e| Error::UnknownMethod(format!("{name}: {e}")))?;
+    let stats = if all {
+        InputStats::Given { mean: Vec::new(), std: Vec::new(), gamma: 1.0, per_feature }
+    } else {
+        InputStats::FirstTask { per_feature }
+    };
+    Ok((d, stats))
+}
+
+/// [`build`] for a run on `stream`: the same method, except that `randumb<D>[+pixel]+all` gets its
+/// standardisation and γ from every task's training samples ([`firmware::nn::rbf_input_stats`]), the offline
+/// reference a board cannot compute (it has only the first task's samples when it draws the features).
 pub fn build_for_stream(
     name: &str,
     preset: &Preset,
     profile: &BoardProfile,
     stream: &crate::data::stream::Stream,
 ) -> Result<Box<dyn Method>> {
-    if let Some(width) = name.strip_prefix("randumb").and_then(|r| r.strip_suffix("+global")) {
-        let d = firmware::method::parse_random_features(&format!("rp{width}"))
-            .map_err(|e| Error::UnknownMethod(format!("{name}: {e}")))?;
+    if let Some(rest) = name.strip_prefix("randumb")
+        && let (d, InputStats::Given { per_feature, .. }) = randumb_spec(name, rest)?
+    {
         let parts: Vec<ndarray::ArrayView2<'_, f32>> = stream.tasks.iter().map(|t| t.train.x.view()).collect();
         let all = ndarray::concatenate(ndarray::Axis(0), &parts)
             .map_err(|e| Error::Invalid(format!("{name}: the stream's training samples: {e}")))?;
-        let (mean, std, gamma) = firmware::nn::rbf_input_stats(&all.view(), true)?;
-        let stats = InputStats::Given { mean, std, gamma };
+        let (mean, std, gamma) = firmware::nn::rbf_input_stats(&all.view(), per_feature)?;
+        let stats = InputStats::Given { mean, std, gamma, per_feature };
         return Ok(Box::new(Prototype::randumb(d, stats).map_err(|e| Error::UnknownMethod(e.to_string()))?));
     }
     build(name, preset, profile)
@@ -246,14 +259,15 @@ mod tests {
             "slda-oas",
             "slda-oas+rp2048",
             "randumb2048",
-            "randumb64+global",
-            "randumb64+pooled",
+            "randumb64+all",
+            "randumb64+pixel",
+            "randumb8+pixel+all",
             "fsa+slda+oas+rp2048",
             "fsa+slda",
         ] {
             assert_eq!(build(name, &preset, &host()).unwrap().name(), name);
         }
-        for bad in ["randumb0", "randumb", "randumbx", "randumb64+local", "fsa+nope"] {
+        for bad in ["randumb0", "randumb", "randumbx", "randumb64+local", "randumb64+all+pixel", "fsa+nope"] {
             assert!(build(bad, &preset, &host()).is_err(), "{bad}");
         }
     }
