@@ -91,6 +91,10 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
             && !rest.starts_with("became")
         {
             let (ci, lt) = ClassIl::parse_tokens(rest.split('+'))?;
+            if ci.first_session {
+                // BECAME's two stages have no first-session form; `fsa+<opts>` is GPM's training on task 1.
+                return Err(Error::UnknownMethod(format!("{name}: first-session adaptation is fsa+<options>")));
+            }
             let gpm = GpmConfig { project_heads: !preset.multi_head, ..preset.gpm.clone() };
             return Ok(if is_became {
                 Box::new(became(preset, format).with_class_il(ci, lt))
@@ -267,7 +271,15 @@ mod tests {
         ] {
             assert_eq!(build(name, &preset, &host()).unwrap().name(), name);
         }
-        for bad in ["randumb0", "randumb", "randumbx", "randumb64+local", "randumb64+all+pixel", "fsa+nope"] {
+        for bad in [
+            "randumb0",
+            "randumb",
+            "randumbx",
+            "randumb64+local",
+            "randumb64+all+pixel",
+            "fsa+nope",
+            "gpm+became+fsa+slda",
+        ] {
             assert!(build(bad, &preset, &host()).is_err(), "{bad}");
         }
     }
