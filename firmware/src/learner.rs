@@ -575,17 +575,16 @@ impl<M: Method, const CAP: usize> Learner<M, CAP> {
         }
         self.method.set_bases_budget(Some(self.profile.budget.bases));
         check_budget(&self.profile, &self.footprint_with(offered.len())?, Scope::Step, "task")?;
-        // The stored samples before this task are replayed; the buffer after it (this task's samples offered) is
-        // built on the side and swapped in only when the task was learned.
+        // The stored samples before this task are replayed (one copy, counted in the footprint's workspace); this
+        // task's samples are checked now and offered to the buffer only once the task was learned, so a refused
+        // task changes nothing and no second copy of the buffer is ever held.
         let stored = if self.replay.is_empty() { None } else { Some(self.replay.samples()?) };
-        let mut replay = self.replay.clone();
-        let mut replay_rng = self.replay_rng.clone();
-        replay.offer_all(offered, &mut replay_rng)?;
+        self.replay.check_all(offered)?;
         let task = TaskData { task_id: id as usize, head, train, val };
         let mut ctx = LearnContext { rng: &mut self.rng, progress, replay: stored.as_ref() };
         let report = self.method.learn_task(&mut self.model, &task, &mut ctx)?;
-        self.replay = replay;
-        self.replay_rng = replay_rng;
+        drop(stored);
+        self.replay.offer_all(offered, &mut self.replay_rng)?;
         let mut classes: Vec<u32> = offered.y.iter().map(|&c| c as u32).collect();
         classes.sort_unstable();
         classes.dedup();

@@ -156,8 +156,9 @@ impl ReplayBuffer {
         Ok(())
     }
 
-    /// Offer every sample of `samples`, in order. All of them are checked first: on any error nothing is offered.
-    pub fn offer_all(&mut self, samples: &Samples, rng: &mut ChaCha8Rng) -> Result<()> {
+    /// Check every sample of `samples` as [`ReplayBuffer::offer_all`] would, changing nothing: `Ok` means the
+    /// same call to `offer_all` cannot fail. Returns the checked labels.
+    pub fn check_all(&self, samples: &Samples) -> Result<Vec<u32>> {
         if samples.x.nrows() != samples.y.len() {
             return Err(shape_err("replay samples: rows vs labels", samples.x.nrows(), samples.y.len()));
         }
@@ -169,6 +170,13 @@ impl ReplayBuffer {
             let row = row.to_vec();
             labels.push(self.check(y, &row, &format!("replay sample {i}"))?);
         }
+        Ok(labels)
+    }
+
+    /// Offer every sample of `samples`, in order. All of them are checked first ([`ReplayBuffer::check_all`]): on
+    /// any error nothing is offered.
+    pub fn offer_all(&mut self, samples: &Samples, rng: &mut ChaCha8Rng) -> Result<()> {
+        let labels = self.check_all(samples)?;
         for (row, label) in samples.x.rows().into_iter().zip(labels) {
             self.insert(label, &row.to_vec(), rng);
         }
