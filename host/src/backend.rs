@@ -9,7 +9,6 @@
 //! when [`firmware::backend::select`] finds one and otherwise stays on the CPU with a log line.
 
 use firmware::backend::{BackendBecame, BackendKind, Selected, select};
-use firmware::gpm::GpmConfig;
 use firmware::method::Method;
 
 use crate::error::Result;
@@ -18,17 +17,13 @@ use crate::presets::Preset;
 /// The suffix that names a backend in a method name: `gpm+became@cuda`.
 pub const BACKEND_SEPARATOR: char = '@';
 
-fn gpm_config(preset: &Preset) -> GpmConfig {
-    GpmConfig { project_heads: !preset.multi_head, ..preset.gpm.clone() }
-}
-
 /// GPM + BECAME with the preset's settings, run by [`BackendBecame`] on the backend `kind` selects.
 ///
 /// `kind = cuda` fails with [`firmware::Error::BackendUnavailable`] when CUDA is not compiled in (feature `cuda`)
 /// or the machine has no usable GPU; `auto` falls back to the CPU backend. The model must be the bias-free MLP the
 /// backend update supports (checked when the first task starts).
 pub fn became_on(kind: BackendKind, preset: &Preset) -> Result<Box<dyn Method>> {
-    let (train, gpm) = (preset.train.clone(), gpm_config(preset));
+    let (train, gpm) = (preset.train.clone(), preset.gpm_config());
     Ok(match select(kind)? {
         Selected::Cpu(b) => Box::new(BackendBecame::new(b, train, gpm)),
         Selected::Cuda(b) => Box::new(BackendBecame::new(b, train, gpm)),
@@ -55,7 +50,7 @@ pub fn for_simulation(kind: BackendKind, method: &str, preset: &Preset) -> Resul
     match select(kind)? {
         Selected::Cuda(b) => {
             tracing::info!(method, backend = "cuda", "running on the GPU");
-            Ok(Some(Box::new(BackendBecame::new(b, preset.train.clone(), gpm_config(preset)))))
+            Ok(Some(Box::new(BackendBecame::new(b, preset.train.clone(), preset.gpm_config()))))
         }
         Selected::Cpu(_) => Ok(None),
     }

@@ -309,6 +309,12 @@ impl Preset {
         })
     }
 
+    /// The GPM settings a method runs with on this preset's stream: [`Preset::gpm`], with the heads projected
+    /// only when the run is single-head (a head per task is never projected).
+    pub fn gpm_config(&self) -> GpmConfig {
+        GpmConfig { project_heads: !self.multi_head, ..self.gpm.clone() }
+    }
+
     /// The network for `stream`: as [`ModelSpec::build`], except that with [`Preset::grow_head`] the single head
     /// starts with only the first task's classes.
     pub fn build_model(&self, stream: &Stream, seed: u64) -> Result<Model> {

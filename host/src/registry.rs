@@ -2,7 +2,6 @@
 
 use firmware::budget::BoardProfile;
 use firmware::fisher::FisherFormat;
-use firmware::gpm::GpmConfig;
 use firmware::merge::magmax::MAGMAX_LAMBDA;
 use firmware::method::class_il::ClassIl;
 use firmware::method::{
@@ -56,7 +55,7 @@ fn weight(name: &str, value: &str) -> Result<f64> {
 
 /// GPM + BECAME with the preset's settings, storing `F_old` in `format` between tasks.
 pub fn became(preset: &Preset, format: FisherFormat) -> Became {
-    let gpm = GpmConfig { project_heads: !preset.multi_head, ..preset.gpm.clone() };
+    let gpm = preset.gpm_config();
     Became::new(preset.train.clone(), gpm).with_fisher_format(format)
 }
 
@@ -95,7 +94,7 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
                 // BECAME's two stages have no first-session form; `fsa+<opts>` is GPM's training on task 1.
                 return Err(Error::UnknownMethod(format!("{name}: first-session adaptation is fsa+<options>")));
             }
-            let gpm = GpmConfig { project_heads: !preset.multi_head, ..preset.gpm.clone() };
+            let gpm = preset.gpm_config();
             return Ok(if is_became {
                 Box::new(became(preset, format).with_class_il(ci, lt))
             } else {
@@ -107,7 +106,7 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
     // then the trunk frozen (e.g. `fsa+slda+oas+rp2048`).
     if let Some(rest) = name.strip_prefix("fsa+") {
         let (ci, lt) = ClassIl::parse_tokens(std::iter::once("fsa").chain(rest.split('+')))?;
-        let gpm = GpmConfig { project_heads: !preset.multi_head, ..preset.gpm.clone() };
+        let gpm = preset.gpm_config();
         return Ok(Box::new(GpmMethod::new(preset.train.clone(), gpm).with_class_il(ci, lt)));
     }
     // RanDumb (Prabhu et al. 2024): `randumb<D>`, standardised by one mean and std over every pixel of the first
@@ -130,7 +129,7 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
         let format = format.parse::<FisherFormat>()?;
         return Ok(Box::new(became(preset, format)));
     }
-    let gpm = GpmConfig { project_heads: !preset.multi_head, ..preset.gpm.clone() };
+    let gpm = preset.gpm_config();
     let train = preset.train.clone();
     let merging = |rule| -> Result<Box<dyn Method>> { Ok(Box::new(Merging::new(preset.train.clone(), rule))) };
     if let Some((family, value)) = name.split_once(':') {
