@@ -132,18 +132,11 @@ impl<const CAP: usize> SampleBuffer<CAP> {
         }
         Samples::new(x, idx.iter().map(|&i| self.labels[i] as usize).collect())
     }
-
-    /// The samples held, split into (train, validation): every [`VAL_EVERY`]-th sample is validation when at least
-    /// [`VAL_EVERY`] are held, otherwise all are training samples.
-    pub fn split(&self) -> Result<(Samples, Samples)> {
-        let (train, val) = split_indices(self.len());
-        Ok((self.rows(&train)?, self.rows(&val)?))
-    }
 }
 
 /// The device's validation rule over `n` samples in arrival order: (training indices, validation indices), every
 /// [`VAL_EVERY`]-th sample held out when at least [`VAL_EVERY`] are given, none otherwise. The one rule behind
-/// [`SampleBuffer::split`] and [`Learner::learn_samples`].
+/// [`Learner::learn`] and [`Learner::learn_samples`].
 pub fn split_indices(n: usize) -> (Vec<usize>, Vec<usize>) {
     let val_of = |i: usize| n >= VAL_EVERY && i % VAL_EVERY == VAL_EVERY - 1;
     ((0..n).filter(|&i| !val_of(i)).collect(), (0..n).filter(|&i| val_of(i)).collect())
@@ -519,10 +512,7 @@ impl<M: Method, const CAP: usize> Learner<M, CAP> {
         if self.buffer.is_empty() {
             return Err(Error::Empty("no samples buffered: add samples before learning".into()));
         }
-        let all = self.buffer.all()?;
-        let (train, val) =
-            if self.method.uses_validation() { self.buffer.split()? } else { (all.clone(), all.select(&[])) };
-        let report = self.learn_split(0, &train, &val, &all, &mut Silent)?;
+        let report = self.learn_samples(&self.buffer.all()?, &mut Silent)?;
         self.buffer.clear();
         Ok(report)
     }
@@ -579,12 +569,12 @@ impl<M: Method, const CAP: usize> Learner<M, CAP> {
         // task's samples are checked now and offered to the buffer only once the task was learned, so a refused
         // task changes nothing and no second copy of the buffer is ever held.
         let stored = if self.replay.is_empty() { None } else { Some(self.replay.samples()?) };
-        self.replay.check_all(offered)?;
+        let checked = self.replay.check_all(offered)?;
         let task = TaskData { task_id: id as usize, head, train, val };
         let mut ctx = LearnContext { rng: &mut self.rng, progress, replay: stored.as_ref() };
         let report = self.method.learn_task(&mut self.model, &task, &mut ctx)?;
         drop(stored);
-        self.replay.offer_all(offered, &mut self.replay_rng)?;
+        self.replay.offer_checked(offered, checked, &mut self.replay_rng);
         let mut classes: Vec<u32> = offered.y.iter().map(|&c| c as u32).collect();
         classes.sort_unstable();
         classes.dedup();

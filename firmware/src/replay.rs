@@ -156,8 +156,8 @@ impl ReplayBuffer {
         Ok(())
     }
 
-    /// Check every sample of `samples` as [`ReplayBuffer::offer_all`] would, changing nothing: `Ok` means the
-    /// same call to `offer_all` cannot fail. Returns the checked labels.
+    /// Check every sample of `samples` as [`ReplayBuffer::offer_all`] does, changing nothing; returns the checked
+    /// labels, for [`ReplayBuffer::offer_checked`].
     pub fn check_all(&self, samples: &Samples) -> Result<Vec<u32>> {
         if samples.x.nrows() != samples.y.len() {
             return Err(shape_err("replay samples: rows vs labels", samples.x.nrows(), samples.y.len()));
@@ -177,10 +177,16 @@ impl ReplayBuffer {
     /// any error nothing is offered.
     pub fn offer_all(&mut self, samples: &Samples, rng: &mut ChaCha8Rng) -> Result<()> {
         let labels = self.check_all(samples)?;
+        self.offer_checked(samples, labels, rng);
+        Ok(())
+    }
+
+    /// Offer every sample of `samples`, in order, with the labels [`ReplayBuffer::check_all`] returned for them
+    /// (the check done once, ahead of the offer: the learner checks before a task and offers after it).
+    pub fn offer_checked(&mut self, samples: &Samples, labels: Vec<u32>, rng: &mut ChaCha8Rng) {
         for (row, label) in samples.x.rows().into_iter().zip(labels) {
             self.insert(label, &row.to_vec(), rng);
         }
-        Ok(())
     }
 
     /// The policy, for a checked sample.

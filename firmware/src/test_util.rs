@@ -25,3 +25,16 @@ pub(crate) fn idx_file(dims: &[u32], data: &[u8]) -> Vec<u8> {
     b.extend_from_slice(data);
     b
 }
+
+/// A tiny 2-class task over 6 features (the label says whether feature `feature` is positive): `n` training and 16
+/// validation samples, drawn from `seed` (the budget and learner tests' refusals).
+pub(crate) fn tiny_task(seed: u64, feature: usize, n: usize) -> (crate::data::Samples, crate::data::Samples) {
+    use rand::Rng;
+    let mut rng = crate::seeded_rng(seed);
+    let mut make = |n: usize| {
+        let x = ndarray::Array2::from_shape_fn((n, 6), |_| rng.random_range(-1.0f32..1.0));
+        let y = (0..n).map(|i| usize::from(x[[i, feature]] > 0.0)).collect();
+        crate::data::Samples::new(x, y).unwrap()
+    };
+    (make(n), make(16))
+}

@@ -1,11 +1,10 @@
 use super::*;
-use crate::data::{Samples, TaskData};
+use crate::data::TaskData;
 use crate::gpm::GpmConfig;
 use crate::method::{Became, FineTune, GpmMethod, LearnContext, Method};
 use crate::nn::zoo;
+use crate::test_util::tiny_task;
 use crate::train::{Silent, TrainConfig};
-use ndarray::Array2;
-use rand::Rng;
 
 const TINY: &str = r#"
 name = "tiny"
@@ -120,16 +119,6 @@ fn check_names_the_budget_and_the_overrun() {
     assert_eq!(fp.overruns(&b), vec![("workspace", 1234, 1000), ("state_file", 6000, 5000)]);
     assert!(Footprint { workspace: 1000, state_file: 5000, ..fp }.check(&b).is_ok());
     assert!(fp.check(&Budgets::UNLIMITED).is_ok());
-}
-
-fn tiny_task(seed: u64, feature: usize, n: usize) -> (Samples, Samples) {
-    let mut rng = crate::seeded_rng(seed);
-    let mut make = |n: usize| {
-        let x = Array2::from_shape_fn((n, 6), |_| rng.random_range(-1.0f32..1.0));
-        let y = (0..n).map(|i| usize::from(x[[i, feature]] > 0.0)).collect();
-        Samples::new(x, y).unwrap()
-    };
-    (make(n), make(16))
 }
 
 #[test]

@@ -6,7 +6,6 @@ use crate::method::{Became, Ewc, FineTune, GpmMethod};
 use crate::nn::zoo;
 use crate::store::{CRC32C, FORMAT_VERSION, ReplayState};
 use crate::train::{Silent, TrainConfig};
-use ndarray::Array2;
 use rand::Rng;
 
 const FEATURES: usize = 12;
@@ -227,7 +226,8 @@ fn buffer_overflow_is_an_error_not_a_drop() {
     b.push(0, &[1.0, 2.0, 3.0]).unwrap();
     b.push(1, &[4.0, 5.0, 6.0]).unwrap();
     assert!(matches!(b.push(0, &[7.0, 8.0, 9.0]), Err(Error::BufferFull { capacity: 2, .. })));
-    let (train, val) = b.split().unwrap();
+    let (all, (t, v)) = (b.all().unwrap(), split_indices(b.len()));
+    let (train, val) = (all.select(&t), all.select(&v));
     assert_eq!(train.y, vec![0, 1]);
     assert!(val.is_empty());
     assert_eq!(train.x.row(1).to_vec(), vec![4.0, 5.0, 6.0]);
@@ -512,17 +512,8 @@ fn a_refused_task_changes_nothing() {
     let method = Became::new(cfg, gcfg).with_fisher_format(FisherFormat::Block4);
     let p = profile(8, FisherFormat::Block4, Budgets::UNLIMITED);
     let mut l: Learner<Became, 1> = Learner::new(p, "mlp", model, method, &[], 5).unwrap();
-    let tiny_task = |seed: u64, feature: usize, n: usize| {
-        let mut rng = crate::seeded_rng(seed);
-        let mut make = |n: usize| {
-            let x = Array2::from_shape_fn((n, 6), |_| rng.random_range(-1.0f32..1.0));
-            let y = (0..n).map(|i| usize::from(x[[i, feature]] > 0.0)).collect();
-            Samples::new(x, y).unwrap()
-        };
-        (make(n), make(16))
-    };
-    let (tr1, va1) = tiny_task(1, 0, 48);
-    let (tr2, va2) = tiny_task(2, 3, 48);
+    let (tr1, va1) = crate::test_util::tiny_task(1, 0, 48);
+    let (tr2, va2) = crate::test_util::tiny_task(2, 3, 48);
     let t1 = TaskData { task_id: 0, head: 0, train: &tr1, val: &va1 };
     let t2 = TaskData { task_id: 1, head: 1, train: &tr2, val: &va2 };
     l.learn_task(&t1, &mut Silent).unwrap();

@@ -443,7 +443,6 @@ mod tests {
     use crate::nn::zoo;
     use crate::train::Silent;
     use ndarray::Array2;
-    use rand::Rng;
 
     /// Two tiny 2-class tasks on 6 features: the label depends on different features per task.
     fn tiny_task(seed: u64, feature: usize) -> (Samples, Samples) {
@@ -452,13 +451,7 @@ mod tests {
 
     /// A 2-class task of `n` training samples (and 16 validation ones) whose label is the sign of `feature`.
     fn task_of(seed: u64, feature: usize, n: usize) -> (Samples, Samples) {
-        let mut rng = crate::seeded_rng(seed);
-        let make = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| {
-            let x = Array2::from_shape_fn((n, 6), |_| rng.random_range(-1.0f32..1.0));
-            let y = (0..n).map(|i| usize::from(x[[i, feature]] > 0.0)).collect();
-            Samples::new(x, y).unwrap()
-        };
-        (make(&mut rng, n), make(&mut rng, 16))
+        crate::test_util::tiny_task(seed, feature, n)
     }
 
     fn projector_matrix(m: &Array2<f32>) -> Array2<f32> {

@@ -646,14 +646,14 @@ pub fn compensate_drift_from_task(
     if labels.is_empty() {
         return Ok(0);
     }
-    let delta: Array2<f64> = (z_after.mapv(f64::from) - z_before.mapv(f64::from)).to_owned();
     let before = z_before.mapv(f64::from);
+    let delta = z_after.mapv(f64::from) - &before;
     let mut moved = 0;
-    let mut shifts = Vec::new();
     for c in 0..stats.means.classes() {
         if stats.means.count[c] == 0 || labels.contains(&c) {
             continue;
         }
+        // Each class's weights use its own (not yet moved) mean, so the classes can be moved one after another.
         let mu = stats.means.mean.row(c);
         let d2: Vec<f64> =
             before.rows().into_iter().map(|z| z.iter().zip(mu).map(|(a, b)| (a - b) * (a - b)).sum()).collect();
@@ -669,9 +669,6 @@ pub fn compensate_drift_from_task(
         for (wi, row) in w.iter().zip(delta.rows()) {
             shift.scaled_add(wi / total, &row);
         }
-        shifts.push((c, shift));
-    }
-    for (c, shift) in shifts {
         stats.means.mean.row_mut(c).scaled_add(1.0, &shift);
         moved += 1;
     }
