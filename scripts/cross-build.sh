@@ -7,7 +7,8 @@
 # qemu-user; the rustup target aarch64-unknown-linux-gnu), builds
 #   target/aarch64-unknown-linux-gnu/release/firmware
 # with aarch64-linux-gnu-gcc as the linker (.cargo/config.toml), then runs the firmware test suite (unit tests of
-# the library and the binary, and the doctests) for aarch64 through qemu-aarch64 and prints the test count.
+# the library, its layer crates and the binary, and the doctests) for aarch64 through qemu-aarch64 and prints the
+# test count.
 # The tests use the release profile, so the binary and the tests share one build of the dependencies.
 #
 # A binary linked on Debian 12 needs glibc 2.36 and does not start on JetPack 4/5/6 (glibc 2.27/2.31/2.35).
@@ -134,12 +135,15 @@ fi
 
 # --- tests under qemu ----------------------------------------------------------------------------------------------
 if [[ $run_tests -eq 1 ]]; then
+  firmware_crates=(-p firmware)
+  for c in core store learn onnx protocol; do firmware_crates+=(-p "edgelearn-$c"); done
   start=$SECONDS
   out=$(mktemp)
   trap 'rm -f "$stripped" "$out"' EXIT
   log "running the firmware tests for $TARGET under qemu (lib, bin, doctests)"
   set +e
-  "${cargo_test[@]}" --release -p firmware --target "$triple" 2>&1 | tee "$out"
+  # The firmware and the layer crates it is built from (firmware/crates/): their unit tests and doctests.
+  "${cargo_test[@]}" --release "${firmware_crates[@]}" --target "$triple" 2>&1 | tee "$out"
   status=${PIPESTATUS[0]}
   set -e
   read -r passed failed < <(grep -E '^test result: ' "$out" |

@@ -77,7 +77,7 @@ fn open_nsfw_backbone_with_a_new_head_learns_two_mnist_tasks() {
         t0.elapsed().as_secs_f64(),
         prefix.plan_kind().describe()
     );
-    // The loader's rewrites (firmware/src/onnx/simplify.rs) take out the converter's float casts, the transposes
+    // The loader's rewrites (firmware/crates/onnx/src/simplify.rs) take out the converter's float casts, the transposes
     // around every convolution (all but the input's and two on the padding arithmetic) and fold each convolution's
     // bias and batch-norm chain into its weights.
     let rw = prefix.rewrites();

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reproducers for docs/upstream/tract-frozen-prefix.md: writes the ONNX files into a folder and, with --time,
 times them in onnxruntime (one thread, sequential, median of REPS runs) for comparison with the tract side
-(`cargo run --release -p firmware --example tract_repro -- time FILE REPS`).
+(`cargo run --release -p edgelearn-onnx --example tract_repro -- time FILE REPS`).
 
     python3 docs/upstream/tract_repro.py OUT_DIR [--time REPS]
 

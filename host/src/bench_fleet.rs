@@ -21,7 +21,7 @@ use firmware::fisher::{FisherFormat, compact};
 use firmware::fleet::{FleetUpdate, SldaSums, decode_update, encode_update, merge_updates};
 use firmware::nn::Model;
 use firmware::onnx::{Cut, OnnxModel};
-use firmware::store::{FisherBlob, ParamEntry};
+use firmware::store::ParamEntry;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -126,7 +126,7 @@ pub fn simulated_update(base: &Model, board: usize, format: FisherFormat, width:
     let b: Vec<f32> = (0..rows).map(|_| rng.random_range(-0.1f32..0.1)).collect();
     push("head.0.bias".into(), vec![rows], &mut b.into_iter())?;
     let fisher: Vec<f32> = (0..params.len()).map(|_| 10f32.powf(rng.random_range(-8.0f32..-2.0))).collect();
-    let fisher = FisherBlob::from_compact(&compact::encode(&fisher, format)?)?;
+    let fisher = compact::encode(&fisher, format)?.to_blob()?;
     let counts: Vec<u64> = classes.iter().map(|_| rng.random_range(100u64..200)).collect();
     let t: u64 = counts.iter().sum();
     let slda = SldaSums {

@@ -39,7 +39,7 @@ use firmware::learner::Learner;
 use firmware::method::Became;
 use firmware::nn::{Linear, Model};
 use firmware::onnx::{Cut, DeviceModel, OnnxModel};
-use firmware::store::{FisherBlob, LearnerState};
+use firmware::store::LearnerState;
 use firmware::train::TrainConfig;
 use ndarray::{Array1, Array2, Axis};
 use rand::seq::SliceRandom;
@@ -252,7 +252,7 @@ pub(crate) fn averaged(updates: &[FleetUpdate]) -> Result<Vec<FleetUpdate>> {
         .iter()
         .map(|u| {
             let c = compact::encode(&vec![1.0; u.params.len()], FisherFormat::F32)?;
-            Ok(FleetUpdate { fisher: FisherBlob::from_compact(&c)?, slda: None, ..u.clone() })
+            Ok(FleetUpdate { fisher: c.to_blob()?, slda: None, ..u.clone() })
         })
         .collect()
 }
