@@ -8,10 +8,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use firmware::train::evaluate;
 use host::data::{self, stream};
-use host::presets::{ModelSpec, Preset, StreamSpec};
 use host::progress::{Bar, LogWriter};
-use host::report::{self, Aggregate};
-use host::{registry, simulate};
+use host::reports::{self, Aggregate};
+use host::runs::presets::{ModelSpec, Preset, StreamSpec};
+use host::runs::{registry, simulate};
 
 /// Every allocation is counted, so that `host bench replay` can report the heap a task peaks at (a counter per
 /// allocation; nothing else changes).
@@ -21,7 +21,7 @@ static ALLOC: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
 /// The counting allocator, as the replay benchmark reads it.
 struct Heap;
 
-impl host::bench_replay::HeapMeter for Heap {
+impl host::benches::replay::HeapMeter for Heap {
     fn current(&self) -> usize {
         ALLOC.current_usage()
     }
@@ -63,16 +63,16 @@ enum Command {
     #[command(subcommand)]
     Bench(BenchCmd),
     /// Train a base model on a group of classes (single head) and export it as ONNX (checked by reloading).
-    Pretrain(host::onnx_cli::PretrainArgs),
+    Pretrain(host::models::onnx::PretrainArgs),
     /// Export a saved parameter file (from `train`/`pretrain`) as ONNX.
-    Export(host::onnx_cli::ExportArgs),
+    Export(host::models::onnx::ExportArgs),
     /// Write our outputs on real test images for an ONNX file (input + outputs, JSON) for scripts/check-onnx.py.
-    OnnxReference(host::onnx_cli::ReferenceArgs),
+    OnnxReference(host::models::onnx::ReferenceArgs),
     /// The device path: load an ONNX model (frozen prefix in tract + native trainable layers), learn a stream of
     /// new tasks, re-export.
-    DeviceLearn(host::onnx_cli::DeviceLearnArgs),
+    DeviceLearn(host::models::onnx::DeviceLearnArgs),
     /// Time a frozen ONNX prefix in tract; optionally write it as a standalone file for onnxruntime.
-    PrefixBench(host::onnx_cli::PrefixBenchArgs),
+    PrefixBench(host::models::onnx::PrefixBenchArgs),
     /// Compact Fisher: |Δα| of each stored F_old format against f32, along one f32 GPM+BECAME run per seed.
     FisherAlpha(FisherAlphaArgs),
     /// A board profile's budgets against what a method needs to learn the first task of a stream (the check the
@@ -80,7 +80,7 @@ enum Command {
     Footprint(FootprintArgs),
     /// Drive a device daemon over a serial port or a pseudo-terminal (hello, status, add, learn, predict, export,
     /// reset).
-    Device(host::device_client::DeviceArgs),
+    Device(host::device::DeviceArgs),
     /// A fleet of boards that learn apart and merge into one model (issue 18).
     #[command(subcommand)]
     Fleet(FleetCmd),
@@ -360,7 +360,7 @@ struct BenchUpdateArgs {
     threads: usize,
     /// Method timed: gpm+became (the native CPU learner), or gpm+became@cpu / gpm+became@cuda (the compute-backend
     /// update, CPU vs GPU).
-    #[arg(long, default_value = host::bench::UPDATE_METHOD)]
+    #[arg(long, default_value = host::benches::update::UPDATE_METHOD)]
     method: String,
     /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
     #[arg(long)]
@@ -592,19 +592,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(a) => simulate_cmd(a),
         Command::Compare(a) => compare_cmd(a),
         Command::Bench(b) => bench_cmd(b),
-        Command::Pretrain(a) => Ok(host::onnx_cli::pretrain(&a)?),
-        Command::Export(a) => Ok(host::onnx_cli::export(&a)?),
-        Command::OnnxReference(a) => Ok(host::onnx_cli::reference(&a)?),
-        Command::DeviceLearn(a) => Ok(host::onnx_cli::device_learn(&a)?),
-        Command::PrefixBench(a) => Ok(host::onnx_cli::prefix_bench(&a)?),
+        Command::Pretrain(a) => Ok(host::models::onnx::pretrain(&a)?),
+        Command::Export(a) => Ok(host::models::onnx::export(&a)?),
+        Command::OnnxReference(a) => Ok(host::models::onnx::reference(&a)?),
+        Command::DeviceLearn(a) => Ok(host::models::onnx::device_learn(&a)?),
+        Command::PrefixBench(a) => Ok(host::models::onnx::prefix_bench(&a)?),
         Command::FisherAlpha(a) => fisher_alpha_cmd(a),
         Command::Footprint(a) => footprint_cmd(a),
-        Command::Device(a) => Ok(host::device_client::run(&a)?),
+        Command::Device(a) => Ok(host::device::run(&a)?),
         Command::Fleet(FleetCmd::Sim(a)) => fleet_sim_cmd(a),
         Command::Fleet(FleetCmd::Serve(a)) => fleet_serve_cmd(a),
         Command::Fleet(FleetCmd::Demo(a)) => {
-            let cfg = host::fleet_demo::DemoConfig {
-                model: a.model.unwrap_or_else(host::presets::shipped_base),
+            let cfg = host::fleet::demo::DemoConfig {
+                model: a.model.unwrap_or_else(host::runs::presets::shipped_base),
                 board: a.board,
                 devices: a.devices,
                 seed: a.seed,
@@ -612,8 +612,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: a.data_dir.unwrap_or_else(host::data::data_dir),
                 timeout: std::time::Duration::from_secs(a.timeout_s),
             };
-            let r = host::fleet_demo::run(&cfg)?;
-            print!("{}", host::fleet_demo::markdown(&r));
+            let r = host::fleet::demo::run(&cfg)?;
+            print!("{}", host::fleet::demo::markdown(&r));
             Ok(())
         }
     }
@@ -638,7 +638,7 @@ fn fleet_serve_cmd(a: FleetServeArgs) -> anyhow::Result<()> {
         };
         broker.credentials = Some((user, password));
     }
-    let cfg = host::fleet_serve::ServeConfig {
+    let cfg = host::fleet::serve::ServeConfig {
         broker,
         fleet: a.fleet,
         base_model: a.base_model,
@@ -648,7 +648,7 @@ fn fleet_serve_cmd(a: FleetServeArgs) -> anyhow::Result<()> {
         idle_exit: a.idle_exit_s.map(|s| secs(s, "--idle-exit-s")).transpose()?,
     };
     let stop = stop_on_signals()?;
-    let r = host::fleet_serve::serve_until(&cfg, &stop)?;
+    let r = host::fleet::serve::serve_until(&cfg, &stop)?;
     println!(
         "merger: {} update(s) stored, {} repeat(s) ignored, {} refused, {} model(s) published; fleet model version {}; \
          {} reconnection(s)",
@@ -691,7 +691,7 @@ fn fleet_sim_cmd(a: FleetSimArgs) -> anyhow::Result<()> {
     if devices.iter().any(|&d| d == 0 || d > 8) {
         anyhow::bail!("--devices: fleet sizes from 1 to 8 (the joint board holds 8 sample buffers)");
     }
-    let cfg = host::fleet_sim::FleetSimConfig {
+    let cfg = host::fleet::sim::FleetSimConfig {
         model: a.model,
         cut: a.cut,
         board: a.board,
@@ -700,9 +700,9 @@ fn fleet_sim_cmd(a: FleetSimArgs) -> anyhow::Result<()> {
         epochs: a.epochs,
         data_dir: a.data_dir.unwrap_or_else(data::data_dir),
     };
-    let runs = host::fleet_sim::run(&cfg)?;
+    let runs = host::fleet::sim::run(&cfg)?;
     let command: String = std::env::args().collect::<Vec<_>>().join(" ");
-    println!("{}", host::fleet_sim::write(&runs, &command, &a.out)?);
+    println!("{}", host::fleet::sim::write(&runs, &command, &a.out)?);
     Ok(())
 }
 
@@ -820,7 +820,7 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
             let stream = preset.load(&dir, seed)?;
             let model = preset.build_model(&stream, seed)?;
             let mut method = registry::build_for_stream(method_name, &preset, &cfg.profile, &stream)?;
-            if let Some(m) = host::backend::for_simulation(a.backend, method_name, &preset)? {
+            if let Some(m) = host::runs::backend::for_simulation(a.backend, method_name, &preset)? {
                 method = m;
             }
             let total: usize = stream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * preset.train.epochs;
@@ -835,14 +835,14 @@ fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
             None | Some(0) => format!("{}-{}", agg.stream, agg.method),
             Some(n) => format!("{}-{}-replay{n}", agg.stream, agg.method),
         };
-        report::write_json(&a.out.join(format!("{stem}.json")), &agg)?;
-        let md = report::markdown(&agg, &command);
-        report::write_text(&a.out.join(format!("{stem}.md")), &md)?;
+        reports::write_json(&a.out.join(format!("{stem}.json")), &agg)?;
+        let md = reports::markdown(&agg, &command);
+        reports::write_text(&a.out.join(format!("{stem}.md")), &md)?;
         println!("{md}");
         aggs.push(agg);
     }
     if aggs.len() > 1 {
-        println!("{}", report::summary_table(&aggs));
+        println!("{}", reports::summary_table(&aggs));
     }
     println!("reports written to {}", a.out.display());
     Ok(())
@@ -878,7 +878,7 @@ fn compare_cmd(a: CompareArgs) -> anyhow::Result<()> {
             streams.push((label, p));
         }
     }
-    let plan = host::compare::ComparePlan {
+    let plan = host::runs::compare::ComparePlan {
         streams,
         methods: a.methods.split(',').map(|m| m.trim().to_string()).collect(),
         seeds: parse_list(&a.seeds, "seed")?,
@@ -886,8 +886,8 @@ fn compare_cmd(a: CompareArgs) -> anyhow::Result<()> {
         data_dir: a.data_dir.clone().unwrap_or_else(data::data_dir),
     };
     let command: String = std::env::args().collect::<Vec<_>>().join(" ");
-    let cmp = host::compare::run(&plan, &command)?;
-    let md = host::compare::write(&cmp, &a.out)?;
+    let cmp = host::runs::compare::run(&plan, &command)?;
+    let md = host::runs::compare::write(&cmp, &a.out)?;
     println!("{md}");
     println!("report and plots written to {}", a.out.display());
     Ok(())
@@ -930,7 +930,7 @@ fn fisher_alpha_cmd(a: FisherAlphaArgs) -> anyhow::Result<()> {
         preset.train.epochs = e;
     }
     preset.train.validate()?;
-    let opts = host::fisher_alpha::Options {
+    let opts = host::runs::fisher_alpha::Options {
         stream: a.stream.clone(),
         preset,
         seeds: parse_list(&a.seeds, "seed")?,
@@ -941,10 +941,10 @@ fn fisher_alpha_cmd(a: FisherAlphaArgs) -> anyhow::Result<()> {
         replay: a.replay,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    let result = host::fisher_alpha::run(&opts)?;
-    let md = host::fisher_alpha::markdown(&result);
-    report::write_json(&a.out.join(format!("{}.json", a.stream)), &result)?;
-    report::write_text(&a.out.join(format!("{}.md", a.stream)), &md)?;
+    let result = host::runs::fisher_alpha::run(&opts)?;
+    let md = host::runs::fisher_alpha::markdown(&result);
+    reports::write_json(&a.out.join(format!("{}.json", a.stream)), &result)?;
+    reports::write_text(&a.out.join(format!("{}.md", a.stream)), &md)?;
     println!("{md}");
     println!("reports written to {}", a.out.display());
     Ok(())
@@ -958,10 +958,10 @@ fn bench_cmd(cmd: BenchCmd) -> anyhow::Result<()> {
             firmware::threads::set_threads(a.threads);
             preset.train.validate()?;
             let dir = a.data_dir.unwrap_or_else(data::data_dir);
-            let t = host::bench::update(&preset, &a.stream, &a.method, a.tasks, a.repeat, &dir, a.seed)?;
-            print!("{}", host::bench::describe(&t));
+            let t = host::benches::update::update(&preset, &a.stream, &a.method, a.tasks, a.repeat, &dir, a.seed)?;
+            print!("{}", host::benches::update::describe(&t));
             if let Some(out) = &a.out {
-                report::write_json(out, &t)?;
+                reports::write_json(out, &t)?;
                 println!("written to {}", out.display());
             }
             Ok(())
@@ -973,52 +973,57 @@ fn bench_cmd(cmd: BenchCmd) -> anyhow::Result<()> {
             }
             preset.train.validate()?;
             let dir = a.data_dir.unwrap_or_else(data::data_dir);
-            let b = host::bench_replay::replay_cost(&preset, &a.method, a.tasks, &a.replay, &dir, a.seed, &HEAP)?;
-            print!("{}", host::bench_replay::replay_table(&b));
+            let b = host::benches::replay::replay_cost(&preset, &a.method, a.tasks, &a.replay, &dir, a.seed, &HEAP)?;
+            print!("{}", host::benches::replay::replay_table(&b));
             if let Some(out) = &a.out {
-                report::write_json(out, &b)?;
+                reports::write_json(out, &b)?;
                 println!("written to {}", out.display());
             }
             Ok(())
         }
         BenchCmd::Fleet(a) => {
-            let model = a.model.unwrap_or_else(host::presets::shipped_base);
+            let model = a.model.unwrap_or_else(host::runs::presets::shipped_base);
             let format = a.format.parse()?;
-            let b = host::bench_fleet::run(&model, &a.cut, &a.devices, format, a.repeat, a.random_features)?;
-            print!("{}", host::bench_fleet::markdown(&b));
+            let b = host::benches::fleet::run(&model, &a.cut, &a.devices, format, a.repeat, a.random_features)?;
+            print!("{}", host::benches::fleet::markdown(&b));
             if let Some(out) = &a.out {
-                report::write_json(out, &b)?;
+                reports::write_json(out, &b)?;
                 println!("written to {}", out.display());
             }
             Ok(())
         }
         BenchCmd::Gemm(a) => {
             if let Some(path) = &a.shapes_out {
-                report::write_json(path, &host::bench_gemm::SHAPES)?;
+                reports::write_json(path, &host::benches::gemm::SHAPES)?;
                 return Ok(());
             }
-            let r = host::bench_gemm::run(&a.threads, a.rounds, a.min_seconds)?;
+            let r = host::benches::gemm::run(&a.threads, a.rounds, a.min_seconds)?;
             if let Some(out) = &a.out {
-                report::write_json(out, &r)?;
+                reports::write_json(out, &r)?;
                 println!("written to {}", out.display());
             }
             if let Some(torch) = &a.torch {
-                let table = host::bench_gemm::table(&r, &host::bench_gemm::read(torch)?)?;
+                let table = host::benches::gemm::table(&r, &host::benches::gemm::read(torch)?)?;
                 println!("{table}");
                 if let Some(doc) = &a.doc {
-                    host::bench::write_section_under(doc, host::bench_gemm::GEMM_SECTION, &a.preamble, &table)?;
-                    println!("section \"{}\" written to {}", host::bench_gemm::GEMM_SECTION, doc.display());
+                    host::benches::update::write_section_under(
+                        doc,
+                        host::benches::gemm::GEMM_SECTION,
+                        &a.preamble,
+                        &table,
+                    )?;
+                    println!("section \"{}\" written to {}", host::benches::gemm::GEMM_SECTION, doc.display());
                 }
             }
             Ok(())
         }
         BenchCmd::Table(a) => {
-            let results = host::bench::read_results(&a.files)?;
-            let tables = host::bench::table(&results)?;
+            let results = host::benches::update::read_results(&a.files)?;
+            let tables = host::benches::update::table(&results)?;
             println!("{tables}");
             if let Some(doc) = &a.doc {
-                host::bench::write_section(doc, &a.preamble, &tables)?;
-                println!("section \"{}\" written to {}", host::bench::UPDATE_SECTION, doc.display());
+                host::benches::update::write_section(doc, &a.preamble, &tables)?;
+                println!("section \"{}\" written to {}", host::benches::update::UPDATE_SECTION, doc.display());
             }
             Ok(())
         }
@@ -1051,8 +1056,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     bar.finish();
     let (loss, acc) = evaluate(&mut model, &task.test, 0, simulate::EVAL_BATCH)?;
     println!("{}: {} epochs, test loss {loss:.4}, test accuracy {:.2} %", a.dataset, log.epochs.len(), 100.0 * acc);
-    let saved = host::model_file::ModelFile::from_model(&spec, &model, &a.dataset, acc);
-    report::write_json(&a.out, &saved)?;
+    let saved = host::models::params::ModelFile::from_model(&spec, &model, &a.dataset, acc);
+    reports::write_json(&a.out, &saved)?;
     println!("parameters written to {}", a.out.display());
     Ok(())
 }

@@ -39,8 +39,8 @@ pub fn open_nsfw_path(data_dir: &Path) -> PathBuf {
 }
 
 /// `s` with every sample replaced by its features after `dm`'s frozen prefix (256 samples at a time): what a
-/// stream's samples become in front of the trainable layers of a cut ONNX model ([`crate::presets`],
-/// [`crate::onnx_cli`]).
+/// stream's samples become in front of the trainable layers of a cut ONNX model ([`crate::runs::presets`],
+/// [`crate::models::onnx`]).
 pub fn prefix_features(dm: &DeviceModel, s: &Samples) -> Result<Samples> {
     Ok(Samples::new(dm.features_batched(&s.x.view(), 256)?, s.y.clone())?)
 }

@@ -20,11 +20,11 @@ use crate::data::backbone::tasks_through_prefix;
 use crate::data::stream::{self, Stream};
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
-use crate::model_file::ModelFile;
-use crate::presets::{ModelSpec, Preset};
+use crate::models::params::ModelFile;
 use crate::progress::Bar;
-use crate::report::{self, Aggregate};
-use crate::{registry, simulate};
+use crate::reports::{self, Aggregate};
+use crate::runs::presets::{ModelSpec, Preset};
+use crate::runs::{registry, simulate};
 
 /// Largest difference between our outputs and a reloaded copy's that still counts as "the same model".
 pub const RELOAD_TOLERANCE: f32 = 1e-4;
@@ -128,7 +128,7 @@ pub fn pretrain(a: &PretrainArgs) -> Result<()> {
         task.test.len()
     );
     let saved = ModelFile::from_model(&spec, &model, &name, acc);
-    report::write_json(&a.params, &saved)?;
+    reports::write_json(&a.params, &saved)?;
     println!("parameters written to {}", a.params.display());
     export_checked(&mut model, &task.test, &a.out)
 }
@@ -316,7 +316,7 @@ pub fn reference(a: &ReferenceArgs) -> Result<()> {
         }
     };
     r.model = a.model.display().to_string();
-    report::write_json(&a.out, &r)?;
+    reports::write_json(&a.out, &r)?;
     println!("reference outputs ({} images, {} outputs) written to {}", n, r.outputs.len(), a.out.display());
     Ok(())
 }
@@ -478,7 +478,7 @@ pub fn device_learn(a: &DeviceLearnArgs) -> Result<()> {
 
     let agg = Aggregate::new(vec![result])?;
     let command: String = std::env::args().collect::<Vec<_>>().join(" ");
-    let md = report::markdown(&agg, &command);
+    let md = reports::markdown(&agg, &command);
     println!("{md}");
     if let (Some(b), Some(before)) = (&base_feats, base_before) {
         let after = evaluate(&mut dm.trainable, b, 0, simulate::EVAL_BATCH)?.1;
@@ -490,8 +490,8 @@ pub fn device_learn(a: &DeviceLearnArgs) -> Result<()> {
         );
     }
     let stem = format!("{}-{}", agg.stream, agg.method);
-    report::write_json(&a.report_dir.join(format!("{stem}.json")), &agg)?;
-    report::write_text(&a.report_dir.join(format!("{stem}.md")), &md)?;
+    reports::write_json(&a.report_dir.join(format!("{stem}.json")), &agg)?;
+    reports::write_text(&a.report_dir.join(format!("{stem}.md")), &md)?;
 
     dm.write_onnx(&a.out)?;
     let bytes = std::fs::metadata(&a.out).map_err(|e| Error::io(&a.out, e))?.len();
@@ -514,7 +514,7 @@ pub fn device_learn(a: &DeviceLearnArgs) -> Result<()> {
         for (name, y) in reloaded.output_names().into_iter().zip(&ours) {
             r.push(name, y);
         }
-        report::write_json(path, &r)?;
+        reports::write_json(path, &r)?;
         println!("reference outputs written to {}", path.display());
     }
     println!("device path done in {:.1} s", t0.elapsed().as_secs_f64());
@@ -804,7 +804,7 @@ pub fn prefix_bench(a: &PrefixBenchArgs) -> Result<()> {
         runs,
     };
     if let Some(out) = &a.out {
-        report::write_json(out, &t)?;
+        reports::write_json(out, &t)?;
     }
     Ok(())
 }

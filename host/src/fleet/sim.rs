@@ -47,8 +47,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::onnx_cli::PROVISION_PER_CLASS;
-use crate::report::MeanStd;
+use crate::models::onnx::PROVISION_PER_CLASS;
+use crate::reports::MeanStd;
 
 /// The digits the base model knows.
 pub const BASE_CLASSES: [usize; 4] = [0, 1, 2, 3];
@@ -399,8 +399,8 @@ pub fn markdown(runs: &[FleetRun], command: &str) -> String {
 /// Write `fleet-sim.json` and `fleet-sim.md` into `out`.
 pub fn write(runs: &[FleetRun], command: &str, out: &Path) -> Result<String> {
     let md = markdown(runs, command);
-    crate::report::write_json(&out.join("fleet-sim.json"), &runs)?;
-    crate::report::write_text(&out.join("fleet-sim.md"), &md)?;
+    crate::reports::write_json(&out.join("fleet-sim.json"), &runs)?;
+    crate::reports::write_text(&out.join("fleet-sim.md"), &md)?;
     Ok(md)
 }
 

@@ -1,4 +1,7 @@
-//! Reports of simulation runs: aggregate over seeds, Markdown tables for people, JSON for tools.
+//! Reports of simulation runs: aggregate over seeds, Markdown tables for people, JSON for tools; plots of a
+//! comparison's aggregates in [`plots`].
+
+pub mod plots;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -6,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::simulate::RunResult;
+use crate::runs::simulate::RunResult;
 use firmware::method::TaskReport;
 
 /// Mean and sample standard deviation of a list of values.
