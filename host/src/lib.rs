@@ -2,6 +2,8 @@
 //!
 //! The learner itself is the `firmware` crate; the host only drives it. Its modules, by job:
 //!
+//! - [`commands`]: the command line, one module per subcommand group (its clap arguments and what it runs);
+//!   `main.rs` only parses and dispatches;
 //! - [`data`]: real data sets (IDX files) and the task streams built from them;
 //! - [`runs`]: named streams and methods, and the runs of the device learner over them (simulation, comparison,
 //!   the compact-Fisher study);
@@ -14,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod benches;
+pub mod commands;
 pub mod data;
 pub mod device;
 pub mod error;

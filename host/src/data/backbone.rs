@@ -55,6 +55,19 @@ pub fn tasks_through_prefix(dm: &DeviceModel, stream: &Stream) -> Result<Vec<Str
         .collect()
 }
 
+/// Replace every sample set of `stream` by its features through `dm`'s frozen prefix (computed once, in chunks
+/// of 256) and move each task to head `offset + head`.
+pub fn feature_stream(dm: &DeviceModel, stream: &Stream, offset: usize) -> Result<Stream> {
+    let mut tasks = tasks_through_prefix(dm, stream)?;
+    for t in &mut tasks {
+        t.head += offset;
+    }
+    let width = dm.trainable.input_len();
+    let mut head_sizes = vec![0; offset];
+    head_sizes.extend_from_slice(&stream.head_sizes);
+    Ok(Stream { name: stream.name.clone(), channels: 1, rows: 1, cols: width, multi_head: true, head_sizes, tasks })
+}
+
 /// How many images per class a backbone stream keeps (the first ones, in file order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Subsample {
