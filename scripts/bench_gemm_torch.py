@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch's matmul on the shapes of `host bench gemm` (host/src/bench_gemm.rs SHAPES, passed in with --shapes),
+"""PyTorch's matmul on the shapes of `host bench gemm` (host/src/benches/gemm.rs SHAPES, passed in with --shapes),
 with each thread count, in the JSON format of `host bench gemm`:
 
     {"firmware_kernel": "", "version": "...", "timings": [{"kernel": "pytorch", "threads", "shape", "gflops"}]}

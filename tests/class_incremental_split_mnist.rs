@@ -5,8 +5,8 @@ use firmware::budget::BoardProfile;
 use firmware::fisher::FisherFormat;
 use firmware::method::Method;
 use firmware::train::Silent;
-use host::presets::Preset;
-use host::{registry, simulate};
+use host::runs::presets::Preset;
+use host::runs::{registry, simulate};
 
 #[test]
 fn gpm_became_learns_classes_into_a_growing_head() {

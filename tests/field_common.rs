@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use firmware::protocol::{Image, Response};
-use host::device_client::DeviceClient;
+use host::device::DeviceClient;
 
 /// The workspace root.
 pub fn root() -> PathBuf {

@@ -17,7 +17,7 @@ use common::{Daemon, MNIST_NORM, Pty, drop_into_inbox, files_under, mnist, png, 
 use firmware::nn::Mode;
 use firmware::onnx::{Cut, OnnxModel};
 use firmware::protocol::{Image, Phase, Request, Response};
-use host::device_client::DeviceClient;
+use host::device::DeviceClient;
 
 /// Training samples per new class (each new task has two classes).
 const TRAIN_PER_CLASS: usize = 120;

@@ -3,8 +3,8 @@
 
 use firmware::method::FineTune;
 use firmware::train::Silent;
-use host::presets::Preset;
-use host::simulate;
+use host::runs::presets::Preset;
+use host::runs::simulate;
 
 #[test]
 fn finetune_on_split_mnist_learns_each_task_and_forgets_some() {

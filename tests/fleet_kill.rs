@@ -27,7 +27,7 @@ use common::{Daemon, MNIST_NORM, Pty, drop_into_inbox, mnist, png, raw_image, ro
 use firmware::fleet::{FleetModel, decode_model, decode_update, outbox};
 use firmware::protocol::{Request, Response};
 use firmware::store::{Slot, SlotStatus, StateStore};
-use host::fleet_broker::{self, Broker};
+use host::fleet::broker::{self, Broker};
 
 const DEVICES: usize = 8;
 const ROUNDS: usize = 6;
@@ -56,11 +56,11 @@ fn broker_files(dir: &Path, port: u16) -> PathBuf {
     let users: Vec<(String, String)> = std::iter::once(("merger".to_string(), "m-pw".to_string()))
         .chain((0..DEVICES).map(|d| (device_id(d), format!("pw-{d}"))))
         .collect();
-    fleet_broker::write_config(dir, port, &users, None).expect("the broker's files (mosquitto_passwd)")
+    broker::write_config(dir, port, &users, None).expect("the broker's files (mosquitto_passwd)")
 }
 
 fn start_broker(dir: &Path, conf: &Path, port: u16) -> Broker {
-    fleet_broker::start(conf, port, &dir.join("broker.log")).expect("mosquitto listening")
+    broker::start(conf, port, &dir.join("broker.log")).expect("mosquitto listening")
 }
 
 fn start_merger(dir: &Path, port: u16) -> Proc {
@@ -161,7 +161,7 @@ fn eight_boards_a_merger_and_a_broker_killed_at_random_merge_every_update_exactl
     let started = Instant::now();
     let ds = mnist();
     let dir = scratch("fleet-kill");
-    let port = fleet_broker::free_port().unwrap();
+    let port = broker::free_port().unwrap();
     let conf = broker_files(&dir, port);
     let mut broker = Some(start_broker(&dir, &conf, port));
     let mut merger = Some(start_merger(&dir, port));

@@ -1,7 +1,7 @@
 //! Shared helpers for the cross-crate integration tests.
 
 use host::data::stream::Stream;
-use host::presets::Preset;
+use host::runs::presets::Preset;
 
 /// Load a named stream from the real data folder, failing with a clear message when the data is missing.
 pub fn real_stream(preset: &Preset, seed: u64) -> Stream {

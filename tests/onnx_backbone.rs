@@ -18,8 +18,8 @@ use firmware::onnx::{Cut, DeviceModel, FrozenPrefix, OnnxModel, PlanKind};
 use firmware::train::{Silent, TrainConfig};
 use host::data::stream::{Stream, StreamTask};
 use host::data::{Dataset, MNIST_NORM, backbone};
-use host::onnx_cli::check_in_tract;
-use host::simulate;
+use host::models::onnx::check_in_tract;
+use host::runs::simulate;
 use ndarray::{Array2, ArrayView2, Axis, s};
 
 const FEATURES: &str = backbone::OPEN_NSFW_FEATURES;

@@ -12,10 +12,11 @@ use firmware::method::Became;
 use firmware::nn::{Layer, Mode};
 use firmware::onnx::{Cut, OnnxModel, encode, model_to_proto};
 use firmware::train::{NoHook, Silent, TrainConfig, evaluate};
+use host::data::backbone::feature_stream;
 use host::data::stream;
-use host::onnx_cli::{Reference, ReferenceOutput, check_in_tract, feature_stream, max_rel_diff};
-use host::presets::ModelSpec;
-use host::simulate;
+use host::models::onnx::{Reference, ReferenceOutput, check_in_tract, max_rel_diff};
+use host::runs::presets::ModelSpec;
+use host::runs::simulate;
 use ndarray::{Array2, Axis, s};
 
 fn out_dir() -> PathBuf {
@@ -88,7 +89,7 @@ fn host_model_exports_loads_learns_and_reexports() {
         &[1, 28, 28],
         &[("logits".into(), host_out.clone())],
     );
-    host::report::write_json(&dir.join("exported-ref.json"), &r).unwrap();
+    host::reports::write_json(&dir.join("exported-ref.json"), &r).unwrap();
 
     // 3. Device: conv1+bn1+relu+pool frozen in tract, the rest (conv2, bn2, …, head) native.
     let file = OnnxModel::open(&exported).unwrap();
@@ -138,7 +139,7 @@ fn host_model_exports_loads_learns_and_reexports() {
     assert_eq!(refile.split(&Cut::LastTrainable(4)).unwrap().prefix.unwrap().graph.nodes, prefix_nodes(&file));
     let outs: Vec<(String, Array2<f32>)> = refile.output_names().into_iter().zip(ours).collect();
     let r = reference("reexported.onnx", "device model", refile.input_name(), &xr, &[1, 28, 28], &outs);
-    host::report::write_json(&dir.join("reexported-ref.json"), &r).unwrap();
+    host::reports::write_json(&dir.join("reexported-ref.json"), &r).unwrap();
 }
 
 fn prefix_nodes(file: &OnnxModel) -> Vec<firmware::onnx::pb::NodeProto> {

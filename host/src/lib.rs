@@ -1,31 +1,29 @@
 //! # host — the workstation side of the product
 //!
-//! Real data ([`data`]), named streams and their settings ([`presets`]), the simulation of the device learner
-//! over a stream ([`simulate`]) and reports ([`report`]). The learner itself is the `firmware` crate; the host
-//! only drives it.
+//! The learner itself is the `firmware` crate; the host only drives it. Its modules, by job:
+//!
+//! - [`commands`]: the command line, one module per subcommand group (its clap arguments and what it runs);
+//!   `main.rs` only parses and dispatches;
+//! - [`data`]: real data sets (IDX files) and the task streams built from them;
+//! - [`runs`]: named streams and methods, and the runs of the device learner over them (simulation, comparison,
+//!   the compact-Fisher study);
+//! - [`reports`]: aggregates over seeds, Markdown and JSON reports, plots;
+//! - [`models`]: model files the host writes and checks (parameter files, ONNX export checks, reference outputs);
+//! - [`benches`]: benchmarks (timings, not tests);
+//! - [`fleet`]: the fleet of boards: its simulation, the merger, the broker and the on-machine demo;
+//! - [`device`]: the client of a device daemon over a serial line;
+//! - [`error`], [`progress`]: the crate's error type, progress bars and log lines.
 #![warn(missing_docs)]
 
-pub mod backend;
-pub mod bench;
-pub mod bench_fleet;
-pub mod bench_gemm;
-pub mod bench_replay;
-pub mod compare;
+pub mod benches;
+pub mod commands;
 pub mod data;
-pub mod device_client;
+pub mod device;
 pub mod error;
-pub mod fisher_alpha;
-pub mod fleet_broker;
-pub mod fleet_demo;
-pub mod fleet_serve;
-pub mod fleet_sim;
-pub mod model_file;
-pub mod onnx_cli;
-pub mod plots;
-pub mod presets;
+pub mod fleet;
+pub mod models;
 pub mod progress;
-pub mod registry;
-pub mod report;
-pub mod simulate;
+pub mod reports;
+pub mod runs;
 
 pub use error::{Error, Result};

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use firmware::fisher::FisherFormat;
 use firmware::fleet::mqtt::{self, BrokerConfig, Link};
 use firmware::fleet::{FleetModel, FleetUpdate, decode_model, encode_update, merge_updates};
-use host::fleet_broker::{self, Broker};
+use host::fleet::broker::{self, Broker};
 
 const FLEET: &str = "lab";
 const BASE: &str = "base-test";
@@ -51,11 +51,11 @@ impl Proc {
 }
 
 /// Start mosquitto on 127.0.0.1:`port` with users merger/dev-a/dev-b and the fleet's ACL
-/// ([`host::fleet_broker`]), its log in `dir/log`; wait until it listens.
+/// ([`host::fleet::broker`]), its log in `dir/log`; wait until it listens.
 fn start_broker(dir: &Path, port: u16, log: &str) -> Broker {
     let users = [("merger", "m-pw"), ("dev-a", "a-pw"), ("dev-b", "b-pw")].map(|(u, p)| (u.to_string(), p.to_string()));
-    let conf = fleet_broker::write_config(dir, port, &users, None).expect("the broker's files (mosquitto_passwd)");
-    fleet_broker::start(&conf, port, &dir.join(log)).expect("mosquitto listening")
+    let conf = broker::write_config(dir, port, &users, None).expect("the broker's files (mosquitto_passwd)");
+    broker::start(&conf, port, &dir.join(log)).expect("mosquitto listening")
 }
 
 fn broker_as(port: u16, user: &str, pass: &str) -> BrokerConfig {
@@ -154,7 +154,7 @@ fn boards_publish_the_merger_stores_merges_and_retains_the_fleet_model() {
     let dir = std::env::temp_dir().join(format!("edgelearn-fleet-mqtt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let port = fleet_broker::free_port().unwrap();
+    let port = broker::free_port().unwrap();
     let mut broker = start_broker(&dir, port, "broker.log");
 
     // A wrong password is refused at connection.

@@ -1,6 +1,6 @@
 //! The fleet's link over TLS (issue 18): a self-signed CA and a broker certificate made by scripts/fleet-ca.sh,
 //! mosquitto (Debian package, scripts/test.sh installs it) on 127.0.0.1 with a TLS-only listener, the fleet's
-//! password file and ACL ([`host::fleet_broker`]). A board publishes an update over TLS and the merger's
+//! password file and ACL ([`host::fleet::broker`]). A board publishes an update over TLS and the merger's
 //! subscription receives it intact; a client without TLS, and one that trusts another CA, are refused. Bounded in
 //! time; the broker is killed when the test ends.
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use firmware::fisher::FisherFormat;
 use firmware::fleet::mqtt::{self, BrokerConfig, Link};
 use firmware::fleet::{decode_update, encode_update, fixture};
-use host::fleet_broker;
+use host::fleet::broker;
 
 fn make_ca(dir: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fleet-ca.sh");
@@ -34,10 +34,10 @@ fn updates_travel_over_tls_and_clients_without_the_ca_are_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     make_ca(&dir.join("ca"));
     make_ca(&dir.join("other"));
-    let port = fleet_broker::free_port().unwrap();
+    let port = broker::free_port().unwrap();
     let users = [("merger", "m-pw"), ("dev-a", "a-pw")].map(|(u, p)| (u.to_string(), p.to_string()));
-    let conf = fleet_broker::write_config(&dir, port, &users, Some(&dir.join("ca"))).unwrap();
-    let _broker = fleet_broker::start(&conf, port, &dir.join("broker.log")).expect("mosquitto with TLS listening");
+    let conf = broker::write_config(&dir, port, &users, Some(&dir.join("ca"))).unwrap();
+    let _broker = broker::start(&conf, port, &dir.join("broker.log")).expect("mosquitto with TLS listening");
     let ca = dir.join("ca/ca.crt");
 
     let mut merger = Link::connect(&as_user(port, "merger", "m-pw", Some(&ca)), "merger-lab", true, false)

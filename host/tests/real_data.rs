@@ -96,7 +96,7 @@ fn fashion_mnist_loads_and_splits() {
 #[test]
 fn pretrained_streams_start_from_the_base_model() {
     use firmware::onnx::{Cut, OnnxModel};
-    use host::presets::{ModelSpec, Preset, shipped_base};
+    use host::runs::presets::{ModelSpec, Preset, shipped_base};
     let dir = data_dir();
     let p = Preset::named("mnist-pt", None).unwrap();
     let s = p.load(&dir, 0).expect("MNIST (run scripts/fetch-data.sh)");
@@ -125,7 +125,7 @@ fn pretrained_streams_start_from_the_base_model() {
 /// never on the test set, and the stream's name says so.
 #[test]
 fn eval_on_val_scores_the_validation_splits() {
-    use host::presets::Preset;
+    use host::runs::presets::Preset;
     let mut p = Preset::named("split-mnist", None).unwrap();
     let test = p.load(&data_dir(), 0).expect("MNIST (run scripts/fetch-data.sh)");
     p.eval_on_val = true;

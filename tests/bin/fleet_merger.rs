@@ -1,5 +1,5 @@
 //! The fleet's merger for the integration tests: `host fleet serve` (the same library entry point,
-//! [`host::fleet_serve::serve`]) built inside the `integration` package so that its tests can find it through
+//! [`host::fleet::serve::serve`]) built inside the `integration` package so that its tests can find it through
 //! `CARGO_BIN_EXE_fleet_merger` and SIGKILL it.
 //!
 //! Usage: `fleet_merger BROKER(host:port) PASSWORD_FILE FLEET BASE DIR` (the user is `merger`).
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         let password = std::fs::read_to_string(password_file)?;
         b.credentials = Some(("merger".into(), password.lines().next().unwrap_or_default().to_string()));
         b.timeout = Duration::from_secs(5);
-        let cfg = host::fleet_serve::ServeConfig {
+        let cfg = host::fleet::serve::ServeConfig {
             broker: b,
             fleet: fleet.clone(),
             base_model: base.clone(),
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             max_merges: None,
             idle_exit: None,
         };
-        let r = host::fleet_serve::serve(&cfg)?;
+        let r = host::fleet::serve::serve(&cfg)?;
         eprintln!("merger stopped: {r:?}");
         Ok(())
     };

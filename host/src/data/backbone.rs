@@ -39,8 +39,8 @@ pub fn open_nsfw_path(data_dir: &Path) -> PathBuf {
 }
 
 /// `s` with every sample replaced by its features after `dm`'s frozen prefix (256 samples at a time): what a
-/// stream's samples become in front of the trainable layers of a cut ONNX model ([`crate::presets`],
-/// [`crate::onnx_cli`]).
+/// stream's samples become in front of the trainable layers of a cut ONNX model ([`crate::runs::presets`],
+/// [`crate::models::onnx`]).
 pub fn prefix_features(dm: &DeviceModel, s: &Samples) -> Result<Samples> {
     Ok(Samples::new(dm.features_batched(&s.x.view(), 256)?, s.y.clone())?)
 }
@@ -53,6 +53,19 @@ pub fn tasks_through_prefix(dm: &DeviceModel, stream: &Stream) -> Result<Vec<Str
         .iter()
         .map(|t| Ok(StreamTask { train: feats(&t.train)?, val: feats(&t.val)?, test: feats(&t.test)?, ..t.clone() }))
         .collect()
+}
+
+/// Replace every sample set of `stream` by its features through `dm`'s frozen prefix (computed once, in chunks
+/// of 256) and move each task to head `offset + head`.
+pub fn feature_stream(dm: &DeviceModel, stream: &Stream, offset: usize) -> Result<Stream> {
+    let mut tasks = tasks_through_prefix(dm, stream)?;
+    for t in &mut tasks {
+        t.head += offset;
+    }
+    let width = dm.trainable.input_len();
+    let mut head_sizes = vec![0; offset];
+    head_sizes.extend_from_slice(&stream.head_sizes);
+    Ok(Stream { name: stream.name.clone(), channels: 1, rows: 1, cols: width, multi_head: true, head_sizes, tasks })
 }
 
 /// How many images per class a backbone stream keeps (the first ones, in file order).

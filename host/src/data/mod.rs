@@ -100,6 +100,31 @@ pub fn load_fashion_mnist(dir: &Path) -> Result<Dataset> {
     load_named(dir, "fashion-mnist", FASHION_MNIST_NORM)
 }
 
+/// Load a data set by its name on the command line (`mnist`, `fmnist` or `fashion-mnist`) from its folder under
+/// `data_dir` (default: [`data_dir()`]).
+pub fn load_by_name(name: &str, data_dir: Option<&Path>) -> Result<Dataset> {
+    let dir = data_dir.map_or_else(self::data_dir, Path::to_path_buf);
+    match name {
+        "mnist" => load_mnist(&dir.join("mnist")),
+        "fmnist" | "fashion-mnist" => load_fashion_mnist(&dir.join("fashion-mnist")),
+        other => Err(Error::Invalid(format!("unknown dataset '{other}' (mnist, fmnist)"))),
+    }
+}
+
+/// Training images per base class a board is provisioned with at the factory ([`provision_rows`]).
+pub const PROVISION_PER_CLASS: usize = 256;
+
+/// The training rows a board is provisioned with: the first [`PROVISION_PER_CLASS`] images of each class in
+/// `classes` (by `train_y`, in file order), sorted.
+pub fn provision_rows(train_y: &[usize], classes: &[usize]) -> Vec<usize> {
+    let mut rows = Vec::new();
+    for &c in classes {
+        rows.extend((0..train_y.len()).filter(|&i| train_y[i] == c).take(PROVISION_PER_CLASS));
+    }
+    rows.sort_unstable();
+    rows
+}
+
 fn load_named(dir: &Path, name: &str, norm: (f32, f32)) -> Result<Dataset> {
     if !dir.is_dir() {
         return Err(Error::MissingData(format!("{name}: folder {} not found", dir.display())));

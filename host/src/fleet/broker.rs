@@ -12,7 +12,7 @@ use crate::{Error, Result};
 
 /// The fleet's ACL, as shipped (scripts/mosquitto-fleet.acl): the merger reads every board's updates and writes
 /// the model; a board (its user name is its device id) writes only its own update topic and reads only the model.
-pub const FLEET_ACL: &str = include_str!("../../scripts/mosquitto-fleet.acl");
+pub const FLEET_ACL: &str = include_str!("../../../scripts/mosquitto-fleet.acl");
 
 /// The mosquitto binary (Debian installs it in /usr/sbin).
 pub fn mosquitto() -> Result<PathBuf> {

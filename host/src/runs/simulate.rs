@@ -77,7 +77,7 @@ pub const LEARNER_SEED: u64 = 0x5EED;
 /// The host profile a simulation runs under without `--board`: `boards/host-sim.toml` (generous budgets, `F_old`
 /// in f32), compiled in so that it does not depend on the working directory.
 pub fn host_profile() -> Result<BoardProfile> {
-    Ok(BoardProfile::parse(include_str!("../../boards/host-sim.toml"), "boards/host-sim.toml")?)
+    Ok(BoardProfile::parse(include_str!("../../../boards/host-sim.toml"), "boards/host-sim.toml")?)
 }
 
 /// How a simulation feeds the learner.

@@ -47,8 +47,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::onnx_cli::PROVISION_PER_CLASS;
-use crate::report::MeanStd;
+use crate::reports::MeanStd;
 
 /// The digits the base model knows.
 pub const BASE_CLASSES: [usize; 4] = [0, 1, 2, 3];
@@ -117,7 +116,7 @@ pub(crate) struct Data {
     pub(crate) train: Samples,
     /// Test images' features and labels.
     pub(crate) test: Samples,
-    /// Rows of `train` every board is provisioned with (the first [`PROVISION_PER_CLASS`] of each base digit).
+    /// Rows of `train` every board is provisioned with ([`crate::data::provision_rows`] of the base digits).
     pub(crate) provision: Vec<usize>,
 }
 
@@ -126,11 +125,7 @@ impl Data {
     pub(crate) fn load(dm: &DeviceModel, ds: &crate::data::Dataset) -> Result<Self> {
         let t0 = Instant::now();
         let features = |x: &Array2<f32>| dm.features_batched(&x.view(), 256);
-        let mut provision = Vec::new();
-        for &c in &BASE_CLASSES {
-            provision.extend((0..ds.train_y.len()).filter(|&i| ds.train_y[i] == c).take(PROVISION_PER_CLASS));
-        }
-        provision.sort_unstable();
+        let provision = crate::data::provision_rows(&ds.train_y, &BASE_CLASSES);
         let data = Self {
             train: Samples::new(features(&ds.train_x)?, ds.train_y.clone())?,
             test: Samples::new(features(&ds.test_x)?, ds.test_y.clone())?,
@@ -399,8 +394,8 @@ pub fn markdown(runs: &[FleetRun], command: &str) -> String {
 /// Write `fleet-sim.json` and `fleet-sim.md` into `out`.
 pub fn write(runs: &[FleetRun], command: &str, out: &Path) -> Result<String> {
     let md = markdown(runs, command);
-    crate::report::write_json(&out.join("fleet-sim.json"), &runs)?;
-    crate::report::write_text(&out.join("fleet-sim.md"), &md)?;
+    crate::reports::write_json(&out.join("fleet-sim.json"), &runs)?;
+    crate::reports::write_text(&out.join("fleet-sim.md"), &md)?;
     Ok(md)
 }
 

@@ -1,4 +1,4 @@
-//! Plots of a comparison's aggregates ([`crate::compare::Comparison`]) with `plotters`, each written as PNG and
+//! Plots of a comparison's aggregates ([`crate::runs::compare::Comparison`]) with `plotters`, each written as PNG and
 //! SVG: accuracy-matrix heat maps, ACC vs tasks seen, α per task, and ACC vs bytes kept.
 //!
 //! Text is drawn with ab_glyph from a TrueType file read at run time (no fontconfig/freetype C libraries):
@@ -11,7 +11,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::report::{Aggregate, acc_curve};
+use crate::reports::{Aggregate, acc_curve};
 
 /// Where the plot font is looked for when `$EDGELEARN_FONT` is not set.
 pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";

@@ -1,4 +1,7 @@
-//! Reports of simulation runs: aggregate over seeds, Markdown tables for people, JSON for tools.
+//! Reports of simulation runs: aggregate over seeds, Markdown tables for people, JSON for tools; plots of a
+//! comparison's aggregates in [`plots`].
+
+pub mod plots;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -6,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::simulate::RunResult;
+use crate::runs::simulate::RunResult;
 use firmware::method::TaskReport;
 
 /// Mean and sample standard deviation of a list of values.
@@ -241,19 +244,20 @@ pub fn markdown(agg: &Aggregate, command: &str) -> String {
 
 /// Write `value` as pretty JSON to `path`, creating parent folders.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    write_text(path, &serde_json::to_string_pretty(value)?)
 }
 
 /// Write text to `path`, creating parent folders.
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    write_bytes(path, text.as_bytes())
+}
+
+/// Write `bytes` to `path`, creating parent folders.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 /// ACC after each task `i` (mean of row `i` over tasks `0..=i`), mean over the aggregate's runs.

@@ -183,7 +183,7 @@ pub struct Preset {
     /// Task-incremental (one head per task) rather than a single shared head.
     pub multi_head: bool,
     /// Class-incremental in the field: the single head starts with the first task's classes and grows as new
-    /// classes arrive ([`firmware::nn::Model::grow_head`], see [`crate::simulate::run`]).
+    /// classes arrive ([`firmware::nn::Model::grow_head`], see [`crate::runs::simulate::run`]).
     pub grow_head: bool,
     /// Network.
     pub model: ModelSpec,

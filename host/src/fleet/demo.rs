@@ -1,9 +1,9 @@
 //! `host fleet demo` (scripts/fleet-demo.sh): a fleet on this machine, every part a real process — mosquitto on
-//! loopback with the fleet's password file and ACL ([`crate::fleet_broker`]), the merger (`host fleet serve`) and
+//! loopback with the fleet's password file and ACL ([`crate::fleet::broker`]), the merger (`host fleet serve`) and
 //! N boards (`firmware daemon --fleet … --learn-interval 1`, the firmware binary built with `fleet-mqtt`).
 //!
 //! Each board gets real MNIST photos in its inbox: the factory's provisioning images of the base digits 0–3 (the
-//! same on every board) and its own new digits ([`crate::fleet_sim::deal`]: board `i` gets `k = max(2, ⌈6/N⌉)` of
+//! same on every board) and its own new digits ([`crate::fleet::sim::deal`]: board `i` gets `k = max(2, ⌈6/N⌉)` of
 //! 4–9, each digit's images dealt to its boards in disjoint slices). The boards learn on their own, send their
 //! updates, the merger merges and publishes, the boards adopt the fleet model. When every board runs the newest
 //! model, the demo stops the processes and scores, over the whole MNIST test set (digits 0–9, no task id): the
@@ -24,7 +24,7 @@ use firmware::onnx::{Cut, OnnxModel};
 use firmware::store::StateStore;
 use serde::{Deserialize, Serialize};
 
-use crate::fleet_sim::{Data, accuracy, add, averaged, deal, model_of, provisioned};
+use crate::fleet::sim::{Data, accuracy, add, averaged, deal, model_of, provisioned};
 use crate::{Error, Result};
 
 const FLEET: &str = "demo";
@@ -149,12 +149,12 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport> {
     let (classes, photos, mut rng) = deal(&data.train.y, cfg.devices, cfg.seed);
 
     // Broker, merger.
-    let port = crate::fleet_broker::free_port()?;
+    let port = crate::fleet::broker::free_port()?;
     let broker_dir = cfg.out.join("broker");
     let mut users = vec![("merger".to_string(), format!("m-{}", cfg.seed))];
     users.extend((0..cfg.devices).map(|d| (format!("board-{d}"), format!("b{d}-{}", cfg.seed))));
-    let conf = crate::fleet_broker::write_config(&broker_dir, port, &users, None)?;
-    let broker = crate::fleet_broker::start(&conf, port, &broker_dir.join("broker.log"))?;
+    let conf = crate::fleet::broker::write_config(&broker_dir, port, &users, None)?;
+    let broker = crate::fleet::broker::start(&conf, port, &broker_dir.join("broker.log"))?;
     let addr = format!("127.0.0.1:{port}");
     let merger_dir = cfg.out.join("merger");
     let s = |v: &str| v.to_string();
@@ -335,7 +335,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport> {
         joint_fleet_method: joint[1],
         fleet_seconds,
     };
-    crate::report::write_json(&cfg.out.join("fleet-demo.json"), &report)?;
+    crate::reports::write_json(&cfg.out.join("fleet-demo.json"), &report)?;
     Ok(report)
 }
 
@@ -354,7 +354,7 @@ fn newest_model(merger: &Path, base: &str) -> Result<Option<firmware::fleet::Fle
 
 /// The report as Markdown.
 pub fn markdown(r: &DemoReport) -> String {
-    let alone = crate::report::MeanStd::of(&r.alone);
+    let alone = crate::reports::MeanStd::of(&r.alone);
     let kib = r.update_bytes.iter().copied().max().unwrap_or(0) as f64 / 1024.0;
     format!(
         "Fleet demo: {} boards (new digits {:?}), fleet model version {} merging {} updates (largest {:.0} KiB), \

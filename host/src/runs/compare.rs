@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::presets::Preset;
 use crate::progress::Bar;
-use crate::report::{Aggregate, MeanStd, write_json, write_text};
-use crate::{plots, registry, simulate};
+use crate::reports::plots;
+use crate::reports::{Aggregate, MeanStd, write_json, write_text};
+use crate::runs::presets::Preset;
+use crate::runs::{registry, simulate};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -231,8 +232,8 @@ mod tests {
     use firmware::metrics::AccuracyMatrix;
 
     use super::*;
-    use crate::report::acc_curve;
-    use crate::simulate::RunResult;
+    use crate::reports::acc_curve;
+    use crate::runs::simulate::RunResult;
 
     fn run(method: &str, seed: u64, rows: Vec<Vec<f64>>, alpha: Option<f64>, bytes: usize) -> RunResult {
         let mut matrix = AccuracyMatrix::new(rows.len());

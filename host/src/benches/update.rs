@@ -1,6 +1,6 @@
 //! Benchmarks of the device learner (not tests): how long one task's update takes, phase by phase.
 //!
-//! [`update`] runs GPM + BECAME ([`firmware::method::Became`], built by [`crate::registry::build`]) over the first
+//! [`update`] runs GPM + BECAME ([`firmware::method::Became`], built by [`crate::runs::registry::build`]) over the first
 //! tasks of a stream with the stream's preset and reports the timings of the **last** task learned (task 2 by
 //! default), the first task that goes through every phase: projected stage 1, unconstrained stage 2, the two
 //! Fisher passes, the merge and the basis update. `scripts/bench_torch.py` times the same algorithm written the
@@ -18,8 +18,8 @@ use firmware::train::Silent;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::presets::Preset;
-use crate::{registry, simulate};
+use crate::runs::presets::Preset;
+use crate::runs::{registry, simulate};
 
 /// The method the update benchmark times.
 pub const UPDATE_METHOD: &str = "gpm+became";
@@ -108,7 +108,7 @@ pub fn min_phases(runs: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
 /// from scratch (same seed, same work), keeping each phase's fastest run (the machine may be shared).
 ///
 /// `method` is [`UPDATE_METHOD`] (the native CPU learner) or a backend variant (`gpm+became@cpu`,
-/// `gpm+became@cuda`: the same update on a compute backend, [`crate::backend`]); the result's `impl` is `rust` for
+/// `gpm+became@cuda`: the same update on a compute backend, [`crate::runs::backend`]); the result's `impl` is `rust` for
 /// the former and `rust:<method>` for the others.
 ///
 /// `preset.train` decides epochs, batch size and learning rate of both stages; `stream` is only the label that
@@ -374,7 +374,7 @@ pub fn write_section_under(doc: &Path, heading: &str, preamble: &str, tables: &s
     };
     let body =
         if preamble.trim().is_empty() { tables.to_string() } else { format!("{}\n\n{tables}", preamble.trim_end()) };
-    crate::report::write_text(doc, &update_generated(&old, heading, &body))
+    crate::reports::write_text(doc, &update_generated(&old, heading, &body))
 }
 
 /// Put `generated` between the [`GENERATED_BEGIN`] and [`GENERATED_END`] lines of the section `heading` of `doc`,

@@ -10,7 +10,7 @@ use firmware::method::{
 };
 
 use crate::error::{Error, Result};
-use crate::presets::Preset;
+use crate::runs::presets::Preset;
 
 /// Names `simulate --method` accepts.
 pub const METHODS: &[&str] = &[
@@ -76,7 +76,7 @@ pub fn class_incremental_only(name: &str) -> bool {
 /// stores `F_old` in the profile's `fisher_format` (unless the name gives one, `gpm+became:q4`), and `field` is
 /// [`firmware::method::field_method`] with the profile's format and `fisher` budget, exactly as the daemon builds
 /// it. Heads are projected by GPM only when the run is single-head. `gpm+became@cpu` / `gpm+became@cuda` run GPM + BECAME on a compute backend
-/// ([`crate::backend::became_on`]). `gpm+became:<format>` (e.g. `gpm+became:q4`) stores BECAME's accumulated Fisher in a
+/// ([`crate::runs::backend::became_on`]). `gpm+became:<format>` (e.g. `gpm+became:q4`) stores BECAME's accumulated Fisher in a
 /// compact format (`firmware::fisher::FisherFormat`).
 pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<dyn Method>> {
     let format = profile.fisher_format;
@@ -117,7 +117,7 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
         return Ok(Box::new(Prototype::randumb(width, stats).map_err(|e| Error::UnknownMethod(e.to_string()))?));
     }
     if let Some(kind) = name.strip_prefix("gpm+became@") {
-        return crate::backend::became_on(kind.parse()?, preset);
+        return crate::runs::backend::became_on(kind.parse()?, preset);
     }
     if let Some(format) = name.strip_prefix("adam-nscl+became:") {
         let format = format.parse::<FisherFormat>()?;
@@ -236,7 +236,7 @@ mod tests {
     use super::*;
 
     fn host() -> BoardProfile {
-        crate::simulate::host_profile().unwrap()
+        crate::runs::simulate::host_profile().unwrap()
     }
 
     /// Every listed name builds under its own name; the prototype heads take `+rp<M>` (RanPAC without training),

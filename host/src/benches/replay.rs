@@ -3,7 +3,7 @@
 //!
 //! [`replay_cost`] runs the same method over the first tasks of a class-incremental stream once per buffer size
 //! (0 = no replay), each from the same seed and the same untrained model, exactly as `host simulate --replay N`
-//! feeds the buffer: through the device's learner ([`crate::simulate::learner_for`]; the method gets the stored
+//! feeds the buffer: through the device's learner ([`crate::runs::simulate::learner_for`]; the method gets the stored
 //! samples before a task, the task's training samples are offered to the buffer after it). For every task it
 //! records the wall-clock time of `Learner::learn_task` (budget check, replay and the method) and the heap the process held at the start of the task and at its peak during it, as
 //! measured by the binary's global allocator ([`HeapMeter`]; `host` installs a counting allocator). Evaluation is
@@ -17,9 +17,9 @@ use firmware::train::Silent;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::presets::Preset;
-use crate::registry;
-use crate::simulate::{self, RunConfig, evaluate_all};
+use crate::runs::presets::Preset;
+use crate::runs::registry;
+use crate::runs::simulate::{self, RunConfig, evaluate_all};
 
 /// What the benchmark reads from the process's allocator.
 pub trait HeapMeter {

@@ -266,7 +266,7 @@ pub fn markdown(b: &FleetBench) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::presets::shipped_base;
+    use crate::runs::presets::shipped_base;
 
     /// On the shipped model: every format's frame decodes back, the compact formats are smaller than f32, and the
     /// merged registry is the union (ten classes from three boards on).

@@ -12,7 +12,7 @@ use firmware::backend::{BackendBecame, BackendKind, Selected, select};
 use firmware::method::Method;
 
 use crate::error::Result;
-use crate::presets::Preset;
+use crate::runs::presets::Preset;
 
 /// The suffix that names a backend in a method name: `gpm+became@cuda`.
 pub const BACKEND_SEPARATOR: char = '@';

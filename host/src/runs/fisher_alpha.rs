@@ -25,9 +25,9 @@ use firmware::nn::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::presets::Preset;
 use crate::progress::Bar;
-use crate::{registry, simulate};
+use crate::runs::presets::Preset;
+use crate::runs::{registry, simulate};
 
 /// Heading of the `docs/results.md` section these measurements go into.
 pub const SECTION: &str = "## Compact Fisher: α deviation";
@@ -318,7 +318,7 @@ fn run_seed(opts: &Options, seed: u64) -> Result<SeedResult> {
     };
     if let Some(mut r) = recorder {
         r.finish()?;
-        crate::report::write_json(
+        crate::reports::write_json(
             &meta_path(opts.dump.as_deref().unwrap_or(Path::new(".")), &opts.stream, seed),
             &out,
         )?;

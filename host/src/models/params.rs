@@ -3,7 +3,7 @@
 use firmware::nn::{Model, ParamInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::presets::ModelSpec;
+use crate::runs::presets::ModelSpec;
 
 /// Architecture, parameter layout and values of a trained model.
 #[derive(Debug, Clone, Serialize, Deserialize)]

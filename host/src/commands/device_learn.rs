@@ -1,0 +1,345 @@
+//! `host device-learn`: the device path on the host — load an ONNX model, cut it into a frozen prefix (tract) and
+//! native trainable layers, learn a stream of new tasks, re-export. With `--base-classes`, first the
+//! class-incremental field run through the board's learner (the product's mode).
+//!
+//! The device path calls exactly the firmware code the board runs ([`firmware::onnx`], [`firmware::method`]);
+//! the host only supplies data from IDX files and prints reports.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use firmware::data::Samples;
+use firmware::nn::Model;
+use firmware::onnx::{Cut, OnnxModel};
+use firmware::train::{TrainConfig, evaluate};
+use ndarray::{Array2, Axis, s};
+
+use super::{command_line, parse_classes};
+use crate::data::backbone::feature_stream;
+use crate::data::stream::{self, Stream};
+use crate::data::{self, Dataset};
+use crate::error::{Error, Result};
+use crate::models::onnx::{Reference, check_in_tract};
+use crate::progress::Bar;
+use crate::reports::{self, Aggregate};
+use crate::runs::presets::Preset;
+use crate::runs::{registry, simulate};
+
+/// `host device-learn`: the device path on the host — load an ONNX model, cut it into a frozen prefix (tract)
+/// and native trainable layers, learn a stream of new tasks (one new head each), re-export.
+#[derive(Debug, Args)]
+pub struct DeviceLearnArgs {
+    /// ONNX model to start from (e.g. the output of `host pretrain`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where to cut: `last:K` (the last K layers with parameters stay trainable, heads counting as one),
+    /// a tensor name, or `input` (everything trainable).
+    #[arg(long, default_value = "last:2")]
+    pub cut: String,
+    /// Data set of the new tasks.
+    #[arg(long, default_value = "mnist")]
+    pub dataset: String,
+    /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The new tasks' class groups, e.g. "4,5;6,7;8,9" (one new head per task).
+    #[arg(long, default_value = "4,5;6,7;8,9")]
+    pub groups: String,
+    /// Classes the file's existing head 0 was trained on (labels in this order), to report how it fares.
+    #[arg(long)]
+    pub base_classes: Option<String>,
+    /// Method (see `host simulate --method`).
+    #[arg(long, default_value = "gpm+became")]
+    pub method: String,
+    /// Epochs per stage.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// Seed (new heads, shuffling, validation slices).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the adapted model.
+    #[arg(long, default_value = "out/device/adapted.onnx")]
+    pub out: PathBuf,
+    /// Also write reference outputs of the adapted model for `scripts/check-onnx.py`.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Folder for the JSON and Markdown report.
+    #[arg(long, default_value = "out/device")]
+    pub report_dir: PathBuf,
+    /// Board profile of the class-incremental field run (budgets, Fisher format).
+    #[arg(long, default_value = "boards/jetson-nano-4gb.toml")]
+    pub board: PathBuf,
+}
+
+/// Rows of `ds`'s test split whose label is in `classes`, labelled by position in `classes`.
+fn class_test_samples(ds: &Dataset, classes: &[usize]) -> Result<Samples> {
+    let rows: Vec<usize> = (0..ds.test_y.len()).filter(|&i| classes.contains(&ds.test_y[i])).collect();
+    let y = rows.iter().filter_map(|&i| classes.iter().position(|&c| c == ds.test_y[i])).collect();
+    Ok(Samples::new(ds.test_x.select(Axis(0), &rows), y)?)
+}
+
+/// Run the device path and print the accuracy matrix and α per task.
+pub fn run(a: &DeviceLearnArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let file = OnnxModel::open(&a.model)?;
+    let cut = Cut::parse(&a.cut)?;
+    let mut dm = file.split(&cut)?;
+    let frozen = dm.prefix.as_ref().map_or(0, |p| p.graph.nodes.len());
+    println!(
+        "loaded {}: cut at '{}' → {frozen} frozen nodes in tract ({}), trainable: {} ({} parameters)",
+        a.model.display(),
+        file.cut_tensor(&cut)?,
+        dm.prefix.as_ref().map_or("none", |p| p.plan_kind().describe()),
+        dm.trainable
+            .trunk
+            .iter()
+            .map(|l| l.kind())
+            .chain(dm.trainable.heads.iter().map(|_| "Head"))
+            .collect::<Vec<_>>()
+            .join(" → "),
+        dm.trainable.num_params()
+    );
+    let ds = data::load_by_name(&a.dataset, a.data_dir.as_deref())?;
+    if ds.features() != dm.input_len() {
+        return Err(Error::Invalid(format!(
+            "the model takes {} inputs per sample, {} images have {}",
+            dm.input_len(),
+            ds.name,
+            ds.features()
+        )));
+    }
+    let groups = stream::parse_groups(&a.groups)?;
+    let stream = stream::split(&ds, &format!("{}-new-tasks", ds.name), &groups, true, a.seed, 0.05)?;
+    // The class-incremental field run starts from the file's model as it is (one head over the base classes).
+    let base_model = dm.trainable.clone();
+    // One new head per task, behind the file's heads.
+    let offset = dm.trainable.heads.len();
+    let mut rng = firmware::seeded_rng(a.seed ^ 0x4EAD);
+    for &classes in &stream.head_sizes {
+        dm.add_head(classes, &mut rng)?;
+    }
+    let base = match &a.base_classes {
+        Some(c) => Some(class_test_samples(&ds, &parse_classes(c)?)?),
+        None => None,
+    };
+    let base_feats = match &base {
+        Some(b) => Some(Samples::new(dm.features_batched(&b.x.view(), 256)?, b.y.clone())?),
+        None => None,
+    };
+    let tf = Instant::now();
+    let fstream = feature_stream(&dm, &stream, offset)?;
+    let n_feat: usize = fstream.tasks.iter().map(|t| t.train.len() + t.val.len() + t.test.len()).sum();
+    println!(
+        "features of {n_feat} samples computed once through the frozen prefix in {:.1} s ({} values each)",
+        tf.elapsed().as_secs_f64(),
+        dm.trainable.input_len()
+    );
+    let base_before = match &base_feats {
+        Some(b) => Some(evaluate(&mut dm.trainable, b, 0, simulate::EVAL_BATCH)?.1),
+        None => None,
+    };
+
+    if let Some(base) = &base_feats {
+        let base_classes = parse_classes(a.base_classes.as_deref().unwrap_or_default())?;
+        // Factory provisioning: the base classes' own training images (data::provision_rows) through the frozen
+        // prefix.
+        let rows = data::provision_rows(&ds.train_y, &base_classes);
+        let labels: Vec<usize> =
+            rows.iter().filter_map(|&i| base_classes.iter().position(|&c| c == ds.train_y[i])).collect();
+        let provision = Samples::new(dm.features_batched(&ds.train_x.select(Axis(0), &rows).view(), 256)?, labels)?;
+        field_learn(a, base_model, &base_classes, &provision, base, &fstream, &groups)?;
+    }
+    println!("== task-incremental (one head per task, task id given at test time; for comparison with papers)");
+    let conv = dm.trainable.trunk.iter().any(|l| matches!(l, firmware::nn::Layer::Conv2d(_)));
+    let mut preset = Preset::named(if conv { "split-fmnist" } else { "split-mnist" }, None)?;
+    preset.train.epochs = a.epochs;
+    preset.train.validate()?;
+    let mut method = registry::build(&a.method, &preset, &simulate::host_profile()?)?;
+    let total: usize = fstream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * a.epochs;
+    let mut bar = Bar::new(&a.method, total as u64);
+    let (result, learned) = simulate::run(&fstream, dm.trainable.clone(), method.as_mut(), a.seed, &mut bar)?;
+    bar.finish();
+    dm.trainable = learned;
+
+    let agg = Aggregate::new(vec![result])?;
+    let command = command_line();
+    let md = reports::markdown(&agg, &command);
+    println!("{md}");
+    if let (Some(b), Some(before)) = (&base_feats, base_before) {
+        let after = evaluate(&mut dm.trainable, b, 0, simulate::EVAL_BATCH)?.1;
+        println!(
+            "head 0 of the file (classes {}): test accuracy {:.1} % before, {:.1} % after learning the new tasks",
+            a.base_classes.as_deref().unwrap_or_default(),
+            100.0 * before,
+            100.0 * after
+        );
+    }
+    let stem = format!("{}-{}", agg.stream, agg.method);
+    reports::write_json(&a.report_dir.join(format!("{stem}.json")), &agg)?;
+    reports::write_text(&a.report_dir.join(format!("{stem}.md")), &md)?;
+
+    dm.write_onnx(&a.out)?;
+    let bytes = std::fs::metadata(&a.out).map_err(|e| Error::io(&a.out, e))?.len();
+    // Reference batch: 16 test images of every new task (raw pixels).
+    let rows: Vec<Array2<f32>> =
+        stream.tasks.iter().map(|t| t.test.x.slice(s![..t.test.len().min(16), ..]).to_owned()).collect();
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    let x = ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Invalid(format!("reference batch: {e}")))?;
+    let ours = dm.forward_all(&x.view())?;
+    let worst = check_in_tract(&a.out, &x.view(), &ours)?;
+    println!(
+        "adapted model written to {} ({bytes} bytes, {} heads); reloaded whole in tract: max output difference {worst:.1e}",
+        a.out.display(),
+        ours.len()
+    );
+    if let Some(path) = &a.reference {
+        let reloaded = OnnxModel::open(&a.out)?;
+        let mut r =
+            Reference::new(&a.out, "device model".into(), reloaded.input_name(), reloaded.input_shape(), &x.view());
+        for (name, y) in reloaded.output_names().into_iter().zip(&ours) {
+            r.push(name, y);
+        }
+        reports::write_json(path, &r)?;
+        println!("reference outputs written to {}", path.display());
+    }
+    println!("device path done in {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The field path, class-incremental: the board's learner ([`firmware::learner::Learner`] under the `--board`
+/// profile, with the device's default method [`firmware::method::FIELD_METHOD`]) starts from the file's model (one
+/// head over `base_classes`), receives each new group's training samples class by class (as many as its sample
+/// buffer holds, every class equally), learns them as one task with a head that grows by one row per class, and is
+/// scored after every task over the test images of every class seen so far, with no task id. Prints the accuracy
+/// matrix and the headline: accuracy over all test images of all classes seen.
+///
+/// Before it ships, the board is **provisioned** with its base classes: the learner's first task is `provision`
+/// (training images of the base classes the factory has, labels = positions in `base_classes`), so that the
+/// device starts with GPM bases, a Fisher and exemplars of the base classes, not with a bare model whose old
+/// classes nothing protects.
+fn field_learn(
+    a: &DeviceLearnArgs,
+    model: Model,
+    base_classes: &[usize],
+    provision: &Samples,
+    base_test: &Samples,
+    fstream: &Stream,
+    groups: &[Vec<usize>],
+) -> Result<()> {
+    use firmware::budget::BoardProfile;
+    use firmware::daemon::{DeviceLearner, SAMPLE_CAPACITY};
+    let t0 = Instant::now();
+    let profile = BoardProfile::load(&a.board)?;
+    firmware::threads::set_threads(profile.threads);
+    let train = TrainConfig { epochs: a.epochs, ..TrainConfig::default() };
+    let method = firmware::method::field_method(train, profile.fisher_format, profile.budget.fisher)?;
+    let method_name = firmware::method::Method::name(&method);
+    let names: Vec<String> = base_classes.iter().map(|c| c.to_string()).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let head = model.heads.first().ok_or_else(|| Error::Invalid("the model has no head".into()))?;
+    if head.out_features() != base_classes.len() || model.heads.len() != 1 {
+        return Err(Error::Invalid(format!(
+            "the field run needs one head over the {} base classes; the file has {} head(s), the first with {} outputs",
+            base_classes.len(),
+            model.heads.len(),
+            head.out_features()
+        )));
+    }
+    let mut learner = DeviceLearner::new(profile.clone(), "device-learn", model, method, &refs, a.seed)?;
+    println!(
+        "== class-incremental field run (the product's mode: one growing head, no task id), board {}, method {}",
+        profile.name, method_name
+    );
+    // Test sets in digit labels: the base classes, then each group.
+    let digits = |s: &Samples, classes: &[usize]| -> Result<Samples> {
+        Ok(Samples::new(s.x.clone(), s.y.iter().map(|&y| classes[y]).collect())?)
+    };
+    let mut tests = vec![digits(base_test, base_classes)?];
+    for (t, g) in fstream.tasks.iter().zip(groups) {
+        tests.push(digits(&t.test, g)?);
+    }
+    let score = |learner: &DeviceLearner, upto: usize| -> Result<(Vec<f64>, f64)> {
+        let mut m = learner.model().clone();
+        let (mut per, mut hit, mut all) = (Vec::new(), 0usize, 0usize);
+        for t in &tests[..=upto] {
+            let pred = m.predict(&t.x.view(), 0)?;
+            let ok = pred
+                .iter()
+                .zip(&t.y)
+                .filter(|(p, y)| learner.class_name(**p as u32).ok().and_then(|n| n.parse::<usize>().ok()) == Some(**y))
+                .count();
+            per.push(100.0 * ok as f64 / t.len().max(1) as f64);
+            hit += ok;
+            all += t.len();
+        }
+        Ok((per, 100.0 * hit as f64 / all.max(1) as f64))
+    };
+    let mut rows = vec![score(&learner, 0)?];
+    for (i, &y) in provision.y.iter().enumerate() {
+        let row = provision.x.row(i);
+        let pixels = row.as_slice().ok_or_else(|| Error::Invalid("feature row not contiguous".into()))?;
+        learner.add_sample(&names[y], pixels)?;
+    }
+    learner.learn()?;
+    println!(
+        "provisioned with {} training images of the base classes: accuracy on them {:.2} %",
+        provision.len(),
+        score(&learner, 0)?.1
+    );
+    let mut rng = firmware::seeded_rng(a.seed ^ 0xF1E1D);
+    for (ti, (t, g)) in fstream.tasks.iter().zip(groups).enumerate() {
+        // Every class of the group equally, interleaved, as many as the sample buffer holds.
+        let per_class = SAMPLE_CAPACITY / g.len();
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); g.len()];
+        for (i, &y) in t.train.y.iter().enumerate() {
+            by_class[y].push(i);
+        }
+        for idx in &mut by_class {
+            rand::seq::SliceRandom::shuffle(idx.as_mut_slice(), &mut rng);
+            idx.truncate(per_class);
+        }
+        for k in 0..per_class {
+            for (c, idx) in by_class.iter().enumerate() {
+                if let Some(&i) = idx.get(k) {
+                    let row = t.train.x.row(i);
+                    let pixels = row.as_slice().ok_or_else(|| Error::Invalid("feature row not contiguous".into()))?;
+                    learner.add_sample(&g[c].to_string(), pixels)?;
+                }
+            }
+        }
+        let n = learner.buffer().len();
+        let report = learner.learn()?;
+        rows.push(score(&learner, ti + 1)?);
+        println!(
+            "learned classes {:?} from {n} samples (α {}): accuracy over the {} classes seen, no task id: {:.2} %",
+            g,
+            report.alpha.map_or("–".into(), |x| format!("{x:.3}")),
+            learner.classes().len(),
+            rows[ti + 1].1
+        );
+    }
+    let mut head = String::from("| after ↓ / on → | classes ");
+    head.push_str(&base_classes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
+    for g in groups {
+        head.push_str(&format!(" | classes {}", g.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")));
+    }
+    println!("{head} | all seen |");
+    println!("|---{}|---|", "|---".repeat(groups.len() + 1));
+    for (i, (per, all)) in rows.iter().enumerate() {
+        let name = if i == 0 { "base model".to_string() } else { format!("classes {:?}", groups[i - 1]) };
+        let cells: Vec<String> =
+            (0..=groups.len()).map(|j| per.get(j).map_or("–".into(), |v| format!("{v:.1}"))).collect();
+        println!("| {name} | {} | {all:.2} |", cells.join(" | "));
+    }
+    let (per, all) = &rows[rows.len() - 1];
+    let acc = per.iter().sum::<f64>() / per.len().max(1) as f64;
+    println!(
+        "FIELD RESULT (class-incremental, no task id): {all:.2} % of the test images of all {} digits right \
+         (mean over the {} class groups: {acc:.2} %), {:.1} s",
+        learner.classes().len(),
+        per.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
