@@ -41,3 +41,37 @@ fn unknown_method_and_bad_numbers() {
     assert_one_line_error(&["simulate", "--lr", "-1"], "lr");
     assert_one_line_error(&["simulate", "--model", "mlp:"], "bad width");
 }
+
+#[test]
+fn device_learn_options() {
+    assert_one_line_error(&["device-learn", "--model", "m.onnx", "--shots", "0"], "--shots must be at least 1");
+    assert_one_line_error(&["device-learn", "--model", "m.onnx", "--field-only"], "--field-only needs --base-classes");
+}
+
+/// The field run with a few photos per new class, through the board's learner, on the shipped base model and real
+/// MNIST: each class of the group is taught with exactly `--shots` photos, and the run reports new and base
+/// classes apart.
+#[test]
+fn device_learn_field_run_with_three_photos_per_class() {
+    let out = Command::new(env!("CARGO_BIN_EXE_host"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args([
+            "device-learn",
+            "--model",
+            "models/mnist-cnn-0123.onnx",
+            "--base-classes",
+            "0,1,2,3",
+            "--groups",
+            "4,5",
+            "--shots",
+            "3",
+        ])
+        .args(["--field-only", "--field-method", "slda-oas"])
+        .output()
+        .expect("host binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("learned classes [4, 5] from 6 samples"), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("FIELD NEW/BASE")).expect("a FIELD NEW/BASE line");
+    assert!(line.contains("(3 photos per new class)"), "{line}");
+}

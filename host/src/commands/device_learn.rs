@@ -70,6 +70,18 @@ pub struct DeviceLearnArgs {
     /// Board profile of the class-incremental field run (budgets, Fisher format).
     #[arg(long, default_value = "boards/jetson-nano-4gb.toml")]
     pub board: PathBuf,
+    /// Photos per new class the field run's board is taught with (the first K of each class after the seed's
+    /// shuffle; default: as many as the board's sample buffer holds). A user teaching a camera brings a handful.
+    #[arg(long)]
+    pub shots: Option<usize>,
+    /// Run the class-incremental field run only (no task-incremental comparison, no re-export).
+    #[arg(long)]
+    pub field_only: bool,
+    /// The method of the class-incremental run, through the same board learner (default: `field`, the board's
+    /// own; a training-free peer such as `slda-oas`, `slda-oas+rp2048`, `ncm` or `randumb2048` measures what the
+    /// frozen features give without learning).
+    #[arg(long, default_value = "field")]
+    pub field_method: String,
 }
 
 /// Rows of `ds`'s test split whose label is in `classes`, labelled by position in `classes`.
@@ -82,6 +94,12 @@ fn class_test_samples(ds: &Dataset, classes: &[usize]) -> Result<Samples> {
 /// Run the device path and print the accuracy matrix and α per task.
 pub fn run(a: &DeviceLearnArgs) -> Result<()> {
     let t0 = Instant::now();
+    if a.shots == Some(0) {
+        return Err(Error::Invalid("--shots must be at least 1".into()));
+    }
+    if a.field_only && a.base_classes.is_none() {
+        return Err(Error::Invalid("--field-only needs --base-classes (the field run starts from them)".into()));
+    }
     let file = OnnxModel::open(&a.model)?;
     let cut = Cut::parse(&a.cut)?;
     let mut dm = file.split(&cut)?;
@@ -149,6 +167,10 @@ pub fn run(a: &DeviceLearnArgs) -> Result<()> {
             rows.iter().filter_map(|&i| base_classes.iter().position(|&c| c == ds.train_y[i])).collect();
         let provision = Samples::new(dm.features_batched(&ds.train_x.select(Axis(0), &rows).view(), 256)?, labels)?;
         field_learn(a, base_model, &base_classes, &provision, base, &fstream, &groups)?;
+    }
+    if a.field_only {
+        println!("device path (field run only) done in {:.1} s", t0.elapsed().as_secs_f64());
+        return Ok(());
     }
     println!("== task-incremental (one head per task, task id given at test time; for comparison with papers)");
     let conv = dm.trainable.trunk.iter().any(|l| matches!(l, firmware::nn::Layer::Conv2d(_)));
@@ -228,13 +250,21 @@ fn field_learn(
     groups: &[Vec<usize>],
 ) -> Result<()> {
     use firmware::budget::BoardProfile;
-    use firmware::daemon::{DeviceLearner, SAMPLE_CAPACITY};
+    use firmware::daemon::SAMPLE_CAPACITY;
+    type DeviceLearner = firmware::learner::Learner<Box<dyn firmware::method::Method>, SAMPLE_CAPACITY>;
     let t0 = Instant::now();
     let profile = BoardProfile::load(&a.board)?;
     firmware::threads::set_threads(profile.threads);
-    let train = TrainConfig { epochs: a.epochs, ..TrainConfig::default() };
-    let method = firmware::method::field_method(train, profile.fisher_format, profile.budget.fisher)?;
-    let method_name = firmware::method::Method::name(&method);
+    let method: Box<dyn firmware::method::Method> = if a.field_method == "field" {
+        let train = TrainConfig { epochs: a.epochs, ..TrainConfig::default() };
+        Box::new(firmware::method::field_method(train, profile.fisher_format, profile.budget.fisher)?)
+    } else {
+        let conv = model.trunk.iter().any(|l| matches!(l, firmware::nn::Layer::Conv2d(_)));
+        let mut preset = Preset::named(if conv { "split-fmnist" } else { "split-mnist" }, None)?;
+        preset.train.epochs = a.epochs;
+        registry::build(&a.field_method, &preset, &profile)?
+    };
+    let method_name = method.name();
     let names: Vec<String> = base_classes.iter().map(|c| c.to_string()).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let head = model.heads.first().ok_or_else(|| Error::Invalid("the model has no head".into()))?;
@@ -289,8 +319,9 @@ fn field_learn(
     );
     let mut rng = firmware::seeded_rng(a.seed ^ 0xF1E1D);
     for (ti, (t, g)) in fstream.tasks.iter().zip(groups).enumerate() {
-        // Every class of the group equally, interleaved, as many as the sample buffer holds.
-        let per_class = SAMPLE_CAPACITY / g.len();
+        // Every class of the group equally, interleaved: `--shots` photos each, or as many as the sample buffer
+        // holds.
+        let per_class = (SAMPLE_CAPACITY / g.len()).min(a.shots.unwrap_or(usize::MAX));
         let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); g.len()];
         for (i, &y) in t.train.y.iter().enumerate() {
             by_class[y].push(i);
@@ -340,6 +371,15 @@ fn field_learn(
         learner.classes().len(),
         per.len(),
         t0.elapsed().as_secs_f64()
+    );
+    // The new classes' images together (every group after the base), and the base classes' alone.
+    let (hit, n) =
+        per.iter().zip(&tests).skip(1).fold((0.0, 0usize), |(h, n), (p, t)| (h + p * t.len() as f64, n + t.len()));
+    println!(
+        "FIELD NEW/BASE: new classes {:.2} % of {n} test images, base classes {:.2} % ({} photos per new class)",
+        hit / n.max(1) as f64,
+        per[0],
+        a.shots.map_or_else(|| "every buffered".to_string(), |k| k.to_string())
     );
     Ok(())
 }
