@@ -10,7 +10,8 @@
 //! `scripts/fetch-backbone-lite0.py check` re-implements for onnxruntime), normalised as `(x − 127) / 128`, NCHW,
 //! RGB. onnxruntime on the same file: 17/20 top-1, 20/20 top-5.
 //!
-//! Twenty photos through Lite0 in tract take a few seconds, so the test runs in the plain `cargo test`.
+//! Twenty photos through Lite0 in tract take about ten seconds (test profile, two busy cores), so the test runs in
+//! the plain `cargo test`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,6 +23,8 @@ use ndarray::{Array2, Axis};
 
 /// The tensor Lite0 is cut at: its global-average-pooled 1280-d features.
 const FEATURES: &str = "features";
+
+/// `p`, which `scripts/fetch-data.sh` installs; a clear failure (never a skip) when it is missing.
 fn required(p: PathBuf) -> PathBuf {
     assert!(p.exists(), "{} is missing; run `bash scripts/fetch-data.sh`", p.display());
     p
