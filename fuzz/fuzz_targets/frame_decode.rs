@@ -44,14 +44,16 @@ impl embedded_io::Write for Bytes<'_> {
 
 fn round_trip<M>(msg: &M)
 where
-    M: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    M: serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    // A decoded message may not re-encode when it is at the size limit; one that does must decode back.
+    // A decoded message may not re-encode when it is at the size limit; one that does must decode back to the
+    // same message: compared as its frame's bytes, since a float field may hold a NaN (a `Learned` reply's α),
+    // which `==` never equals (the first long run's one crash, docs/fuzzing.md).
     if let Ok(frame) = encode_frame_vec(msg) {
         assert!(frame.len() <= MAX_FRAME);
         let mut body = frame[..frame.len() - 1].to_vec();
         let back: M = decode_frame(&mut body).expect("a re-encoded frame decodes");
-        assert_eq!(&back, msg);
+        assert_eq!(encode_frame_vec(&back).expect("a decoded frame re-encodes"), frame, "{back:?} vs {msg:?}");
     }
 }
 
