@@ -43,6 +43,12 @@ pub const REJECTED_LOG: &str = "rejected.log";
 pub const MAX_FILE_BYTES: u64 = 32 << 20;
 /// Largest image side accepted, in pixels.
 pub const MAX_SIDE: u32 = 8192;
+/// Most bytes a decoded picture may take (the `image` crate's allocation limit): 36 MiB, a 12-megapixel RGB photo
+/// (4032 × 3024 × 3 bytes). A file whose header claims a larger picture is refused before its pixels are
+/// allocated: a few hundred bytes of JPEG claiming 8000 × 8000 RGB made the decoder allocate 192 MB, more than
+/// the smallest Jetson's whole workspace budget (128 MiB, boards/jetson-nano-4gb.toml; found by the
+/// `photo_decode` fuzz target, docs/fuzzing.md).
+pub const MAX_DECODED_BYTES: u64 = 36 << 20;
 
 /// One waiting photo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +134,7 @@ impl Preprocess {
         let mut limits = Limits::default();
         limits.max_image_width = Some(MAX_SIDE);
         limits.max_image_height = Some(MAX_SIDE);
-        limits.max_alloc = Some(512 << 20);
+        limits.max_alloc = Some(MAX_DECODED_BYTES);
         reader.limits(limits);
         if reader.format().is_none() {
             return Err(img_err(source, "not a PNG or JPEG image"));

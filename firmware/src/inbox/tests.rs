@@ -147,6 +147,28 @@ fn bytes_that_are_no_image_are_image_errors() {
     }
 }
 
+/// Found by the `photo_decode` fuzz target (docs/fuzzing.md): a JPEG of a 28×28 picture whose frame header
+/// (SOF0) claims 8000 × 8000 RGB. The decoder allocated the whole 192 MB picture before reading any pixel data;
+/// now the header's size is refused against `MAX_DECODED_BYTES` first, with an image error.
+#[test]
+fn a_jpeg_header_claiming_more_than_the_decode_limit_is_refused_before_allocating() {
+    let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(28, 28, |x, y| image::Rgb([x as u8 * 9, y as u8, 7])));
+    let mut bytes = encode(&img, image::ImageFormat::Jpeg);
+    assert!(mnist_pre().decode(&bytes, "small.jpg").is_ok());
+    // SOF0: FF C0, length (2), precision (1), height (2), width (2).
+    let sof = bytes.windows(2).position(|w| w == [0xff, 0xc0]).expect("a baseline JPEG has SOF0");
+    // 8000 × 8000 × 3 bytes = 183 MiB, over MAX_DECODED_BYTES.
+    bytes[sof + 5..sof + 9].copy_from_slice(&[0x1f, 0x40, 0x1f, 0x40]);
+    match mnist_pre().decode(&bytes, "huge.jpg") {
+        Err(Error::Image { source_name, reason }) => {
+            assert_eq!(source_name, "huge.jpg");
+            assert!(reason.contains("limit"), "{reason}");
+        }
+        Ok(x) => panic!("expected an image error, got a tensor of {} values", x.len()),
+        Err(e) => panic!("expected an image error, got {e}"),
+    }
+}
+
 #[test]
 fn pending_lists_class_folders_sorted_and_leaves_files_in_progress_alone() {
     let root = scratch("pending");
