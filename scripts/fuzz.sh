@@ -55,9 +55,15 @@ fi
 cp Cargo.lock fuzz/Cargo.lock
 
 start=$(date +%s)
+# The fuzz crate takes only the firmware's layer crates; the targets that need `firmware` itself (the inbox's photo
+# decoder) carry `required-features = ["photo"]`.
+features=()
+if [[ "$target" == photo_decode || "$target" == write_seeds ]]; then
+  features=(--features photo)
+fi
 # --target keeps these flags off build scripts and proc-macros (as cargo-fuzz does).
 RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags" CARGO_TARGET_DIR="$out" \
-  cargo build --release --manifest-path fuzz/Cargo.toml --target "$host" --bin "$target"
+  cargo build --release --manifest-path fuzz/Cargo.toml --target "$host" --bin "$target" "${features[@]}"
 built=$(date +%s)
 fuzz_bin="$out/$host/release/$target"
 if $fuzz_build_only; then

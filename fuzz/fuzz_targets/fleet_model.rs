@@ -1,7 +1,7 @@
 //! Fuzz the fleet model decoder: any bytes → `decode_model` must refuse or accept (never panic, never
 //! over-allocate); a model it accepts must survive an encode → decode round trip unchanged, and a board must
 //! either adopt it into a state the store can commit or refuse it with a typed error (what the daemon does with a
-//! model it received, `firmware::fleet::adopted_state`).
+//! model it received, `edgelearn_fleet::adopted_state`).
 //!
 //! Each input is decoded twice: as it is, and with its CRC-32C trailer recomputed (see state_decode.rs: without
 //! it the fuzzer would stop at the checksum; a hostile merger, or broker, sends a correct one).
@@ -9,9 +9,9 @@
 
 use std::sync::OnceLock;
 
-use firmware::fisher::FisherFormat;
-use firmware::fleet::{adopted_state, decode_model, encode_model, fixture};
-use firmware::store::{
+use edgelearn_learn::fisher::FisherFormat;
+use edgelearn_fleet::{adopted_state, decode_model, encode_model, fixture};
+use edgelearn_store::{
     CRC32C, ClassEntry, DEFAULT_MAX_PAYLOAD, FleetState, InboxLedger, LearnerState, ModelDesc, ReplaySeen, ReplayState,
     TaskEntry, encode,
 };

@@ -8,8 +8,8 @@
 //!    messages' own checks with any body, as a hostile sender would.
 #![no_main]
 
-use firmware::protocol::{Command, Link, LinkError, MAX_FRAME, Reply, Request, decode_frame, encode_frame_vec};
-use firmware::store::CRC32C;
+use edgelearn_protocol::{Command, Link, LinkError, MAX_FRAME, Reply, Request, decode_frame, encode_frame_vec};
+use edgelearn_store::CRC32C;
 use libfuzzer_sys::fuzz_target;
 
 /// Reads the fuzz input (then "nothing more right now"); writes are dropped.

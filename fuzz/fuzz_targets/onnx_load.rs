@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use firmware::onnx::{Cut, OnnxModel};
+use edgelearn_onnx::{Cut, OnnxModel};
 use libfuzzer_sys::fuzz_target;
 
 /// Panics reported so far (the first few are printed; tract's message says where it panicked).

@@ -2,8 +2,8 @@
 //! typed `Error::Profile`, never panic; a profile it accepts, written back as TOML, must parse to the same profile.
 #![no_main]
 
-use firmware::Error;
-use firmware::budget::BoardProfile;
+use edgelearn_core::Error;
+use edgelearn_learn::budget::BoardProfile;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

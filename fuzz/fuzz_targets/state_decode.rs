@@ -6,7 +6,7 @@
 //! payload decoder behind it; a hostile file carries a correct CRC.
 #![no_main]
 
-use firmware::store::{CRC32C, DEFAULT_MAX_PAYLOAD, decode, encode};
+use edgelearn_store::{CRC32C, DEFAULT_MAX_PAYLOAD, decode, encode};
 use libfuzzer_sys::fuzz_target;
 
 /// `data` with its last four bytes replaced by the CRC-32C (LE) of the bytes before them.

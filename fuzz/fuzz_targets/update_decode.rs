@@ -5,8 +5,8 @@
 //! it the fuzzer would stop at the checksum; a hostile board sends a correct one).
 #![no_main]
 
-use firmware::fleet::{decode_update, encode_update};
-use firmware::store::{CRC32C, DEFAULT_MAX_PAYLOAD};
+use edgelearn_fleet::{decode_update, encode_update};
+use edgelearn_store::{CRC32C, DEFAULT_MAX_PAYLOAD};
 use libfuzzer_sys::fuzz_target;
 
 /// `data` with its last four bytes replaced by the CRC-32C (LE) of the bytes before them.
