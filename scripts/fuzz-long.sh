@@ -5,13 +5,15 @@
 #   bash scripts/fuzz-long.sh TARGET --minutes M     e.g.  bash scripts/fuzz-long.sh onnx_load --minutes 60
 #
 # 1. Builds TARGET exactly as scripts/fuzz.sh does (it sources `fuzz.sh --build`: the same flags, ASan, and the
-#    same memory limits per input: RSS ≤ the Jetson Nano's 292 MiB learner RAM budget, no allocation over 128 MiB).
+#    same memory limits per input: no allocation over 128 MiB, RSS at most the process's own footprint plus the
+#    Jetson Nano's 292 MiB learner RAM budget).
 # 2. Runs libFuzzer on one core (no -jobs/-workers) over the checked-in corpus fuzz/corpus/TARGET and a scratch
 #    corpus target/fuzz-long/TARGET/corpus that persists between runs, with -timeout=$FUZZ_TIMEOUT (default 20 s)
 #    per input. The first crash, timeout or out-of-memory stops the run; its input lands in
 #    target/fuzz-long/TARGET/artifacts/.
 # 3. Minimises: a fresh folder gets the checked-in seed-* and crash-* files (tests read them by name), then
-#    libFuzzer's -merge=1 adds every file of both corpora that brings a feature those lack; that folder replaces
+#    libFuzzer's -set_cover_merge=1 adds a small set of files of both corpora that brings every feature those
+#    lack (greedy set cover: smaller than -merge=1, same features); that folder replaces
 #    fuzz/corpus/TARGET (review `git status fuzz/corpus` and check it in).
 # 4. Writes target/fuzz-long/TARGET-<UTC time>.json and .md (one Markdown table row) and appends the row to
 #    target/fuzz-long/summary.md: commit, executions, exec/s, corpus files and bytes, cov and ft from libFuzzer's
@@ -32,6 +34,9 @@ esac
 seeds="fuzz/corpus/$target"
 mkdir -p "$seeds"
 
+# The commit the binary is built from ("-dirty": with uncommitted changes to the code it runs).
+commit=$(git rev-parse --short HEAD)
+git diff --quiet HEAD -- firmware fuzz/fuzz_targets fuzz/Cargo.toml Cargo.lock || commit+="-dirty"
 # shellcheck source=fuzz.sh
 source scripts/fuzz.sh --build "$target"
 
@@ -68,7 +73,7 @@ if [[ "${FUZZ_NO_MERGE:-0}" != 1 ]]; then
   min=$work/min-$stamp
   mkdir -p "$min"
   find "$seeds" -maxdepth 1 -type f \( -name 'seed-*' -o -name 'crash-*' \) -exec cp {} "$min/" \;
-  if "$fuzz_bin" -merge=1 -timeout="${FUZZ_TIMEOUT:-20}" "${fuzz_limits[@]}" "$min" "$seeds" "$scratch" \
+  if "$fuzz_bin" -set_cover_merge=1 -timeout="${FUZZ_TIMEOUT:-20}" "${fuzz_limits[@]}" "$min" "$seeds" "$scratch" \
     >"$work/$stamp.merge.log" 2>&1 && [[ -n "$(ls -A "$min")" ]]; then
     find "$seeds" -maxdepth 1 -type f -delete
     cp "$min"/* "$seeds/"
@@ -81,8 +86,6 @@ fi
 files=$(find "$seeds" -maxdepth 1 -type f | wc -l)
 bytes=$(find "$seeds" -maxdepth 1 -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
 
-commit=$(git rev-parse --short HEAD)
-git diff --quiet HEAD -- firmware fuzz/fuzz_targets fuzz/Cargo.toml Cargo.lock || commit+="-dirty"
 json=target/fuzz-long/$target-$stamp.json
 cat >"$json" <<JSON
 {
