@@ -379,7 +379,7 @@ fn field_learn(
         "FIELD NEW/BASE: new classes {:.2} % of {n} test images, base classes {:.2} % ({} photos per new class)",
         hit / n.max(1) as f64,
         per[0],
-        a.shots.map_or_else(|| "every buffered".to_string(), |k| k.to_string())
+        a.shots.map_or_else(|| "all buffered".to_string(), |k| k.to_string())
     );
     Ok(())
 }
