@@ -84,6 +84,16 @@ pub struct DeviceLearnArgs {
     pub field_method: String,
 }
 
+/// The preset of the stream family the trainable part belongs to (`split-fmnist` for a convolutional trunk,
+/// `split-mnist` otherwise) with `epochs` per stage.
+fn preset_for(model: &Model, epochs: usize) -> Result<Preset> {
+    let conv = model.trunk.iter().any(|l| matches!(l, firmware::nn::Layer::Conv2d(_)));
+    let mut preset = Preset::named(if conv { "split-fmnist" } else { "split-mnist" }, None)?;
+    preset.train.epochs = epochs;
+    preset.train.validate()?;
+    Ok(preset)
+}
+
 /// Rows of `ds`'s test split whose label is in `classes`, labelled by position in `classes`.
 fn class_test_samples(ds: &Dataset, classes: &[usize]) -> Result<Samples> {
     let rows: Vec<usize> = (0..ds.test_y.len()).filter(|&i| classes.contains(&ds.test_y[i])).collect();
@@ -173,10 +183,7 @@ pub fn run(a: &DeviceLearnArgs) -> Result<()> {
         return Ok(());
     }
     println!("== task-incremental (one head per task, task id given at test time; for comparison with papers)");
-    let conv = dm.trainable.trunk.iter().any(|l| matches!(l, firmware::nn::Layer::Conv2d(_)));
-    let mut preset = Preset::named(if conv { "split-fmnist" } else { "split-mnist" }, None)?;
-    preset.train.epochs = a.epochs;
-    preset.train.validate()?;
+    let preset = preset_for(&dm.trainable, a.epochs)?;
     let mut method = registry::build(&a.method, &preset, &simulate::host_profile()?)?;
     let total: usize = fstream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * a.epochs;
     let mut bar = Bar::new(&a.method, total as u64);
@@ -259,9 +266,7 @@ fn field_learn(
         let train = TrainConfig { epochs: a.epochs, ..TrainConfig::default() };
         Box::new(firmware::method::field_method(train, profile.fisher_format, profile.budget.fisher)?)
     } else {
-        let conv = model.trunk.iter().any(|l| matches!(l, firmware::nn::Layer::Conv2d(_)));
-        let mut preset = Preset::named(if conv { "split-fmnist" } else { "split-mnist" }, None)?;
-        preset.train.epochs = a.epochs;
+        let preset = preset_for(&model, a.epochs)?;
         registry::build(&a.field_method, &preset, &profile)?
     };
     let method_name = method.name();
