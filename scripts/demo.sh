@@ -5,6 +5,7 @@
 #      a) the product's field mode (class-incremental, the headline): the board's learner (boards/jetson-nano-4gb.toml,
 #         the device's default method firmware::method::FIELD_METHOD), provisioned with the base digits 0-3, learns
 #         4/5, 6/7, 8/9 into one growing head and is scored over all digits seen with no task id;
+#         then the same from 10 photos per new digit (with the jittered copies of firmware::augment);
 #      b) for comparison with papers, task-incremental: the same three tasks with one new head each and GPM+BECAME,
 #         the accuracy matrix and alpha per task, and the adapted model re-exported as ONNX;
 #   3. an external client (onnx.checker + onnxruntime, scripts/check-onnx.py) checks the re-exported file and
@@ -38,5 +39,9 @@ $HOST pretrain --dataset mnist --classes 0,1,2,3 --model cnn --epochs 2 --seed 0
 echo "== device: load the ONNX file, learn digits 4/5, 6/7, 8/9 (class-incremental field run first), re-export"
 $HOST device-learn --model "$out/base-model.onnx" --cut last:2 --base-classes 0,1,2,3 --groups "4,5;6,7;8,9" \
   --method gpm+became --out "$out/adapted.onnx" --reference "$out/adapted-ref.json" --report-dir "$out"
+echo "== device, field mode from a handful of photos: the same board taught 4/5, 6/7, 8/9 from 10 photos per digit"
+echo "   (each followed by the jittered copies its profile's [augment] table asks for; firmware::augment)"
+$HOST device-learn --model "$out/base-model.onnx" --cut last:2 --base-classes 0,1,2,3 --groups "4,5;6,7;8,9" \
+  --field-only --shots 10 --out "$out/few-shot.onnx" --report-dir "$out"
 echo "== check the re-exported model with onnx.checker and onnxruntime"
 python3 scripts/check-onnx.py "$out/adapted.onnx" "$out/adapted-ref.json"

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use embedded_hal::digital::{InputPin, OutputPin};
 use ndarray::Array2;
 
+use crate::augment::{Jitter, expand};
 use crate::budget::BoardProfile;
 use crate::error::{Error, Result};
 use crate::inbox::{Inbox, InboxFile, LoadedPhoto, Preprocess};
@@ -47,8 +48,13 @@ use crate::protocol::{
 use crate::store::{CRC32C, StateStore};
 use crate::train::TrainConfig;
 
-/// Samples the device buffers between two learns (protocol samples plus inbox photos).
-pub const SAMPLE_CAPACITY: usize = 1024;
+/// Samples the device buffers between two learns (protocol samples, inbox photos and the jittered copies of
+/// few-shot photos, [`crate::augment`]).
+pub const SAMPLE_CAPACITY: usize = 2048;
+/// Most inbox photos one learn takes (the rest wait for the next); the buffer's other half is room for copies.
+pub const PHOTOS_PER_LEARN: usize = 1024;
+/// Seed of the augmentation stream, mixed with the daemon's seed and the task count.
+const AUGMENT_STREAM: u64 = 0xA06_E17;
 /// Bytes of ONNX per [`Response::OnnxChunk`].
 pub const EXPORT_CHUNK: usize = 3072;
 const _: () = assert!(EXPORT_CHUNK + 64 < MAX_MESSAGE);
@@ -270,7 +276,7 @@ impl Device {
 
     /// Read the waiting photos (as many as the buffer takes); unusable ones are rejected on the spot.
     fn collect_photos(&mut self, inbox: &Inbox) -> Result<(Vec<LoadedPhoto>, u32)> {
-        let room = SAMPLE_CAPACITY - self.learner.buffer().len();
+        let room = PHOTOS_PER_LEARN.min(SAMPLE_CAPACITY - self.learner.buffer().len());
         let mut photos = Vec::new();
         let mut rejected = 0;
         for file in inbox.pending()? {
@@ -327,11 +333,38 @@ impl Device {
             for (mut row, p) in x.rows_mut().into_iter().zip(&photos) {
                 row.assign(&ndarray::ArrayView1::from(&p.input[..]));
             }
-            let feats = self.base.features_batched(&x.view(), 64)?;
-            for (p, f) in photos.drain(..).zip(feats.rows()) {
-                let f = f.to_vec();
-                match self.learner.add_sample(&p.id.class, &f) {
-                    Ok(_) => used.push(p),
+            // Few photos of a class: each followed by jittered copies (the profile's `[augment]`), within the
+            // buffer's room; the copies go through the backbone like photos.
+            let mut local: Vec<&str> = Vec::new();
+            let labels: Vec<u32> = photos
+                .iter()
+                .map(|p| {
+                    let at = local.iter().position(|c| *c == p.id.class).unwrap_or_else(|| {
+                        local.push(&p.id.class);
+                        local.len() - 1
+                    });
+                    at as u32
+                })
+                .collect();
+            let shape = self.pre.shape();
+            let room = SAMPLE_CAPACITY - self.learner.buffer().len();
+            let mut rng = crate::seeded_rng(self.cfg.seed ^ AUGMENT_STREAM ^ self.learner.tasks().len() as u64);
+            let expanded = expand(x.view(), &labels, shape, &self.profile.augment, &Jitter::default(), room, &mut rng)?;
+            let feats = self.base.features_batched(&expanded.x.view(), 64)?;
+            let mut rows = feats.rows().into_iter().zip(&expanded.source).peekable();
+            for (i, p) in photos.drain(..).enumerate() {
+                let mut mine = Vec::new();
+                while let Some((f, _)) = rows.next_if(|(_, src)| **src == i) {
+                    mine.push(f.to_vec());
+                }
+                let Some((f, copies)) = mine.split_first() else { continue };
+                match self.learner.add_sample(&p.id.class, f) {
+                    Ok(_) => {
+                        for c in copies {
+                            self.learner.add_sample(&p.id.class, c)?;
+                        }
+                        used.push(p)
+                    }
                     Err(e @ (Error::Config(_) | Error::TooManyClasses { .. } | Error::OverBudget { .. })) => {
                         if let Some(inbox) = &inbox {
                             inbox.reject(&p.file, &e.to_string())?;

@@ -92,6 +92,11 @@ fn img_err(source: &str, reason: impl std::fmt::Display) -> Error {
 }
 
 impl Preprocess {
+    /// The model input's image layout (what [`crate::augment`] jitters).
+    pub fn shape(&self) -> crate::augment::ImageShape {
+        crate::augment::ImageShape { channels: self.channels, height: self.height as usize, width: self.width as usize }
+    }
+
     /// For a model whose per-sample input shape is `[C, H, W]` (C = 1 or 3), `[H, W]`, or flat `[N]` with N a
     /// square (a flattened grey image), normalised with `mean` / `std`.
     pub fn for_input_shape(shape: &[usize], mean: f32, std: f32) -> Result<Self> {

@@ -19,7 +19,7 @@ pub mod daemon;
 pub mod inbox;
 pub mod io;
 
-pub use edgelearn_core::{Error, Result, data, error, metrics, nn, seeded_rng, threads, train};
+pub use edgelearn_core::{Error, Result, augment, data, error, metrics, nn, seeded_rng, threads, train};
 #[cfg(feature = "fleet")]
 pub use edgelearn_fleet as fleet;
 pub use edgelearn_learn::{backend, budget, fisher, gpm, learner, merge, method, replay, selftest};

@@ -51,27 +51,45 @@ fn device_learn_options() {
 /// The field run with a few photos per new class, through the board's learner, on the shipped base model and real
 /// MNIST: each class of the group is taught with exactly `--shots` photos, and the run reports new and base
 /// classes apart.
+///
+/// The Jetson Nano profile's `[augment]` table follows each of the 3 photos with `min(⌈250/3⌉ − 1, 24) = 24`
+/// jittered copies (75 samples a class); `--no-augment` teaches the photos alone, and scores lower on the new
+/// digits.
 #[test]
 fn device_learn_field_run_with_three_photos_per_class() {
-    let out = Command::new(env!("CARGO_BIN_EXE_host"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args([
-            "device-learn",
-            "--model",
-            "models/mnist-cnn-0123.onnx",
-            "--base-classes",
-            "0,1,2,3",
-            "--groups",
-            "4,5",
-            "--shots",
-            "3",
-        ])
-        .args(["--field-only", "--field-method", "slda-oas"])
-        .output()
-        .expect("host binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("learned classes [4, 5] from 6 samples"), "{stdout}");
-    let line = stdout.lines().find(|l| l.starts_with("FIELD NEW/BASE")).expect("a FIELD NEW/BASE line");
-    assert!(line.contains("(3 photos per new class)"), "{line}");
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_host"))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args([
+                "device-learn",
+                "--model",
+                "models/mnist-cnn-0123.onnx",
+                "--base-classes",
+                "0,1,2,3",
+                "--groups",
+                "4,5",
+                "--shots",
+                "3",
+            ])
+            .args(["--field-only", "--field-method", "slda-oas"])
+            .args(extra)
+            .output()
+            .expect("host binary runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let line = stdout.lines().find(|l| l.starts_with("FIELD NEW/BASE")).expect("a FIELD NEW/BASE line");
+        assert!(line.contains("(3 photos per new class)"), "{line}");
+        let new: f64 = line
+            .split("new classes ")
+            .nth(1)
+            .and_then(|r| r.split(" %").next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no new-class accuracy in {line}"));
+        (stdout, new)
+    };
+    let (with, new_with) = run(&[]);
+    assert!(with.contains("learned classes [4, 5] from 6 photos (150 samples with their jittered copies"), "{with}");
+    let (without, new_without) = run(&["--no-augment"]);
+    assert!(without.contains("learned classes [4, 5] from 6 photos (6 samples with their jittered copies"), "{without}");
+    assert!(new_with > new_without, "copies {new_with} % vs photos alone {new_without} %");
 }

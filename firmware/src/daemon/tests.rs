@@ -385,6 +385,37 @@ fn inbox_photos_are_learned_once_and_moved_only_after_the_commit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A board whose profile has an `[augment]` table learns each inbox photo with its jittered copies: 6 photos of
+/// each of two classes, `v(6) = ⌈24/6⌉ − 1 = 3` copies each, so 48 samples from 12 photos; the photos alone are
+/// moved to `processed/`.
+#[test]
+fn inbox_photos_of_a_few_shot_class_are_learned_with_their_copies() {
+    let dir = scratch("augment");
+    let mut cfg = config(&dir);
+    let profile = std::fs::read_to_string(&cfg.board).unwrap();
+    cfg.board = dir.join("host-sim.toml");
+    std::fs::write(&cfg.board, format!("{profile}\n[augment]\nsamples_per_class = 24\nmax_variants = 5\n")).unwrap();
+    let field = cfg.inbox.clone().unwrap();
+    let mut dev = Device::open(cfg).unwrap();
+    let mut s = 11;
+    for i in 0..12 {
+        let class = if i % 2 == 0 { "bar" } else { "box" };
+        let d = field.join("inbox").join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("{i:03}.png")), png(&picture(class, &mut s))).unwrap();
+    }
+    dev.refresh();
+    match dev.handle(Request::Learn) {
+        Response::Learned { samples, from_inbox, rejected, .. } => {
+            assert_eq!((samples, from_inbox, rejected), (48, 12, 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(walk(&field.join(PROCESSED)).len(), 12);
+    assert!(accuracy(&mut dev, 78) >= 0.9);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return out };

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use firmware::augment::{AugmentPolicy, ImageShape, Jitter, expand};
 use firmware::data::Samples;
 use firmware::nn::Model;
-use firmware::onnx::{Cut, OnnxModel};
+use firmware::onnx::{Cut, DeviceModel, OnnxModel};
 use firmware::train::{TrainConfig, evaluate};
 use ndarray::{Array2, Axis, s};
 
@@ -82,6 +83,10 @@ pub struct DeviceLearnArgs {
     /// frozen features give without learning).
     #[arg(long, default_value = "field")]
     pub field_method: String,
+    /// Teach the field run's board the photos alone, without the jittered copies its profile's `[augment]`
+    /// table adds to a class with few photos (for measuring what the copies give).
+    #[arg(long)]
+    pub no_augment: bool,
 }
 
 /// The preset of the stream family the trainable part belongs to (`split-fmnist` for a convolutional trunk,
@@ -175,8 +180,10 @@ pub fn run(a: &DeviceLearnArgs) -> Result<()> {
         let rows = data::provision_rows(&ds.train_y, &base_classes);
         let labels: Vec<usize> =
             rows.iter().filter_map(|&i| base_classes.iter().position(|&c| c == ds.train_y[i])).collect();
-        let provision = Samples::new(dm.features_batched(&ds.train_x.select(Axis(0), &rows).view(), 256)?, labels)?;
-        field_learn(a, base_model, &base_classes, &provision, base, &fstream, &groups)?;
+        let provision = Samples::new(ds.train_x.select(Axis(0), &rows), labels)?;
+        let shape = ImageShape { channels: ds.channels, height: ds.rows, width: ds.cols };
+        let photos = Photos { dm: &dm, shape, provision: &provision, stream: &stream };
+        field_learn(a, base_model, &base_classes, &photos, base, &fstream, &groups)?;
     }
     if a.field_only {
         println!("device path (field run only) done in {:.1} s", t0.elapsed().as_secs_f64());
@@ -247,17 +254,28 @@ pub fn run(a: &DeviceLearnArgs) -> Result<()> {
 /// (training images of the base classes the factory has, labels = positions in `base_classes`), so that the
 /// device starts with GPM bases, a Fisher and exemplars of the base classes, not with a bare model whose old
 /// classes nothing protects.
+/// The raw photos the field run's board is taught with, and the frozen prefix that turns them (and their
+/// jittered copies) into the learner's features.
+struct Photos<'a> {
+    dm: &'a DeviceModel,
+    shape: ImageShape,
+    /// The base classes' provisioning photos (labels = positions in the base classes).
+    provision: &'a Samples,
+    /// The new tasks' photos (labels = positions in each group).
+    stream: &'a Stream,
+}
+
 fn field_learn(
     a: &DeviceLearnArgs,
     model: Model,
     base_classes: &[usize],
-    provision: &Samples,
+    photos: &Photos<'_>,
     base_test: &Samples,
     fstream: &Stream,
     groups: &[Vec<usize>],
 ) -> Result<()> {
     use firmware::budget::BoardProfile;
-    use firmware::daemon::SAMPLE_CAPACITY;
+    use firmware::daemon::{PHOTOS_PER_LEARN, SAMPLE_CAPACITY};
     type DeviceLearner = firmware::learner::Learner<Box<dyn firmware::method::Method>, SAMPLE_CAPACITY>;
     let t0 = Instant::now();
     let profile = BoardProfile::load(&a.board)?;
@@ -310,23 +328,37 @@ fn field_learn(
         }
         Ok((per, 100.0 * hit as f64 / all.max(1) as f64))
     };
+    // The board's intake: each batch of photos with the jittered copies its profile adds to a class with few
+    // photos (firmware::augment::expand, as the daemon does with its inbox), through the frozen prefix, into the
+    // sample buffer.
+    let policy = if a.no_augment { AugmentPolicy::OFF } else { profile.augment };
+    let mut aug_rng = firmware::seeded_rng(a.seed ^ 0xA06_E17);
+    let mut intake = |learner: &mut DeviceLearner, x: &Array2<f32>, labels: &[u32], names: &[String]| -> Result<()> {
+        let room = SAMPLE_CAPACITY - learner.buffer().len();
+        let e = expand(x.view(), labels, photos.shape, &policy, &Jitter::default(), room, &mut aug_rng)?;
+        let feats = photos.dm.features_batched(&e.x.view(), 256)?;
+        for (f, &y) in feats.rows().into_iter().zip(&e.labels) {
+            let f = f.to_vec();
+            learner.add_sample(&names[y as usize], &f)?;
+        }
+        Ok(())
+    };
     let mut rows = vec![score(&learner, 0)?];
-    for (i, &y) in provision.y.iter().enumerate() {
-        let row = provision.x.row(i);
-        let pixels = row.as_slice().ok_or_else(|| Error::Invalid("feature row not contiguous".into()))?;
-        learner.add_sample(&names[y], pixels)?;
-    }
+    let provision = photos.provision;
+    let labels: Vec<u32> = provision.y.iter().map(|&y| y as u32).collect();
+    intake(&mut learner, &provision.x, &labels, &names)?;
+    let buffered = learner.buffer().len();
     learner.learn()?;
     println!(
-        "provisioned with {} training images of the base classes: accuracy on them {:.2} %",
+        "provisioned with {} training images of the base classes ({buffered} samples with their jittered copies): \
+         accuracy on them {:.2} %",
         provision.len(),
         score(&learner, 0)?.1
     );
     let mut rng = firmware::seeded_rng(a.seed ^ 0xF1E1D);
-    for (ti, (t, g)) in fstream.tasks.iter().zip(groups).enumerate() {
-        // Every class of the group equally, interleaved: `--shots` photos each, or as many as the sample buffer
-        // holds.
-        let per_class = (SAMPLE_CAPACITY / g.len()).min(a.shots.unwrap_or(usize::MAX));
+    for (ti, (t, g)) in photos.stream.tasks.iter().zip(groups).enumerate() {
+        // Every class of the group equally, interleaved: `--shots` photos each, or as many as one learn takes.
+        let per_class = (PHOTOS_PER_LEARN / g.len()).min(a.shots.unwrap_or(usize::MAX));
         let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); g.len()];
         for (i, &y) in t.train.y.iter().enumerate() {
             by_class[y].push(i);
@@ -335,20 +367,24 @@ fn field_learn(
             rand::seq::SliceRandom::shuffle(idx.as_mut_slice(), &mut rng);
             idx.truncate(per_class);
         }
+        let mut picked = Vec::new();
         for k in 0..per_class {
             for (c, idx) in by_class.iter().enumerate() {
                 if let Some(&i) = idx.get(k) {
-                    let row = t.train.x.row(i);
-                    let pixels = row.as_slice().ok_or_else(|| Error::Invalid("feature row not contiguous".into()))?;
-                    learner.add_sample(&g[c].to_string(), pixels)?;
+                    picked.push((i, c as u32));
                 }
             }
         }
-        let n = learner.buffer().len();
+        let x = t.train.x.select(Axis(0), &picked.iter().map(|p| p.0).collect::<Vec<_>>());
+        let labels: Vec<u32> = picked.iter().map(|p| p.1).collect();
+        let group_names: Vec<String> = g.iter().map(|c| c.to_string()).collect();
+        intake(&mut learner, &x, &labels, &group_names)?;
+        let (photos_taught, n) = (labels.len(), learner.buffer().len());
         let report = learner.learn()?;
         rows.push(score(&learner, ti + 1)?);
         println!(
-            "learned classes {:?} from {n} samples (α {}): accuracy over the {} classes seen, no task id: {:.2} %",
+            "learned classes {:?} from {photos_taught} photos ({n} samples with their jittered copies, α {}): \
+             accuracy over the {} classes seen, no task id: {:.2} %",
             g,
             report.alpha.map_or("–".into(), |x| format!("{x:.3}")),
             learner.classes().len(),

@@ -29,7 +29,7 @@ use crate::{Error, Result};
 
 const FLEET: &str = "demo";
 /// Photos one board takes into one learn (the daemon's sample buffer).
-const JOINT_CAPACITY: usize = 8 * 2 * firmware::daemon::SAMPLE_CAPACITY;
+const JOINT_CAPACITY: usize = 8 * 2 * firmware::daemon::PHOTOS_PER_LEARN;
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use firmware::budget::BoardProfile;
-use firmware::daemon::{DeviceLearner, SAMPLE_CAPACITY};
+use firmware::daemon::{DeviceLearner, PHOTOS_PER_LEARN};
 use firmware::data::Samples;
 use firmware::fisher::{FisherFormat, compact};
 use firmware::fleet::{FleetUpdate, MergedModel, SldaSums, merge_updates};
@@ -54,7 +54,7 @@ pub const BASE_CLASSES: [usize; 4] = [0, 1, 2, 3];
 /// The digits the fleet learns in the field.
 pub const NEW_CLASSES: [usize; 6] = [4, 5, 6, 7, 8, 9];
 /// Sample capacity of the joint learner (every board's photos at once: 8 boards × 1024).
-const JOINT_CAPACITY: usize = 8 * SAMPLE_CAPACITY;
+const JOINT_CAPACITY: usize = 8 * PHOTOS_PER_LEARN;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -148,7 +148,7 @@ pub(crate) fn deal(train_y: &[usize], n: usize, seed: u64) -> (Vec<Vec<usize>>, 
         rows.shuffle(&mut rng);
         let holders: Vec<usize> = (0..n).filter(|&d| classes[d].contains(&c)).collect();
         for (h, &d) in holders.iter().enumerate() {
-            let per = SAMPLE_CAPACITY / classes[d].len();
+            let per = PHOTOS_PER_LEARN / classes[d].len();
             photos[d].extend(rows.iter().skip(h * per).take(per));
         }
     }

@@ -7,6 +7,7 @@
 //! knows of them.
 #![warn(missing_docs)]
 
+pub mod augment;
 pub mod data;
 pub mod error;
 pub mod metrics;

@@ -34,6 +34,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::fisher::{FISHER_BATCH, FisherFormat};
+use edgelearn_core::augment::AugmentPolicy;
 use edgelearn_core::error::{Error, Result};
 use edgelearn_core::nn::{Layer, Model};
 use edgelearn_store::{CRC_LEN, HEADER_LEN};
@@ -119,6 +120,9 @@ pub struct BoardProfile {
     /// Compute threads of the learner (the `threads` key; absent: every core this machine reports). Results do
     /// not depend on it.
     pub threads: usize,
+    /// Jittered copies of the photos of a class with few photos (the `[augment]` table; absent: none), added where
+    /// the board takes photos in ([`edgelearn_core::augment::expand`]).
+    pub augment: AugmentPolicy,
 }
 
 /// The file as written, before the checks that turn it into a [`BoardProfile`].
@@ -137,6 +141,15 @@ struct RawProfile {
     #[serde(default)]
     threads: Option<i64>,
     budget: RawBudgets,
+    #[serde(default)]
+    augment: Option<RawAugment>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAugment {
+    samples_per_class: i64,
+    max_variants: i64,
 }
 
 #[derive(Deserialize)]
@@ -226,8 +239,21 @@ impl BoardProfile {
                 .filter(|&t| (1..=1024).contains(&t))
                 .ok_or_else(|| invalid("threads", format!("{t} must be between 1 and 1024")))?,
         };
+        let augment = match &raw.augment {
+            None => AugmentPolicy::OFF,
+            Some(a) => AugmentPolicy {
+                samples_per_class: usize::try_from(a.samples_per_class).ok().filter(|&v| v <= 1 << 20).ok_or_else(
+                    || invalid("augment.samples_per_class", format!("{} must be 0 to 2^20", a.samples_per_class)),
+                )?,
+                max_variants: usize::try_from(a.max_variants)
+                    .ok()
+                    .filter(|&v| v <= 1024)
+                    .ok_or_else(|| invalid("augment.max_variants", format!("{} must be 0 to 1024", a.max_variants)))?,
+            },
+        };
         Ok(Self {
             threads,
+            augment,
             name: raw.name,
             description: raw.description,
             target: raw.target,

@@ -57,6 +57,25 @@ fn every_shipped_profile_loads() {
         (nano.glibc_max.as_str(), nano.cuda_arch.as_str(), nano.fisher_format),
         ("2.27", "sm_53", FisherFormat::F16)
     );
+    // The Jetson profiles augment few-shot photos; a profile without the table does not.
+    assert_eq!(nano.augment, AugmentPolicy { samples_per_class: 250, max_variants: 24 });
+    assert!(tiny.augment.is_off());
+}
+
+#[test]
+fn the_augment_table_is_checked() {
+    let with = |t: &str| format!("{TINY}\n[augment]\n{t}\n");
+    let p = BoardProfile::parse(&with("samples_per_class = 100\nmax_variants = 9"), "x").unwrap();
+    assert_eq!((p.augment.samples_per_class, p.augment.max_variants), (100, 9));
+    for (bad, key) in [
+        ("samples_per_class = -1\nmax_variants = 9", "augment.samples_per_class"),
+        ("samples_per_class = 100\nmax_variants = 5000", "augment.max_variants"),
+    ] {
+        let e = parse_err(&with(bad));
+        assert!(matches!(&e, ProfileError::Invalid { key: k, .. } if *k == key), "{bad}: {e}");
+    }
+    let e = parse_err(&with("samples_per_class = 100"));
+    assert!(matches!(&e, ProfileError::Parse { message, .. } if message.contains("max_variants")), "{e}");
 }
 
 fn parse_err(text: &str) -> ProfileError {

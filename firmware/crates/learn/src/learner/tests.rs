@@ -23,6 +23,7 @@ fn profile(max_classes: usize, format: FisherFormat, budget: Budgets) -> BoardPr
         fisher_format: format,
         budget,
         threads: 2,
+        augment: edgelearn_core::augment::AugmentPolicy::OFF,
     }
 }
 
