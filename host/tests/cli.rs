@@ -90,6 +90,9 @@ fn device_learn_field_run_with_three_photos_per_class() {
     let (with, new_with) = run(&[]);
     assert!(with.contains("learned classes [4, 5] from 6 photos (150 samples with their jittered copies"), "{with}");
     let (without, new_without) = run(&["--no-augment"]);
-    assert!(without.contains("learned classes [4, 5] from 6 photos (6 samples with their jittered copies"), "{without}");
+    assert!(
+        without.contains("learned classes [4, 5] from 6 photos (6 samples with their jittered copies"),
+        "{without}"
+    );
     assert!(new_with > new_without, "copies {new_with} % vs photos alone {new_without} %");
 }
