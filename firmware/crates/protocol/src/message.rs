@@ -2,7 +2,23 @@
 //! below **is** the wire format (an enum is its variant index as a varint, then its fields). Append new variants at
 //! the end and bump [`PROTOCOL_VERSION`] for any other change; `docs/protocol.md` lists every message.
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A merge coefficient from the wire: `None`, or a number in `[0, 1]` (BECAME's α* is clamped there); NaN, ±∞ or
+/// anything outside is a decode error, not a value a host would show or act on.
+fn alpha_in_unit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Option::<f64>::deserialize(d)? {
+        Some(a) if !(0.0..=1.0).contains(&a) => Err(D::Error::custom(format!("alpha {a} is not in [0, 1]"))),
+        a => Ok(a),
+    }
+}
+
+/// A probability from the wire: in `[0, 1]` (NaN is not).
+fn probability<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let p = f32::deserialize(d)?;
+    if (0.0..=1.0).contains(&p) { Ok(p) } else { Err(D::Error::custom(format!("probability {p} is not in [0, 1]"))) }
+}
 
 /// Version of this message set; [`Request::Hello`] and [`Response::Hello`] exchange it.
 /// Version 2: [`Status::fleet`].
@@ -131,7 +147,8 @@ pub struct Status {
     pub rejected: u32,
     /// Samples learned over the device's life (all committed tasks).
     pub samples_learned: u64,
-    /// α of the last BECAME merge (`None` before the second task).
+    /// α of the last BECAME merge (`None` before the second task); a decoded α must be in [0, 1].
+    #[serde(deserialize_with = "alpha_in_unit")]
     pub last_alpha: Option<f64>,
     /// Budget use of the next learn, per budget.
     pub budget: Vec<BudgetUse>,
@@ -216,7 +233,8 @@ pub enum Response {
         from_inbox: u32,
         /// Inbox files set aside in `rejected/` during this learn.
         rejected: u32,
-        /// α of the merge (`None` for the first task).
+        /// α of the merge (`None` for the first task); a decoded α must be in [0, 1].
+        #[serde(deserialize_with = "alpha_in_unit")]
         alpha: Option<f64>,
         /// Time spent, in milliseconds.
         millis: u32,
@@ -229,7 +247,8 @@ pub enum Response {
         class_id: u32,
         /// Its name.
         class: String,
-        /// Softmax probability of that class.
+        /// Softmax probability of that class; a decoded one must be in [0, 1].
+        #[serde(deserialize_with = "probability")]
         confidence: f32,
     },
     /// Variant 6: A chunk of the exported ONNX model.

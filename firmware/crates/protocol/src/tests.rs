@@ -130,6 +130,40 @@ fn every_command_and_reply_survives_a_frame_round_trip() {
     }
 }
 
+/// A reply whose α or confidence is NaN, ±∞ or outside [0, 1] encodes (the sender is not trusted to check) but
+/// does not decode: a typed error, never a number a host would print or act on.
+#[test]
+fn a_reply_with_a_non_finite_or_out_of_range_alpha_or_confidence_is_refused() {
+    let learned =
+        |alpha| Response::Learned { task: 1, generation: 2, samples: 3, from_inbox: 0, rejected: 0, alpha, millis: 4 };
+    let prediction = |confidence| Response::Prediction { class_id: 1, class: "1".into(), confidence };
+    for bad in [
+        learned(Some(f64::NAN)),
+        learned(Some(f64::INFINITY)),
+        learned(Some(-0.5)),
+        learned(Some(1.5)),
+        prediction(f32::NAN),
+        prediction(2.0),
+        Response::Status(Status { last_alpha: Some(f64::NEG_INFINITY), ..status_of(&every_response()) }),
+    ] {
+        let frame = encode_frame_vec(&Reply { seq: 1, response: bad.clone() }).unwrap();
+        let err = decode_frame::<Reply>(&mut body(&frame)).unwrap_err();
+        assert!(matches!(err, FrameError::Decode(_)), "{bad:?}: {err}");
+    }
+    for good in [learned(None), learned(Some(0.0)), learned(Some(1.0)), prediction(0.0), prediction(1.0)] {
+        let reply = Reply { seq: 2, response: good };
+        let frame = encode_frame_vec(&reply).unwrap();
+        assert_eq!(decode_frame::<Reply>(&mut body(&frame)).unwrap(), reply);
+    }
+}
+
+fn status_of(responses: &[Response]) -> Status {
+    responses
+        .iter()
+        .find_map(|r| if let Response::Status(s) = r { Some(s.clone()) } else { None })
+        .expect("every_response has a Status")
+}
+
 #[test]
 fn frame_layout_is_cobs_of_postcard_then_crc32c_le() {
     let cmd = Command { seq: 300, request: Request::ExportOnnx { offset: 5 } };
