@@ -25,7 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 use crate::error::{Error, Result};
 use crate::protocol::Image;
@@ -85,6 +85,9 @@ pub struct Preprocess {
     pub mean: f32,
     /// Standard deviation divided by.
     pub std: f32,
+    /// Grey level (0–255) a transparent pixel is composited onto: 0, the black of MNIST's background, unless
+    /// set otherwise (a model trained on photos on white takes 255).
+    pub background: u8,
 }
 
 fn img_err(source: &str, reason: impl std::fmt::Display) -> Error {
@@ -119,7 +122,7 @@ impl Preprocess {
         let (Some(height), Some(width)) = (side(h), side(w)) else {
             return Err(Error::Config(format!("model input shape {shape:?}: bad image size")));
         };
-        Ok(Self { channels, height, width, mean, std })
+        Ok(Self { channels, height, width, mean, std, background: 0 })
     }
 
     /// Values per model input.
@@ -132,7 +135,12 @@ impl Preprocess {
         self.len() == 0
     }
 
-    /// Decode a PNG or JPEG file's bytes (`source` names it in errors) into a model input.
+    /// Decode a PNG or JPEG file's bytes (`source` names it in errors) into a model input, as a viewer shows
+    /// the photo: the format is read from the content (not the file name), the EXIF orientation is applied, a
+    /// transparent pixel is composited onto [`Preprocess::background`], any bit depth, palette or colour model
+    /// (grey, RGB, CMYK) is converted. A JPEG without its end-of-image marker (a file cut short) is refused rather
+    /// than learned with its missing part made up; so is a picture whose side exceeds [`MAX_SIDE`] or whose pixels
+    /// would take more than [`MAX_DECODED_BYTES`].
     pub fn decode(&self, bytes: &[u8], source: &str) -> Result<Vec<f32>> {
         let mut reader =
             ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| img_err(source, e))?;
@@ -141,11 +149,39 @@ impl Preprocess {
         limits.max_image_height = Some(MAX_SIDE);
         limits.max_alloc = Some(MAX_DECODED_BYTES);
         reader.limits(limits);
-        if reader.format().is_none() {
-            return Err(img_err(source, "not a PNG or JPEG image"));
+        let format = reader.format().ok_or_else(|| img_err(source, "not a PNG or JPEG image"))?;
+        if format == image::ImageFormat::Jpeg && !ends_with_jpeg_eoi(bytes) {
+            return Err(img_err(source, "truncated JPEG: no end-of-image marker (FF D9) at the end of the file"));
         }
-        let img = reader.decode().map_err(|e| img_err(source, e))?;
-        Ok(self.tensor(img))
+        let mut decoder = reader.into_decoder().map_err(|e| img_err(source, e))?;
+        let total = decoder.total_bytes();
+        if total > MAX_DECODED_BYTES {
+            return Err(img_err(
+                source,
+                format!("its pixels take {total} bytes, over the limit of {MAX_DECODED_BYTES} bytes"),
+            ));
+        }
+        let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+        let mut img = DynamicImage::from_decoder(decoder).map_err(|e| img_err(source, e))?;
+        img.apply_orientation(orientation);
+        Ok(self.tensor(self.composited(img)))
+    }
+
+    /// `img` with its alpha channel (if any) composited onto the background: `c·a + bg·(1 − a)`.
+    fn composited(&self, img: DynamicImage) -> DynamicImage {
+        if !img.color().has_alpha() {
+            return img;
+        }
+        let mut rgba = img.into_rgba32f();
+        let bg = f32::from(self.background) / 255.0;
+        for px in rgba.pixels_mut() {
+            let a = px[3].clamp(0.0, 1.0);
+            for c in 0..3 {
+                px[c] = px[c] * a + bg * (1.0 - a);
+            }
+            px[3] = 1.0;
+        }
+        DynamicImage::ImageRgb8(DynamicImage::ImageRgba32F(rgba).into_rgb8())
     }
 
     /// A raw image sent over the link (grey or RGB bytes) into a model input.
@@ -199,6 +235,14 @@ impl Preprocess {
             out
         }
     }
+}
+
+/// True when the JPEG bytes end with the end-of-image marker `FF D9`, after any trailing zero or whitespace
+/// padding some writers add. A file cut short (an interrupted copy) lacks it; the decoder would otherwise fill the
+/// missing rows with grey.
+fn ends_with_jpeg_eoi(bytes: &[u8]) -> bool {
+    let end = bytes.iter().rposition(|&b| !matches!(b, 0 | b' ' | b'\t' | b'\r' | b'\n')).map_or(0, |i| i + 1);
+    bytes[..end].ends_with(&[0xFF, 0xD9])
 }
 
 /// True for a file name the camera tool may still be writing (or a hidden file): left alone.

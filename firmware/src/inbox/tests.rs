@@ -301,3 +301,85 @@ fn in_progress_names() {
         assert!(!is_in_progress(n), "{n}");
     }
 }
+
+/// The photo files of `firmware/testdata/photos` (made by `scripts/make-photo-fixtures.py` with Pillow): a
+/// 40 × 30 dark picture (grey 20) with a bright (230) 10 × 10 block in its top-left corner as a viewer shows it.
+fn fixture(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/photos").join(name);
+    fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (checked-in test file)", p.display()))
+}
+
+/// Photos as users have them (issue 31 item 5) decode to the picture a viewer shows: grey + alpha (the transparent
+/// half composited onto the black background, though its hidden colour is white), palette, 16-bit grey, CMYK and
+/// progressive JPEG, a JPEG whose EXIF orientation turns it, a 1 × 1 picture (stretched), and a PNG named `.jpg`.
+#[test]
+fn photos_in_every_format_users_have_decode_to_what_a_viewer_shows() {
+    let pre = Preprocess::for_input_shape(&[1, 30, 40], 0.0, 1.0).unwrap();
+    let at = |x: &[f32], r: usize, c: usize| x[r * 40 + c];
+    for name in ["palette.png", "grey16.png", "cmyk.jpg", "progressive.jpg", "exif-rotated.jpg", "png-named.jpg"] {
+        let x = pre.decode(&fixture(name), name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(x.len(), 30 * 40);
+        // Inside the block, away from its edge (JPEG rings at edges), and in the dark field.
+        for (r, c) in [(2, 2), (5, 5), (7, 3)] {
+            assert!((at(&x, r, c) - 230.0 / 255.0).abs() < 0.08, "{name}: block at ({r}, {c}) = {}", at(&x, r, c));
+        }
+        for (r, c) in [(20, 30), (25, 5), (3, 35), (15, 20)] {
+            assert!((at(&x, r, c) - 20.0 / 255.0).abs() < 0.08, "{name}: field at ({r}, {c}) = {}", at(&x, r, c));
+        }
+    }
+    let x = pre.decode(&fixture("grey-alpha.png"), "grey-alpha.png").unwrap();
+    assert!((at(&x, 5, 5) - 230.0 / 255.0).abs() < 0.01 && (at(&x, 20, 10) - 20.0 / 255.0).abs() < 0.01);
+    assert!((20..40).all(|c| at(&x, 15, c).abs() < 1e-6), "the transparent half is the background: {:?}", &x[600..640]);
+    let white = Preprocess { background: 255, ..pre.clone() };
+    let x = white.decode(&fixture("grey-alpha.png"), "grey-alpha.png").unwrap();
+    assert!((20..40).all(|c| (at(&x, 15, c) - 1.0).abs() < 1e-6));
+    let x = pre.decode(&fixture("one-pixel.png"), "one-pixel.png").unwrap();
+    assert!(x.iter().all(|v| (v - 200.0 / 255.0).abs() < 1e-6));
+}
+
+/// A JPEG cut short, an empty file, text named `.jpg` and a 20 000 × 20 000 picture are image errors with a
+/// reason; in an inbox each is moved to `rejected/` with that reason in the log, its bytes kept, while the good
+/// photos beside them load.
+#[test]
+fn unusable_photos_are_rejected_with_their_reason_and_good_ones_load() {
+    let pre = mnist_pre();
+    for (name, says) in [
+        ("truncated.jpg", "truncated JPEG"),
+        ("empty.jpg", "not a PNG or JPEG"),
+        ("not-an-image.jpg", "not a PNG or JPEG"),
+        ("huge-20000.png", "limit"),
+    ] {
+        match pre.decode(&fixture(name), name) {
+            Err(Error::Image { source_name, reason }) => {
+                assert_eq!(source_name, name);
+                assert!(reason.contains(says), "{name}: {reason}");
+            }
+            other => panic!("{name}: expected an image error, got {:?}", other.map(|x| x.len())),
+        }
+    }
+    let root = scratch("formats");
+    let inbox = Inbox::open(&root).unwrap();
+    let names = ["truncated.jpg", "empty.jpg", "not-an-image.jpg", "huge-20000.png", "cmyk.jpg", "exif-rotated.jpg"];
+    for name in names {
+        put(&root, "cup", name, &fixture(name));
+    }
+    let (mut loaded, mut rejected) = (Vec::new(), Vec::new());
+    for f in inbox.pending().unwrap() {
+        match inbox.load(&f, &pre) {
+            Ok(p) => loaded.push(p.id.name.clone()),
+            Err(e @ Error::Image { .. }) => {
+                let dst = inbox.reject(&f, &e.to_string()).unwrap();
+                assert_eq!(fs::read(&dst).unwrap(), fixture(dst.file_name().unwrap().to_str().unwrap()));
+                rejected.push(f.path.file_name().unwrap().to_string_lossy().to_string());
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    loaded.sort();
+    rejected.sort();
+    assert_eq!(loaded, ["cmyk.jpg", "exif-rotated.jpg"]);
+    assert_eq!(rejected, ["empty.jpg", "huge-20000.png", "not-an-image.jpg", "truncated.jpg"]);
+    let log = fs::read_to_string(root.join(REJECTED).join(REJECTED_LOG)).unwrap();
+    assert!(log.contains("truncated.jpg") && log.contains("truncated JPEG"), "{log}");
+    let _ = fs::remove_dir_all(&root);
+}
