@@ -5,8 +5,8 @@
 //!
 //! The file is split at its 1280-d pooled features (`features`, also what `last:1` picks): the convolutions run in
 //! tract as the frozen prefix, the 1000-way classifier becomes the native trainable head. Each photo is prepared by
-//! the preprocessing spec beside the file (`efficientnet-lite0.preprocess.json`, a copy of the one in `models/`):
-//! decoded by the `image` crate, stretched to 224 × 224 with `FilterType::Triangle` (the resampling that
+//! the board's own preprocessing (`firmware::inbox::Preprocess::from_spec`) from the spec beside the file
+//! (`efficientnet-lite0.preprocess.json`, a copy of the one in `models/`): decoded by the `image` crate, stretched to 224 × 224 with `FilterType::Triangle` (the resampling that
 //! `scripts/fetch-backbone-lite0.py check` re-implements for onnxruntime), normalised as `(x − 127) / 128`, NCHW,
 //! RGB. onnxruntime on the same file: 17/20 top-1, 20/20 top-5.
 //!
@@ -16,9 +16,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use firmware::inbox::Preprocess;
 use firmware::nn::Mode;
 use firmware::onnx::{Cut, OnnxModel};
-use image::imageops::FilterType;
 use ndarray::{Array2, Axis};
 
 /// The tensor Lite0 is cut at: its global-average-pooled 1280-d features.
@@ -52,81 +52,6 @@ fn photos(dir: &Path) -> Vec<(PathBuf, usize)> {
     out
 }
 
-/// The preprocessing spec beside a model file (`models/README.md`, "Preprocessing specs"), the fields this test
-/// implements.
-struct Spec {
-    layout_nchw: bool,
-    height: u32,
-    width: u32,
-    bgr: bool,
-    scale: f32,
-    mean: [f32; 3],
-    std: [f32; 3],
-    background: [u8; 3],
-    resize: (u32, u32),
-}
-
-impl Spec {
-    fn read(path: &Path) -> Self {
-        let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("{}: {e}; run `bash scripts/fetch-data.sh`", path.display()));
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["format"], "edgelearn-preprocess/1");
-        assert_eq!(v["resize"]["fit"], "stretch");
-        assert_eq!(v["resize"]["filter"], "triangle");
-        assert_eq!(v["crop"], "center");
-        let dim = |x: &serde_json::Value| u32::try_from(x.as_u64().unwrap()).unwrap();
-        let three = |x: &serde_json::Value| -> [f32; 3] {
-            let a: Vec<f32> = x.as_array().unwrap().iter().map(|m| m.as_f64().unwrap() as f32).collect();
-            a.try_into().unwrap()
-        };
-        Spec {
-            layout_nchw: v["layout"] == "NCHW",
-            height: dim(&v["height"]),
-            width: dim(&v["width"]),
-            bgr: match v["channels"].as_str() {
-                Some("RGB") => false,
-                Some("BGR") => true,
-                other => panic!("channels {other:?} not handled here"),
-            },
-            scale: v["scale"].as_f64().unwrap() as f32,
-            mean: three(&v["mean"]),
-            std: three(&v["std"]),
-            background: if v["alpha"] == "black" { [0; 3] } else { [255; 3] },
-            resize: (dim(&v["resize"]["height"]), dim(&v["resize"]["width"])),
-        }
-    }
-
-    /// One photo as the model's input row: alpha composited on the background, stretched to the resize size with
-    /// the triangle filter (8 bits), centre-cropped, `(p·scale − mean) / std` per channel, in the spec's layout.
-    fn input(&self, path: &Path) -> Vec<f32> {
-        let rgba = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgba8();
-        let rgb = image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-            let p = rgba.get_pixel(x, y).0;
-            let a = u16::from(p[3]);
-            image::Rgb(std::array::from_fn(|c| {
-                ((u16::from(p[c]) * a + u16::from(self.background[c]) * (255 - a) + 127) / 255) as u8
-            }))
-        });
-        let (rh, rw) = self.resize;
-        let resized = image::imageops::resize(&rgb, rw, rh, FilterType::Triangle);
-        let (top, left) = ((rh - self.height) / 2, (rw - self.width) / 2);
-        let (h, w) = (self.height as usize, self.width as usize);
-        let mut out = vec![0.0f32; 3 * h * w];
-        for y in 0..h {
-            for x in 0..w {
-                let p = resized.get_pixel(left + x as u32, top + y as u32).0;
-                for c in 0..3 {
-                    let v = f32::from(p[if self.bgr { 2 - c } else { c }]);
-                    let i = if self.layout_nchw { (c * h + y) * w + x } else { (y * w + x) * 3 + c };
-                    out[i] = (v * self.scale - self.mean[c]) / self.std[c];
-                }
-            }
-        }
-        out
-    }
-}
-
 /// Indices of the five largest values, largest first.
 fn top5(row: &[f32]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..row.len()).collect();
@@ -140,8 +65,11 @@ fn lite0_classifies_foolbox_imagenet_photos_in_tract() {
     let data = host::data::data_dir();
     let model = required(data.join("efficientnet-lite0/efficientnet-lite0.onnx"));
     let photos = photos(&required(data.join("imagenet-samples")));
-    let spec = Spec::read(&required(data.join("efficientnet-lite0/efficientnet-lite0.preprocess.json")));
-    assert_eq!((spec.height, spec.width, spec.layout_nchw, spec.bgr), (224, 224, true, false));
+    // The board's own preprocessing (`firmware::inbox::Preprocess`), from the spec beside the file.
+    let spec_path = required(data.join("efficientnet-lite0/efficientnet-lite0.preprocess.json"));
+    let (pre, _) = Preprocess::discover(&model, None).unwrap().expect("the spec beside the model");
+    assert_eq!(pre, Preprocess::from_spec(&std::fs::read_to_string(&spec_path).unwrap(), "lite0").unwrap());
+    assert_eq!((pre.input_shape(), pre.bgr, pre.background), ([3, 224, 224], false, 255));
 
     let file = OnnxModel::open(&model).unwrap();
     assert_eq!(file.input_name(), "input");
@@ -165,7 +93,10 @@ fn lite0_classifies_foolbox_imagenet_photos_in_tract() {
     );
 
     let t1 = Instant::now();
-    let rows: Vec<f32> = photos.iter().flat_map(|(p, _)| spec.input(p)).collect();
+    let rows: Vec<f32> = photos
+        .iter()
+        .flat_map(|(p, _)| pre.decode(&std::fs::read(p).unwrap(), &p.display().to_string()).unwrap())
+        .collect();
     let x = Array2::from_shape_vec((photos.len(), 3 * 224 * 224), rows).unwrap();
     let decode = t1.elapsed().as_secs_f64() / photos.len() as f64;
 

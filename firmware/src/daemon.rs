@@ -165,7 +165,35 @@ impl Device {
             Some(p) => p.input_shape().to_vec(),
             None => base.trainable.input_shape.clone(),
         };
-        let pre = Preprocess::for_input_shape(&shape, cfg.norm.0, cfg.norm.1)?;
+        // The preprocessing spec: `--preprocess FILE`, else the one in the model file's metadata, else
+        // `<model>.preprocess.json` beside it, else `--norm` on the model's input shape.
+        let embedded = file
+            .proto()
+            .metadata_props
+            .iter()
+            .find(|p| p.key == crate::inbox::SPEC_METADATA_KEY)
+            .map(|p| p.value.clone());
+        let spec = match &cfg.preprocess {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| Error::Io { context: format!("reading {}", path.display()), source })?;
+                Some((Preprocess::from_spec(&text, &path.display().to_string())?, path.display().to_string()))
+            }
+            None => Preprocess::discover(&cfg.model, embedded.as_deref())?,
+        };
+        let pre = match spec {
+            Some((pre, origin)) => {
+                let want = pre.input_shape();
+                if shape.iter().product::<usize>() != pre.len() || (shape.len() == 3 && shape != want) {
+                    return Err(Error::Config(format!(
+                        "preprocessing spec {origin} makes {want:?} inputs, the model takes {shape:?}"
+                    )));
+                }
+                tracing::info!(spec = %origin, "preprocessing from the model's spec");
+                pre
+            }
+            None => Preprocess::for_input_shape(&shape, cfg.norm.0, cfg.norm.1)?,
+        };
         if pre.len() != base.input_len() {
             return Err(Error::Config(format!("model input {shape:?} vs {} values", base.input_len())));
         }

@@ -72,41 +72,62 @@ pub struct LoadedPhoto {
     pub input: Vec<f32>,
 }
 
-/// How pictures become model inputs: channel count, size and normalisation of the model's input.
+/// How pictures become model inputs (the preprocessing spec that travels with a model, `models/README.md`,
+/// "Preprocessing specs"; [`Preprocess::from_spec`]): transparency composited onto `background`, the picture
+/// stretched to `resize` (bilinear, 8 bits per channel), centre-cropped to `height × width`, each value
+/// `(p · scale − mean[c]) / std[c]`, written in the model's layout and channel order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocess {
-    /// 1 (grey) or 3 (RGB, channel-major planes).
+    /// 1 (grey) or 3 (colour).
     pub channels: usize,
     /// Input height.
     pub height: u32,
     /// Input width.
     pub width: u32,
-    /// Mean subtracted from `p/255`.
-    pub mean: f32,
-    /// Standard deviation divided by.
-    pub std: f32,
+    /// Multiplies the 8-bit pixel value before the mean is subtracted (`1/255` for `p/255`).
+    pub scale: f32,
+    /// Per channel (in the model's channel order), subtracted after `scale`; a grey model uses the first.
+    pub mean: [f32; 3],
+    /// Per channel, divided by.
+    pub std: [f32; 3],
     /// Grey level (0–255) a transparent pixel is composited onto: 0, the black of MNIST's background, unless
     /// set otherwise (a model trained on photos on white takes 255).
     pub background: u8,
+    /// Size (height, width) the picture is stretched to before the centre crop; `(height, width)`: no crop.
+    pub resize: (u32, u32),
+    /// Colour channels in B, G, R order (Caffe models) instead of R, G, B.
+    pub bgr: bool,
+    /// Values laid out `H × W × C` (NHWC) instead of channel-major planes (NCHW).
+    pub channels_last: bool,
 }
 
 fn img_err(source: &str, reason: impl std::fmt::Display) -> Error {
     Error::Image { source_name: source.to_string(), reason: reason.to_string() }
 }
 
+/// A side of a model input or resize: 1 to [`MAX_SIDE`].
+pub(crate) fn side(v: usize) -> Option<u32> {
+    u32::try_from(v).ok().filter(|&s| s > 0 && s <= MAX_SIDE)
+}
+
 impl Preprocess {
     /// The model input's image layout (what [`crate::augment`] jitters).
     pub fn shape(&self) -> crate::augment::ImageShape {
-        crate::augment::ImageShape { channels: self.channels, height: self.height as usize, width: self.width as usize }
+        crate::augment::ImageShape {
+            channels: self.channels,
+            height: self.height as usize,
+            width: self.width as usize,
+            channels_last: self.channels_last,
+        }
     }
 
     /// For a model whose per-sample input shape is `[C, H, W]` (C = 1 or 3), `[H, W]`, or flat `[N]` with N a
-    /// square (a flattened grey image), normalised with `mean` / `std`.
+    /// square (a flattened grey image), normalised as `(p/255 − mean) / std` on every channel, RGB, NCHW, no
+    /// crop, transparency onto black: what a model without a spec gets (`firmware daemon --norm`).
     pub fn for_input_shape(shape: &[usize], mean: f32, std: f32) -> Result<Self> {
         if !(std.is_finite() && std > 0.0 && mean.is_finite()) {
             return Err(Error::Config(format!("normalisation mean {mean} / std {std}")));
         }
-        let side = |v: usize| u32::try_from(v).ok().filter(|&s| s > 0 && s <= MAX_SIDE);
         let (channels, h, w) = match *shape {
             [c, h, w] if c == 1 || c == 3 => (c, h, w),
             [h, w] => (1, h, w),
@@ -122,7 +143,25 @@ impl Preprocess {
         let (Some(height), Some(width)) = (side(h), side(w)) else {
             return Err(Error::Config(format!("model input shape {shape:?}: bad image size")));
         };
-        Ok(Self { channels, height, width, mean, std, background: 0 })
+        Ok(Self {
+            channels,
+            height,
+            width,
+            scale: 1.0 / 255.0,
+            mean: [mean; 3],
+            std: [std; 3],
+            background: 0,
+            resize: (height, width),
+            bgr: false,
+            channels_last: false,
+        })
+    }
+
+    /// The per-sample input shape the model must have for this preprocessing: `[C, H, W]`, or `[H, W, C]` when
+    /// channels come last.
+    pub fn input_shape(&self) -> [usize; 3] {
+        let (c, h, w) = (self.channels, self.height as usize, self.width as usize);
+        if self.channels_last { [h, w, c] } else { [c, h, w] }
     }
 
     /// Values per model input.
@@ -172,16 +211,15 @@ impl Preprocess {
         if !img.color().has_alpha() {
             return img;
         }
-        let mut rgba = img.into_rgba32f();
-        let bg = f32::from(self.background) / 255.0;
-        for px in rgba.pixels_mut() {
-            let a = px[3].clamp(0.0, 1.0);
-            for c in 0..3 {
-                px[c] = px[c] * a + bg * (1.0 - a);
-            }
-            px[3] = 1.0;
-        }
-        DynamicImage::ImageRgb8(DynamicImage::ImageRgba32F(rgba).into_rgb8())
+        // 8 bits per channel, rounded: `(p·a + bg·(255 − a) + 127) / 255`.
+        let rgba = img.into_rgba8();
+        let bg = u16::from(self.background);
+        let rgb = image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+            let p = rgba.get_pixel(x, y).0;
+            let a = u16::from(p[3]);
+            image::Rgb(std::array::from_fn(|c| ((u16::from(p[c]) * a + bg * (255 - a) + 127) / 255) as u8))
+        });
+        DynamicImage::ImageRgb8(rgb)
     }
 
     /// A raw image sent over the link (grey or RGB bytes) into a model input.
@@ -210,30 +248,39 @@ impl Preprocess {
     }
 
     fn tensor(&self, img: DynamicImage) -> Vec<f32> {
-        let (w, h) = (self.width, self.height);
-        let norm = |p: u8| (f32::from(p) / 255.0 - self.mean) / self.std;
+        let (h, w) = (self.height as usize, self.width as usize);
+        let (rh, rw) = self.resize;
+        let (top, left) = (rh.saturating_sub(self.height) / 2, rw.saturating_sub(self.width) / 2);
         let filter = image::imageops::FilterType::Triangle;
+        let mut out = vec![0.0f32; self.len()];
         if self.channels == 1 {
             let mut g = img.into_luma8();
-            if g.dimensions() != (w, h) {
-                g = image::imageops::resize(&g, w, h, filter);
+            if g.dimensions() != (rw, rh) {
+                g = image::imageops::resize(&g, rw, rh, filter);
             }
-            g.into_raw().into_iter().map(norm).collect()
-        } else {
-            let mut rgb = img.into_rgb8();
-            if rgb.dimensions() != (w, h) {
-                rgb = image::imageops::resize(&rgb, w, h, filter);
-            }
-            let plane = (w * h) as usize;
-            let raw = rgb.into_raw();
-            let mut out = vec![0.0; 3 * plane];
-            for (i, px) in raw.chunks_exact(3).enumerate() {
-                for c in 0..3 {
-                    out[c * plane + i] = norm(px[c]);
+            for y in 0..h {
+                for x in 0..w {
+                    let p = f32::from(g.get_pixel(left + x as u32, top + y as u32).0[0]);
+                    out[y * w + x] = (p * self.scale - self.mean[0]) / self.std[0];
                 }
             }
-            out
+        } else {
+            let mut rgb = img.into_rgb8();
+            if rgb.dimensions() != (rw, rh) {
+                rgb = image::imageops::resize(&rgb, rw, rh, filter);
+            }
+            for y in 0..h {
+                for x in 0..w {
+                    let px = rgb.get_pixel(left + x as u32, top + y as u32).0;
+                    for c in 0..3 {
+                        let p = f32::from(px[if self.bgr { 2 - c } else { c }]);
+                        let i = if self.channels_last { (y * w + x) * 3 + c } else { (c * h + y) * w + x };
+                        out[i] = (p * self.scale - self.mean[c]) / self.std[c];
+                    }
+                }
+            }
         }
+        out
     }
 }
 
@@ -432,6 +479,9 @@ impl Inbox {
         Ok(done.len())
     }
 }
+
+mod spec;
+pub use spec::{SPEC_FORMAT, SPEC_METADATA_KEY, sidecar_path};
 
 #[cfg(test)]
 mod tests;

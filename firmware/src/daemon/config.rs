@@ -14,7 +14,9 @@ Runs the device: serial protocol, learn button, status LED, inbox folder. Stops 
   --baud N              line speed of --serial (default: leave as is)
   --cut CUT             where the frozen prefix ends: last:K, a tensor name or input (default last:2)
   --classes A,B,...     names of the model's existing outputs (default 0,1,...)
-  --norm MEAN,STD       pixel normalisation (p/255 - MEAN)/STD of the model's training data (default 0.1307,0.3081)
+  --preprocess FILE     the model's preprocessing spec (edgelearn-preprocess/1 JSON; default: the one in the
+                        model file's metadata, else <model>.preprocess.json beside it, else --norm)
+  --norm MEAN,STD       pixel normalisation (p/255 - MEAN)/STD of a model without a spec (default 0.1307,0.3081)
   --epochs N            epochs per learning stage (default 3)
   --lr X                learning rate (default 0.01)
   --batch N             batch size (default 10)
@@ -58,8 +60,11 @@ pub struct Config {
     pub cut: String,
     /// Names of the model's existing outputs.
     pub classes: Option<Vec<String>>,
-    /// Pixel normalisation (mean, std).
+    /// Pixel normalisation (mean, std) of a model without a preprocessing spec.
     pub norm: (f32, f32),
+    /// The model's preprocessing spec (`--preprocess`; default: the one in the model file's metadata or
+    /// `<model>.preprocess.json` beside it, [`crate::inbox::Preprocess::discover`]).
+    pub preprocess: Option<PathBuf>,
     /// Epochs per stage.
     pub epochs: usize,
     /// Learning rate.
@@ -121,6 +126,7 @@ impl Config {
             cut: "last:2".into(),
             classes: None,
             norm: (0.1307, 0.3081),
+            preprocess: None,
             epochs: 3,
             lr: 0.01,
             batch: 10,
@@ -175,6 +181,7 @@ impl Config {
                     }
                     c.norm = (m, s);
                 }
+                "--preprocess" => c.preprocess = Some(PathBuf::from(value()?)),
                 "--epochs" => c.epochs = num(flag, &value()?)?,
                 "--lr" => c.lr = num(flag, &value()?)?,
                 "--batch" => c.batch = num(flag, &value()?)?,

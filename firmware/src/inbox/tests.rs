@@ -383,3 +383,91 @@ fn unusable_photos_are_rejected_with_their_reason_and_good_ones_load() {
     assert!(log.contains("truncated.jpg") && log.contains("truncated JPEG"), "{log}");
     let _ = fs::remove_dir_all(&root);
 }
+
+fn shipped_spec(name: &str) -> Preprocess {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(name);
+    Preprocess::from_spec(&fs::read_to_string(&p).unwrap(), name).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The specs in `models/` parse to what their models were trained with; the MNIST CNN's is what the daemon used
+/// before specs (`for_input_shape` with MNIST's mean and std).
+#[test]
+fn the_shipped_specs_parse() {
+    let mnist = shipped_spec("mnist-cnn-0123.preprocess.json");
+    assert_eq!(mnist, Preprocess::for_input_shape(&[1, 28, 28], MEAN, STD).unwrap());
+    let nsfw = shipped_spec("open_nsfw.preprocess.json");
+    assert_eq!((nsfw.input_shape(), nsfw.bgr, nsfw.resize, nsfw.background), ([224, 224, 3], true, (256, 256), 255));
+    assert_eq!((nsfw.scale, nsfw.mean, nsfw.std), (1.0, [104.0, 117.0, 123.0], [1.0; 3]));
+    let lite0 = shipped_spec("efficientnet-lite0.preprocess.json");
+    assert_eq!((lite0.input_shape(), lite0.bgr, lite0.mean, lite0.std), ([3, 224, 224], false, [127.0; 3], [128.0; 3]));
+}
+
+/// NHWC, BGR and the centre crop put each pixel where the model expects it: a 4 × 4 picture whose pixel (y, x)
+/// has R = 10y + x, G = 100, B = 200, through a spec with no resize and a 2 × 2 crop.
+#[test]
+fn a_spec_lays_out_crops_and_orders_channels() {
+    let img = image::RgbImage::from_fn(4, 4, |x, y| image::Rgb([(10 * y + x) as u8, 100, 200]));
+    let bytes = encode(&DynamicImage::ImageRgb8(img), image::ImageFormat::Png);
+    let spec = r#"{"format": "edgelearn-preprocess/1", "layout": "NHWC", "height": 2, "width": 2, "channels": "BGR",
+        "scale": 1.0, "mean": [0, 0, 0], "std": [1, 1, 2], "alpha": "white", "crop": "center",
+        "resize": {"height": 4, "width": 4, "fit": "stretch", "filter": "triangle"}, "notes": "test"}"#;
+    let pre = Preprocess::from_spec(spec, "t").unwrap();
+    let x = pre.decode(&bytes, "t.png").unwrap();
+    // Rows 1–2, columns 1–2 of the picture; per pixel B, G, R / 2.
+    assert_eq!(x, [200.0, 100.0, 5.5, 200.0, 100.0, 6.0, 200.0, 100.0, 10.5, 200.0, 100.0, 11.0]);
+    let planar = Preprocess { channels_last: false, bgr: false, ..pre };
+    let x = planar.decode(&bytes, "t.png").unwrap();
+    assert_eq!(x, [11.0, 12.0, 21.0, 22.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0]);
+}
+
+/// Every value the reader does not implement, and every out-of-range number, is a config error naming its
+/// field; nothing is guessed.
+#[test]
+fn a_bad_spec_is_a_typed_error_naming_its_field() {
+    let good =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/open_nsfw.preprocess.json")).unwrap();
+    assert!(Preprocess::from_spec(&good, "ok").is_ok());
+    for (from, to, field) in [
+        ("\"edgelearn-preprocess/1\"", "\"edgelearn-preprocess/2\"", "format"),
+        ("\"NHWC\"", "\"CHWN\"", "layout"),
+        ("\"BGR\"", "\"YUV\"", "channels"),
+        ("\"white\"", "\"grey\"", "alpha"),
+        ("\"stretch\"", "\"letterbox\"", "resize.fit"),
+        ("\"triangle\"", "\"lanczos\"", "resize.filter"),
+        ("\"crop\": \"center\"", "\"crop\": \"random\"", "crop"),
+        ("\"scale\": 1.0", "\"scale\": -1.0", "scale"),
+        ("[104.0, 117.0, 123.0]", "[104.0, 117.0]", "mean"),
+        ("\"std\": [1.0, 1.0, 1.0]", "\"std\": [1.0, 0.0, 1.0]", "std"),
+        ("\"height\": 256", "\"height\": 100", "resize"),
+        ("\"height\": 224", "\"height\": 0", "height/width"),
+        ("\"format\"", "\"formt\"", "JSON"),
+    ] {
+        assert!(good.contains(from), "{from}");
+        match Preprocess::from_spec(&good.replacen(from, to, 1), "bad.json") {
+            Err(Error::Config(m)) => assert!(m.contains(field) && m.contains("bad.json"), "{to}: {m}"),
+            other => panic!("{to}: expected a config error, got {other:?}"),
+        }
+    }
+}
+
+/// The spec embedded in a model file wins over the one beside it; with neither there is none.
+#[test]
+fn a_spec_is_discovered_in_the_file_then_beside_it() {
+    let dir = scratch("spec");
+    let model = dir.join("m.onnx");
+    assert_eq!(sidecar_path(&model), dir.join("m.preprocess.json"));
+    assert!(Preprocess::discover(&model, None).unwrap().is_none());
+    let mnist =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-cnn-0123.preprocess.json"))
+            .unwrap();
+    let nsfw =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/open_nsfw.preprocess.json")).unwrap();
+    fs::write(dir.join("m.preprocess.json"), &mnist).unwrap();
+    let (pre, origin) = Preprocess::discover(&model, None).unwrap().unwrap();
+    assert_eq!((pre.channels, origin.ends_with("m.preprocess.json")), (1, true));
+    let (pre, origin) = Preprocess::discover(&model, Some(&nsfw)).unwrap().unwrap();
+    assert_eq!((pre.channels_last, origin.contains(SPEC_METADATA_KEY)), (true, true));
+    fs::write(dir.join("m.preprocess.json"), "{").unwrap();
+    assert!(matches!(Preprocess::discover(&model, None), Err(Error::Config(_))));
+    let _ = fs::remove_dir_all(&dir);
+}

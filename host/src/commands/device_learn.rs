@@ -181,7 +181,7 @@ pub fn run(a: &DeviceLearnArgs) -> Result<()> {
         let labels: Vec<usize> =
             rows.iter().filter_map(|&i| base_classes.iter().position(|&c| c == ds.train_y[i])).collect();
         let provision = Samples::new(ds.train_x.select(Axis(0), &rows), labels)?;
-        let shape = ImageShape { channels: ds.channels, height: ds.rows, width: ds.cols };
+        let shape = ImageShape { channels: ds.channels, height: ds.rows, width: ds.cols, channels_last: false };
         let photos = Photos { dm: &dm, shape, provision: &provision, stream: &stream };
         field_learn(a, base_model, &base_classes, &photos, base, &fstream, &groups)?;
     }

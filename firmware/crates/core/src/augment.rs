@@ -68,15 +68,18 @@ impl Default for Jitter {
     }
 }
 
-/// The image layout the jitter works on: `channels` planes of `height × width` values, channel-major.
+/// The image layout the jitter works on: `channels` planes of `height × width` values, channel-major (NCHW), or
+/// with `channels_last` the channels of each pixel together (NHWC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageShape {
-    /// Planes.
+    /// Channels.
     pub channels: usize,
     /// Rows.
     pub height: usize,
     /// Columns.
     pub width: usize,
+    /// `H × W × C` instead of `C × H × W`.
+    pub channels_last: bool,
 }
 
 impl ImageShape {
@@ -88,6 +91,15 @@ impl ImageShape {
     /// True for an image of no values.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Position of channel `c` of pixel `(y, x)`.
+    pub fn index(&self, c: usize, y: usize, x: usize) -> usize {
+        if self.channels_last {
+            (y * self.width + x) * self.channels + c
+        } else {
+            (c * self.height + y) * self.width + x
+        }
     }
 }
 
@@ -108,7 +120,6 @@ pub fn jitter(image: &[f32], shape: ImageShape, j: &Jitter, rng: &mut impl Rng) 
     let (sin, cos) = phi.sin_cos();
     let (a, b, c, d) = (cos / s, sin / s, -sin / s, cos / s);
     let mut out = vec![0.0f32; image.len()];
-    let plane = shape.height * shape.width;
     for y in 0..shape.height {
         for x in 0..shape.width {
             let (dx, dy) = (x as f32 - cx - tx, y as f32 - cy - ty);
@@ -118,11 +129,10 @@ pub fn jitter(image: &[f32], shape: ImageShape, j: &Jitter, rng: &mut impl Rng) 
             let (x1, y1) = ((x0 + 1).min(shape.width - 1), (y0 + 1).min(shape.height - 1));
             let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
             for ch in 0..shape.channels {
-                let p = &image[ch * plane..(ch + 1) * plane];
-                let at = |yy: usize, xx: usize| p[yy * shape.width + xx];
+                let at = |yy: usize, xx: usize| image[shape.index(ch, yy, xx)];
                 let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
                 let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
-                out[ch * plane + y * shape.width + x] = top * (1.0 - fy) + bottom * fy;
+                out[shape.index(ch, y, x)] = top * (1.0 - fy) + bottom * fy;
             }
         }
     }
@@ -204,7 +214,7 @@ mod tests {
 
     #[test]
     fn no_jitter_is_the_identity_and_a_shift_moves_pixels() {
-        let shape = ImageShape { channels: 2, height: 5, width: 7 };
+        let shape = ImageShape { channels: 2, height: 5, width: 7, channels_last: false };
         let img: Vec<f32> = (0..shape.len()).map(|i| i as f32).collect();
         let none = Jitter { rotation_deg: 0.0, scale: 0.0, shift: 0.0 };
         let out = jitter(&img, shape, &none, &mut seeded_rng(1)).expect("shape ok");
@@ -212,7 +222,7 @@ mod tests {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
         // A one-hot pixel moves and keeps (about) its mass under a pure shift.
-        let one = ImageShape { channels: 1, height: 9, width: 9 };
+        let one = ImageShape { channels: 1, height: 9, width: 9, channels_last: false };
         let mut dot = vec![0.0f32; one.len()];
         dot[4 * 9 + 4] = 1.0;
         let shift = Jitter { rotation_deg: 0.0, scale: 0.0, shift: 0.3 };
@@ -222,8 +232,32 @@ mod tests {
     }
 
     #[test]
+    fn channels_last_is_the_same_warp_as_channel_major() {
+        let planar = ImageShape { channels: 3, height: 6, width: 5, channels_last: false };
+        let last = ImageShape { channels_last: true, ..planar };
+        let img: Vec<f32> = (0..planar.len()).map(|i| ((i * 7919) % 101) as f32).collect();
+        let mut nhwc = vec![0.0; img.len()];
+        for c in 0..3 {
+            for y in 0..6 {
+                for x in 0..5 {
+                    nhwc[last.index(c, y, x)] = img[planar.index(c, y, x)];
+                }
+            }
+        }
+        let a = jitter(&img, planar, &Jitter::default(), &mut seeded_rng(5)).expect("shape ok");
+        let b = jitter(&nhwc, last, &Jitter::default(), &mut seeded_rng(5)).expect("shape ok");
+        for c in 0..3 {
+            for y in 0..6 {
+                for x in 0..5 {
+                    assert_eq!(a[planar.index(c, y, x)], b[last.index(c, y, x)]);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_constant_image_stays_constant_and_output_is_finite() {
-        let shape = ImageShape { channels: 3, height: 8, width: 6 };
+        let shape = ImageShape { channels: 3, height: 8, width: 6, channels_last: true };
         let img = vec![-0.42f32; shape.len()];
         let out = jitter(&img, shape, &Jitter::default(), &mut seeded_rng(3)).expect("shape ok");
         assert!(out.iter().all(|v| (v + 0.42).abs() < 1e-6));
@@ -231,7 +265,7 @@ mod tests {
 
     #[test]
     fn expand_orders_copies_after_their_photo_and_keeps_within_room() {
-        let shape = ImageShape { channels: 1, height: 4, width: 4 };
+        let shape = ImageShape { channels: 1, height: 4, width: 4, channels_last: false };
         let x = Array2::from_shape_fn((5, 16), |(i, j)| (i * 16 + j) as f32);
         let labels = [0, 0, 0, 1, 1];
         let p = AugmentPolicy { samples_per_class: 12, max_variants: 10 };
