@@ -447,6 +447,29 @@ fn check_window_attrs(n: &pb::NodeProto, i: usize) -> Result<()> {
     Ok(())
 }
 
+/// A `Transpose` node's `perm`, when given, must be a permutation of `0..len` (each axis once). tract's axis
+/// bookkeeping (`perm_to_cycles`) loops, allocating without bound, on a repeated axis such as `[0, 3, 1, 3]`
+/// (found by the `onnx_load` fuzz target, docs/fuzzing.md): such a file is refused before tract sees it.
+fn check_transpose_perm(n: &pb::NodeProto, i: usize) -> Result<()> {
+    if n.op_type != "Transpose" {
+        return Ok(());
+    }
+    let Some(perm) = attrs::ints(n, "perm") else { return Ok(()) };
+    let mut seen = vec![false; perm.len()];
+    for &a in &perm {
+        match usize::try_from(a).ok().and_then(|a| seen.get_mut(a)) {
+            Some(s) if !*s => *s = true,
+            _ => {
+                return Err(Error::OnnxInvalid(format!(
+                    "node {}: Transpose perm {perm:?} is not a permutation of its axes",
+                    label(n, i)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl FrozenPrefix {
     fn build(file: &OnnxModel, idx: &GraphIndex<'_>, cut: &str) -> Result<Self> {
         let (proto, input_shape, fixed_batch) = (&file.proto, file.input_shape.as_slice(), file.fixed_batch);
@@ -454,6 +477,7 @@ impl FrozenPrefix {
         let nodes = idx.ancestors(cut);
         for &i in &nodes {
             check_window_attrs(idx.node(i), i)?;
+            check_transpose_perm(idx.node(i), i)?;
         }
         let mut graph = PrefixGraph {
             opset_import: proto.opset_import.clone(),

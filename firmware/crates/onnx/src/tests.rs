@@ -553,3 +553,20 @@ fn tract_panics_become_typed_errors() {
     let r: edgelearn_core::error::Result<()> = super::import::guarded("testing", || panic!("index out of bounds"));
     assert!(matches!(&r, Err(Error::Tract(m)) if m.contains("tract panicked: index out of bounds")), "{r:?}");
 }
+
+/// Found by the `onnx_load` fuzz target (session 32, `fuzz/corpus/onnx_load/crash-transpose-repeated-axis`): a
+/// 1.7 KB model whose frozen `Transpose` has `perm = [0, 3, 1, 3]`. tract's `perm_to_cycles` looped, growing a
+/// vector until the fuzzer's 128 MiB allocation limit; the loader now refuses the node before tract sees it.
+#[test]
+fn fuzz_crash_transpose_repeated_axis_is_a_typed_error() {
+    let bytes = std::fs::read(format!("{SEED_DIR}/crash-transpose-repeated-axis")).unwrap();
+    let model = OnnxModel::from_bytes(&bytes).unwrap();
+    let mut refused = 0;
+    for cut in [Cut::LastTrainable(1), Cut::LastTrainable(2), Cut::LastTrainable(3)] {
+        match model.split(&cut) {
+            Err(Error::OnnxInvalid(m)) if m.contains("not a permutation") => refused += 1,
+            Err(_) | Ok(_) => {}
+        }
+    }
+    assert!(refused > 0, "no cut refused the repeated axis");
+}
