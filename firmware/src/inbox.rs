@@ -253,6 +253,7 @@ impl Preprocess {
         let (top, left) = (rh.saturating_sub(self.height) / 2, rw.saturating_sub(self.width) / 2);
         let filter = image::imageops::FilterType::Triangle;
         let mut out = vec![0.0f32; self.len()];
+        let shape = self.shape();
         if self.channels == 1 {
             let mut g = img.into_luma8();
             if g.dimensions() != (rw, rh) {
@@ -261,7 +262,7 @@ impl Preprocess {
             for y in 0..h {
                 for x in 0..w {
                     let p = f32::from(g.get_pixel(left + x as u32, top + y as u32).0[0]);
-                    out[y * w + x] = (p * self.scale - self.mean[0]) / self.std[0];
+                    out[shape.index(0, y, x)] = (p * self.scale - self.mean[0]) / self.std[0];
                 }
             }
         } else {
@@ -274,8 +275,7 @@ impl Preprocess {
                     let px = rgb.get_pixel(left + x as u32, top + y as u32).0;
                     for c in 0..3 {
                         let p = f32::from(px[if self.bgr { 2 - c } else { c }]);
-                        let i = if self.channels_last { (y * w + x) * 3 + c } else { (c * h + y) * w + x };
-                        out[i] = (p * self.scale - self.mean[c]) / self.std[c];
+                        out[shape.index(c, y, x)] = (p * self.scale - self.mean[c]) / self.std[c];
                     }
                 }
             }
