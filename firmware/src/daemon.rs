@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 use embedded_hal::digital::{InputPin, OutputPin};
 use ndarray::Array2;
 
-use crate::augment::{Jitter, expand};
 use crate::budget::BoardProfile;
 use crate::error::{Error, Result};
 use crate::inbox::{Inbox, InboxFile, LoadedPhoto, Preprocess};
+use crate::intake::take_photos;
 use crate::io::{Button, Clock, NoPin, StatusLed, SystemClock};
 use crate::learner::Learner;
 use crate::method::Became;
@@ -356,54 +356,33 @@ impl Device {
         }
         let mut used: Vec<LoadedPhoto> = Vec::with_capacity(photos.len());
         if !photos.is_empty() {
-            let width = self.pre.len();
-            let mut x = Array2::<f32>::zeros((photos.len(), width));
+            let mut x = Array2::<f32>::zeros((photos.len(), self.pre.len()));
             for (mut row, p) in x.rows_mut().into_iter().zip(&photos) {
                 row.assign(&ndarray::ArrayView1::from(&p.input[..]));
             }
-            // Few photos of a class: each followed by jittered copies (the profile's `[augment]`), within the
-            // buffer's room; the copies go through the backbone like photos.
-            let mut local: Vec<&str> = Vec::new();
-            let labels: Vec<u32> = photos
-                .iter()
-                .map(|p| {
-                    let at = local.iter().position(|c| *c == p.id.class).unwrap_or_else(|| {
-                        local.push(&p.id.class);
-                        local.len() - 1
-                    });
-                    at as u32
-                })
-                .collect();
-            let shape = self.pre.shape();
-            let room = SAMPLE_CAPACITY - self.learner.buffer().len();
+            let classes: Vec<&str> = photos.iter().map(|p| p.id.class.as_str()).collect();
             let mut rng = crate::seeded_rng(self.cfg.seed ^ AUGMENT_STREAM ^ self.learner.tasks().len() as u64);
-            let expanded = expand(x.view(), &labels, shape, &self.profile.augment, &Jitter::default(), room, &mut rng)?;
-            let feats = self.base.features_batched(&expanded.x.view(), 64)?;
-            let mut rows = feats.rows().into_iter().zip(&expanded.source).peekable();
-            for (i, p) in photos.drain(..).enumerate() {
-                let mut mine = Vec::new();
-                while let Some((f, _)) = rows.next_if(|(_, src)| **src == i) {
-                    mine.push(f.to_vec());
-                }
-                let Some((f, copies)) = mine.split_first() else { continue };
-                match self.learner.add_sample(&p.id.class, f) {
-                    Ok(_) => {
-                        for c in copies {
-                            self.learner.add_sample(&p.id.class, c)?;
-                        }
-                        used.push(p)
+            let taken = take_photos(
+                &mut self.learner,
+                &self.base,
+                x.view(),
+                &classes,
+                self.pre.shape(),
+                &self.profile.augment,
+                &mut rng,
+                |i, e| {
+                    if let Some(inbox) = &inbox {
+                        inbox.reject(&photos[i].file, &e.to_string())?;
                     }
-                    Err(e @ (Error::Config(_) | Error::TooManyClasses { .. } | Error::OverBudget { .. })) => {
-                        if let Some(inbox) = &inbox {
-                            inbox.reject(&p.file, &e.to_string())?;
-                        }
-                        rejected += 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+                    rejected += 1;
+                    Ok(())
+                },
+            )?;
+            let mut photos: Vec<Option<LoadedPhoto>> = photos.into_iter().map(Some).collect();
+            used.extend(taken.into_iter().filter_map(|i| photos[i].take()));
         }
-        let samples = self.learner.buffer().len() as u32;
+        // Samples as the ledger counts them: protocol samples and photos, not the photos' jittered copies.
+        let samples = (self.learner.buffer().len() - self.learner.buffered_copies()) as u32;
         if samples == 0 {
             return Err(Error::Empty("nothing to learn: no samples buffered and no photos in the inbox".into()));
         }

@@ -17,6 +17,7 @@
 
 pub mod daemon;
 pub mod inbox;
+pub mod intake;
 pub mod io;
 
 pub use edgelearn_core::{Error, Result, augment, data, error, metrics, nn, seeded_rng, threads, train};

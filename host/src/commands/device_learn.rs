@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use firmware::augment::{AugmentPolicy, ImageShape, Jitter, expand};
+use firmware::augment::{AugmentPolicy, ImageShape};
 use firmware::data::Samples;
+use firmware::intake::take_photos;
 use firmware::nn::Model;
 use firmware::onnx::{Cut, DeviceModel, OnnxModel};
 use firmware::train::{TrainConfig, evaluate};
@@ -329,18 +330,13 @@ fn field_learn(
         Ok((per, 100.0 * hit as f64 / all.max(1) as f64))
     };
     // The board's intake: each batch of photos with the jittered copies its profile adds to a class with few
-    // photos (firmware::augment::expand, as the daemon does with its inbox), through the frozen prefix, into the
+    // photos (firmware::intake::take_photos, the daemon's own intake), through the frozen prefix, into the
     // sample buffer.
     let policy = if a.no_augment { AugmentPolicy::OFF } else { profile.augment };
     let mut aug_rng = firmware::seeded_rng(a.seed ^ 0xA06_E17);
     let mut intake = |learner: &mut DeviceLearner, x: &Array2<f32>, labels: &[u32], names: &[String]| -> Result<()> {
-        let room = SAMPLE_CAPACITY - learner.buffer().len();
-        let e = expand(x.view(), labels, photos.shape, &policy, &Jitter::default(), room, &mut aug_rng)?;
-        let feats = photos.dm.features_batched(&e.x.view(), 256)?;
-        for (f, &y) in feats.rows().into_iter().zip(&e.labels) {
-            let f = f.to_vec();
-            learner.add_sample(&names[y as usize], &f)?;
-        }
+        let classes: Vec<&str> = labels.iter().map(|&y| names[y as usize].as_str()).collect();
+        take_photos(learner, photos.dm, x.view(), &classes, photos.shape, &policy, &mut aug_rng, |_, e| Err(e))?;
         Ok(())
     };
     let mut rows = vec![score(&learner, 0)?];

@@ -179,6 +179,9 @@ pub struct Learner<M: Method, const CAP: usize> {
     inbox: InboxLedger,
     fleet: Option<FleetState>,
     buffer: SampleBuffer<CAP>,
+    /// How many of the buffered samples are jittered copies of a photo ([`Learner::add_copy`]): buffered and
+    /// learned like samples, not counted as samples learned.
+    copies: usize,
     replay: ReplayBuffer,
     store: Option<StateStore>,
     rng: ChaCha8Rng,
@@ -268,6 +271,7 @@ impl<M: Method, const CAP: usize> Learner<M, CAP> {
             store: None,
             rng: edgelearn_core::seeded_rng(seed),
             replay_rng: edgelearn_core::seeded_rng(seed.wrapping_add(REPLAY_SEED)),
+            copies: 0,
         })
     }
 
@@ -341,6 +345,11 @@ impl<M: Method, const CAP: usize> Learner<M, CAP> {
         &self.buffer
     }
 
+    /// How many of the buffered samples are jittered copies ([`Learner::add_copy`]).
+    pub fn buffered_copies(&self) -> usize {
+        self.copies
+    }
+
     /// The replay buffer (stored samples of learned tasks).
     pub fn replay(&self) -> &ReplayBuffer {
         &self.replay
@@ -356,6 +365,7 @@ impl<M: Method, const CAP: usize> Learner<M, CAP> {
     pub fn clear_buffer(&mut self) -> usize {
         let n = self.buffer.len();
         self.buffer.clear();
+        self.copies = 0;
         n
     }
 
@@ -458,6 +468,15 @@ impl<M: Method, const CAP: usize> Learner<M, CAP> {
         Ok(id)
     }
 
+    /// Buffer a jittered copy of a photo of the registered class `class` (`firmware::augment`): learned like any
+    /// buffered sample, but the inbox ledger's `samples_learned` counts photos and protocol samples, not their
+    /// copies. [`Error::UnknownClass`] for an id not registered; on any error nothing changes.
+    pub fn add_copy(&mut self, class: u32, pixels: &[f32]) -> Result<()> {
+        self.add_sample_id(class, pixels)?;
+        self.copies += 1;
+        Ok(())
+    }
+
     /// Buffer one sample of an already registered class id; [`Error::UnknownClass`] for an id not registered.
     pub fn add_sample_id(&mut self, class: u32, pixels: &[f32]) -> Result<()> {
         self.class_name(class)?;
@@ -513,7 +532,8 @@ impl<M: Method, const CAP: usize> Learner<M, CAP> {
             return Err(Error::Empty("no samples buffered: add samples before learning".into()));
         }
         let report = self.learn_samples(&self.buffer.all()?, &mut Silent)?;
-        self.buffer.clear();
+        self.inbox.samples_learned = self.inbox.samples_learned.saturating_sub(self.copies as u64);
+        self.clear_buffer();
         Ok(report)
     }
 
@@ -715,7 +735,7 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         self.metrics = state.metrics;
         self.inbox = state.inbox;
         self.fleet = state.fleet;
-        self.buffer.clear();
+        self.clear_buffer();
         Ok(generation)
     }
 }

@@ -227,7 +227,7 @@ pub enum Response {
         task: u32,
         /// Generation of the committed state.
         generation: u64,
-        /// Samples learned (buffered + inbox).
+        /// Samples learned (buffered + inbox photos; the photos' jittered copies not counted).
         samples: u32,
         /// Of which inbox photos (now in `processed/`).
         from_inbox: u32,

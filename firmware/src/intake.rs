@@ -1,0 +1,75 @@
+//! Photos into the learner's sample buffer, the board's one way: each photo with the jittered copies its board
+//! profile adds to a class with few photos ([`crate::augment::expand`]), through the frozen backbone, then into
+//! the buffer — the photo as a sample, its copies as copies ([`Learner::add_copy`]: learned, not counted as
+//! samples learned). The daemon's inbox and the host's `device-learn` field run both come through here.
+
+use ndarray::ArrayView2;
+use rand::Rng;
+
+use crate::augment::{AugmentPolicy, ImageShape, Jitter, expand};
+use crate::error::{Error, Result, shape_err};
+use crate::learner::Learner;
+use crate::method::Method;
+use crate::onnx::DeviceModel;
+
+/// Rows the frozen backbone runs at a time during intake (bounds the prefix's activations).
+pub const INTAKE_BATCH: usize = 64;
+
+/// Buffer the photos `x` (`(n, shape.len())` model inputs, `classes[i]` the class name of photo `i`) with their
+/// copies, within the buffer's room (the caller keeps the photos themselves within it). A photo the learner
+/// refuses for its class ([`Error::Config`], [`Error::TooManyClasses`], [`Error::OverBudget`]: a bad name, a
+/// class over the board's limits) is handed to `refused` with its error, and the rest go on; any other error
+/// stops the intake. Returns the indices of the photos buffered.
+#[allow(clippy::too_many_arguments)]
+pub fn take_photos<M: Method, const CAP: usize>(
+    learner: &mut Learner<M, CAP>,
+    base: &DeviceModel,
+    x: ArrayView2<'_, f32>,
+    classes: &[&str],
+    shape: ImageShape,
+    policy: &AugmentPolicy,
+    rng: &mut impl Rng,
+    mut refused: impl FnMut(usize, Error) -> Result<()>,
+) -> Result<Vec<usize>> {
+    if classes.len() != x.nrows() {
+        return Err(shape_err("intake: class names per photo", x.nrows(), classes.len()));
+    }
+    // Batch-local labels: the copies per photo depend on how many photos of its class the batch holds.
+    let mut local: Vec<&str> = Vec::new();
+    let labels: Vec<u32> = classes
+        .iter()
+        .map(|c| {
+            let at = local.iter().position(|l| l == c).unwrap_or_else(|| {
+                local.push(c);
+                local.len() - 1
+            });
+            at as u32
+        })
+        .collect();
+    let room = CAP.saturating_sub(learner.buffer().len());
+    let expanded = expand(x, &labels, shape, policy, &Jitter::default(), room, rng)?;
+    let feats = base.features_batched(&expanded.x.view(), INTAKE_BATCH)?;
+    let mut rows = feats.rows().into_iter().zip(&expanded.source).peekable();
+    let mut used = Vec::with_capacity(classes.len());
+    for (i, class) in classes.iter().enumerate() {
+        let mut mine = Vec::new();
+        while let Some((f, _)) = rows.next_if(|(_, src)| **src == i) {
+            mine.push(f.to_vec());
+        }
+        let Some((photo, copies)) = mine.split_first() else { continue };
+        match learner.add_sample(class, photo) {
+            Ok(id) => {
+                for c in copies {
+                    learner.add_copy(id, c)?;
+                }
+                used.push(i);
+            }
+            Err(e @ (Error::Config(_) | Error::TooManyClasses { .. } | Error::OverBudget { .. })) => refused(i, e)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(used)
+}
+
+#[cfg(test)]
+mod tests;
