@@ -33,6 +33,7 @@ pub const METHODS: &[&str] = &[
     "ncm",
     "slda",
     "slda-oas",
+    "slda-oas+input",
     "randumb2048",
     "field",
 ];
@@ -171,6 +172,10 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
         "ncm" => Box::new(Prototype::ncm()),
         "slda" => Box::new(Prototype::slda()),
         "slda-oas" => Box::new(Prototype::slda().with_oas()),
+        // The head over the model's input (a cut model: the frozen prefix's features), no trunk.
+        "ncm+input" => Box::new(Prototype::ncm().over_input()),
+        "slda+input" => Box::new(Prototype::slda().over_input()),
+        "slda-oas+input" => Box::new(Prototype::slda().with_oas().over_input()),
         // RanPAC without training: the prototype head over a random expansion of the (untrained) trunk.
         rp if rp.starts_with("ncm+rp") || rp.starts_with("slda+rp") || rp.starts_with("slda-oas+rp") => {
             let (rule, width) = rp.split_once('+').unwrap_or((rp, ""));

@@ -706,6 +706,13 @@ impl<M: Method + Clone, const CAP: usize> Learner<M, CAP> {
         let bias = has_bias.then(|| ndarray::Array1::zeros(outputs));
         let head = Linear::from_weights("head.0", Array2::zeros((outputs, old.in_features())), bias)?;
         let mut model = Model::new(self.model.input_shape.clone(), self.model.trunk.clone(), vec![head])?;
+        // `+id` widens the trunk's Linears and the head before the first task (a function of the shapes alone): a
+        // state whose first trunk Linear is that wide gets the widening back.
+        if crate::method::identity_skip_of(&self.model, |name| {
+            state.layout.iter().find(|p| p.name == name).map(|p| p.shape.clone())
+        }) {
+            crate::method::ensure_identity_skip(&mut model)?;
+        }
         // RanPAC's expansion (`rp<M>`) is added on the first task and is a function of its widths alone: a state
         // whose trunk ends with it gets it back at the stored head's input width.
         if state.model.trunk.ends_with(&["RandomFeatures".to_string(), "Relu".to_string()])

@@ -485,6 +485,41 @@ fn random_features_survive_a_restart_and_go_on_learning() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `+id` (the input beside the trunk): the footprint counts the widened model before the first task, the first
+/// task widens it (16 hidden + 12 inputs before the head), and a restart rebuilds the widening from the stored
+/// shapes: the same state, the same answers, and learning goes on.
+#[test]
+fn the_identity_skip_survives_a_restart_and_goes_on_learning() {
+    let dir = tmp("id");
+    let (ci, lt) = crate::method::class_il::ClassIl::parse_tokens(["lt", "slda", "oas", "id"]).unwrap();
+    let make = || {
+        let model = zoo::mlp(FEATURES, &[16], &[1], true, &mut edgelearn_core::seeded_rng(3)).unwrap();
+        let method = became(FisherFormat::F16).with_class_il(ci, lt);
+        Learner::<Became, 64>::new(profile(8, FisherFormat::F16, Budgets::UNLIMITED), "mlp", model, method, &["c0"], 5)
+            .unwrap()
+            .with_store(&dir)
+            .unwrap()
+    };
+    let mut l = make();
+    let plain = l.footprint().unwrap();
+    assert!(plain.fisher >= 8 * 28 * 28, "Σ over the 28 widened features counted before: {plain:?}");
+    feed(&mut l, &[0, 1], 20, 1);
+    l.learn().unwrap();
+    assert_eq!(l.model().heads[0].in_features(), 16 + FEATURES);
+    l.commit().unwrap();
+    let acc = accuracy(&mut l, &[0, 1], 9);
+    assert!(acc > 0.9, "accuracy {acc}");
+    let mut again = make();
+    assert_eq!(again.load().unwrap(), Some(1));
+    assert_eq!(again.state().unwrap(), l.state().unwrap());
+    assert_eq!(accuracy(&mut again, &[0, 1], 9), acc);
+    feed(&mut again, &[2], 20, 2);
+    again.learn().unwrap();
+    assert_eq!(again.model().heads[0].in_features(), 16 + FEATURES, "widened once");
+    assert!(accuracy(&mut again, &[0, 1, 2], 10) > 0.8);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A method that trains nothing (`+ft`, the fleet's) gets every buffered sample: none is held out for a
 /// validation split it would not use, so its statistics count all of them (the fleet's pool counts every sample a
 /// board learned).

@@ -202,7 +202,7 @@ impl Method for Became {
     /// and the decoded `F_old` the method works with. With Adam-NSCL as stage 1, its plan ([`AdamNscl`]'s
     /// covariances and Adam moments) replaces GPM's.
     fn footprint(&self, model: &Model) -> Result<Footprint> {
-        let model = &*self.ci.shaped(model)?;
+        let model = &*self.ci.shaped(model, self.tasks_seen)?;
         let stored = self.fisher_format.storage_bytes(model.num_params()) as u64;
         if let Some(n) = &self.nscl {
             let base = n.plan(model)?;
@@ -325,7 +325,7 @@ impl Became {
         observe: &mut dyn FnMut(&BecameTrace<'_>),
     ) -> Result<TaskReport> {
         let first = self.tasks_seen == 0;
-        self.ci.prepare_model(model)?;
+        self.ci.prepare_model(model, self.tasks_seen)?;
         let before = self.ci.slda_begin(model, task, ctx.replay, self.slda.as_ref())?;
         let new_rows = task_classes(model, task)?;
         let replay = ctx.replay;

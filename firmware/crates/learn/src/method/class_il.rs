@@ -44,6 +44,7 @@ use super::prototype::{
     ensure_random_features, feature_means, parse_random_features, shaped_with_random_features, slda_refit,
     trunk_features,
 };
+use super::skip::ensure_identity_skip;
 
 /// What BECAME's merge covers with one α ([`crate::merge::became_alpha`] over each group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,6 +101,9 @@ pub struct ClassIl {
     pub lda_anchors: bool,
     /// OAS shrinkage for the `slda` head (`+oas`, [`Shrinkage::Oas`]) instead of the fixed ε.
     pub oas: bool,
+    /// The model's input carried beside the trunk to the head (`+id`, [`ensure_identity_skip`]), added before
+    /// the method's first task: on a cut model the head reads the frozen prefix's features and the trained ones.
+    pub identity_skip: bool,
     /// First-session adaptation (`fsa`, Panos et al., ICCV 2023): the trunk trains on the method's first task only
     /// and is frozen from the second task on (as `+ft`); with `slda`, the head is streaming LDA over the frozen
     /// trunk's features. No GPM basis is built (nothing is ever projected).
@@ -152,6 +156,9 @@ impl ClassIl {
                 s.push_str(tok);
             }
         }
+        if self.identity_skip {
+            s.push_str("+id");
+        }
         if let Some(m) = self.random_features {
             s.push_str(&format!("+rp{m}"));
         }
@@ -181,11 +188,12 @@ impl ClassIl {
                 "fl" => ci.lda_fisher = true,
                 "la" => ci.lda_anchors = true,
                 "oas" => ci.oas = true,
+                "id" => ci.identity_skip = true,
                 "fsa" => ci.first_session = true,
                 rp if rp.starts_with("rp") && rp.len() > 2 => ci.random_features = Some(parse_random_features(rp)?),
                 other => {
                     return Err(Error::Config(format!(
-                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, oas, sdc, m2, fl, la, rp<M>, ft, fsa)"
+                        "class-incremental option {other:?} (known: lt, keepold, split, wa, r1, r2, bh, slda, oas, sdc, m2, fl, la, id, rp<M>, ft, fsa)"
                     )));
                 }
             }
@@ -204,18 +212,29 @@ impl ClassIl {
         !(self.frozen_trunk || (self.first_session && tasks_seen > 0))
     }
 
-    /// Before each task, ahead of anything the method builds from the model's shape: with `rp<M>`, RanPAC's
-    /// expansion ([`ensure_random_features`]; a no-op once the model has it).
-    pub fn prepare_model(&self, model: &mut Model) -> Result<()> {
+    /// Before each task (`tasks_seen` learned before it), ahead of anything the method builds from the model's
+    /// shape: with `+id`, before the first task only, the input carried beside the trunk
+    /// ([`ensure_identity_skip`]); with `rp<M>`, RanPAC's expansion ([`ensure_random_features`]; a no-op once the
+    /// model has it).
+    pub fn prepare_model(&self, model: &mut Model, tasks_seen: usize) -> Result<()> {
+        if self.identity_skip && tasks_seen == 0 {
+            ensure_identity_skip(model)?;
+        }
         if let Some(m) = self.random_features {
             ensure_random_features(model, m as usize)?;
         }
         Ok(())
     }
 
-    /// `model` as the method will train it: with `rp<M>`, a copy with the expansion (for footprints computed
-    /// before the first task); otherwise `model` itself.
-    pub fn shaped<'m>(&self, model: &'m Model) -> Result<std::borrow::Cow<'m, Model>> {
+    /// `model` as the method will train it after `tasks_seen` tasks: before the first, with `+id` or `rp<M>`, a
+    /// copy widened as [`ClassIl::prepare_model`] will (for footprints computed before the first task); otherwise
+    /// `model` itself.
+    pub fn shaped<'m>(&self, model: &'m Model, tasks_seen: usize) -> Result<std::borrow::Cow<'m, Model>> {
+        if self.identity_skip && tasks_seen == 0 {
+            let mut copy = model.clone();
+            self.prepare_model(&mut copy, 0)?;
+            return Ok(std::borrow::Cow::Owned(copy));
+        }
         shaped_with_random_features(model, self.random_features)
     }
 
@@ -537,17 +556,17 @@ mod tests {
             assert!(matches!(ClassIl::parse_tokens([bad]), Err(Error::Config(_))), "{bad}");
         }
         let mut model = zoo::mlp(5, &[7], &[3], false, &mut edgelearn_core::seeded_rng(1)).unwrap();
-        assert_eq!(ci.shaped(&model).unwrap().heads[0].in_features(), 64, "a shaped copy");
+        assert_eq!(ci.shaped(&model, 0).unwrap().heads[0].in_features(), 64, "a shaped copy");
         assert_eq!(model.heads[0].in_features(), 7, "the model itself untouched");
-        ci.prepare_model(&mut model).unwrap();
+        ci.prepare_model(&mut model, 0).unwrap();
         let trained = model.flat_params();
         assert_eq!((model.trunk.len(), model.heads[0].in_features(), model.head_outputs(0).unwrap()), (4, 64, 3));
-        ci.prepare_model(&mut model).unwrap();
+        ci.prepare_model(&mut model, 0).unwrap();
         assert_eq!(model.flat_params(), trained, "a second call is a no-op");
         let x = ndarray::Array2::<f32>::ones((2, 5));
         assert_eq!(model.forward(&x.view(), 0, edgelearn_core::nn::Mode::Eval).unwrap().dim(), (2, 3));
         let other = ClassIl { random_features: Some(32), ..ci };
-        assert!(matches!(other.prepare_model(&mut model), Err(Error::Config(_))), "another width is refused");
+        assert!(matches!(other.prepare_model(&mut model, 1), Err(Error::Config(_))), "another width is refused");
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl Method for GpmMethod {
     }
 
     fn learn_task(&mut self, model: &mut Model, task: &TaskData<'_>, ctx: &mut LearnContext<'_>) -> Result<TaskReport> {
-        self.ci.prepare_model(model)?;
+        self.ci.prepare_model(model, self.tasks_seen)?;
         let gpm = match &mut self.gpm {
             Some(g) => g,
             None => self.gpm.insert(Gpm::for_model(model, self.gpm_cfg.clone())?),
@@ -212,7 +212,7 @@ impl Method for GpmMethod {
     /// Plain SGD's workspace (best-validation copy) plus GPM's projectors, representations and SVD; with the
     /// `slda` option its statistics are kept ([`super::prototype::slda_bytes`]).
     fn footprint(&self, model: &Model) -> Result<Footprint> {
-        let model = &*self.ci.shaped(model)?;
+        let model = &*self.ci.shaped(model, self.tasks_seen)?;
         let plan = StepPlan {
             gpm_layers: gpm_layers(self.gpm.as_ref(), model, &self.gpm_cfg)?,
             gpm_samples: self.gpm_cfg.samples,

@@ -29,6 +29,7 @@ mod joint;
 #[cfg(feature = "baselines")]
 mod merging;
 mod prototype;
+mod skip;
 #[cfg(feature = "baselines")]
 mod trm;
 
@@ -53,20 +54,21 @@ pub use prototype::{
     oas_shrinkage, parse_random_features, random_features_width, random_fourier_width, randumb_model,
     shaped_with_random_features, slda_head, slda_head_with, trunk_features,
 };
+pub use skip::{ensure_identity_skip, identity_skip_of};
 #[cfg(feature = "baselines")]
 pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};
 
 /// The class-incremental configuration the device learns with by default (the learner, the daemon,
 /// `host device-learn` and the demo; `host simulate --method field` runs the same): GPM + BECAME with the
-/// [`class_il`] options named by its tokens — the labels trick, the head written as streaming LDA over the
-/// trained trunk's own features, its covariance shrunk by OAS — and no random expansion. Chosen for a board taught
-/// from a handful of photos (docs/results.md, session 32: the shipped base learning 4/5, 6/7, 8/9 with the
-/// photos' jittered copies, 3 seeds, new digits at K = 5 / 10 / 20 photos per digit 78.77 / 86.11 / 88.84 % against
-/// 70.71 / 83.93 / 89.63 % for the session-24 default `gpm+became+lt+slda+rp2048`, whose 2048 random features
-/// need many photos: with 512 per digit it leads, 97.33 against 94.47, and on Split-MNIST-CI 92.71 against
-/// 89.17). The head's statistics take 80 KiB instead of 32 MiB. The SLDA head runs without BECAME's stage 2
-/// ([`Became`]'s stage-2 rule; the merge designs measured under it are in docs/results.md, session 30).
-pub const FIELD_METHOD: &str = "gpm+became+lt+slda+oas";
+/// [`class_il`] options named by its tokens — the labels trick, the head written as streaming LDA, its covariance
+/// shrunk by OAS — over the trained features **and** the features entering the trunk's fully connected layers,
+/// carried beside them (`+id`, [`ensure_identity_skip`]; on a model cut behind a frozen prefix, the prefix's
+/// features). Chosen on the shipped base learning 4/5, 6/7, 8/9 from K photos per digit with their jittered copies
+/// (docs/results.md, session 33, 3 seeds): new digits 82.09 / 91.18 / 94.25 % at K = 5 / 10 / 20 against
+/// 78.77 / 86.11 / 88.84 % for the session-32 default `gpm+became+lt+slda+oas`, whose head read only the 100
+/// features of the trained 800 → 100 layer. The SLDA head runs without BECAME's stage 2 ([`Became`]'s stage-2
+/// rule; the merge designs measured under it are in docs/results.md, sessions 30 and 33).
+pub const FIELD_METHOD: &str = "gpm+became+lt+slda+oas+id";
 
 /// The widths the field's random-feature expansion may take, widest first.
 pub const FIELD_RANDOM_FEATURES: [u32; 4] = [2048, 1024, 512, 256];

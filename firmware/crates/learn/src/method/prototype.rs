@@ -905,6 +905,28 @@ pub fn randumb_model(model: &Model, spec: &RandomFourierSpec, x: &ArrayView2<'_,
     Model::new(model.input_shape.clone(), vec![Layer::Flatten(Flatten::default()), Layer::RandomFourier(rf)], heads)
 }
 
+/// Whether `model` is a head over its own input: the trunk is `[Flatten]` and every head reads the whole input.
+pub fn is_input_model(model: &Model) -> bool {
+    matches!(model.trunk.as_slice(), [Layer::Flatten(_)])
+        && model.heads.iter().all(|h| h.in_features() == model.input_len())
+}
+
+/// `model` with its trunk dropped: `[Flatten]` over the input (`d = input_len` values), every head replaced by a
+/// zero Linear with a bias over the `d` values (`φ(x) = x`; the prototype head is then fitted over the input).
+pub fn input_model(model: &Model) -> Result<Model> {
+    let d = model.input_len();
+    let heads = model
+        .heads
+        .iter()
+        .enumerate()
+        .map(|(h, old)| {
+            let k = old.out_features();
+            Linear::from_weights(&format!("head.{h}"), Array2::zeros((k, d)), Some(Array1::zeros(k)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Model::new(model.input_shape.clone(), vec![Layer::Flatten(Flatten::default())], heads)
+}
+
 /// A prototype head over the frozen trunk, NCM or SLDA ([`PrototypeRule`]); see the module documentation.
 ///
 /// Each task: `z = φ(x)` for the task's training samples, the running statistics absorb them
@@ -928,6 +950,8 @@ pub struct Prototype {
     random_fourier: Option<RandomFourierSpec>,
     /// Bytes a state needs for RanDumb's features once built (seed, γ, standardisation; [`RandomFourier`]).
     fourier_bytes: usize,
+    /// The head over the model's input itself (`+input`): the trunk dropped on the first task ([`input_model`]).
+    over_input: bool,
 }
 
 impl Prototype {
@@ -942,6 +966,7 @@ impl Prototype {
             random_features: None,
             random_fourier: None,
             fourier_bytes: 0,
+            over_input: false,
         }
     }
 
@@ -995,6 +1020,14 @@ impl Prototype {
         Ok(self)
     }
 
+    /// The same method over the model's input itself (`+input`, [`input_model`]): on a model cut behind a frozen
+    /// prefix, the head over the prefix's features with no trainable layer between; on a plain model, over the
+    /// raw input. The peer that asks what the trainable layers add to the features they are given.
+    pub fn over_input(mut self) -> Self {
+        self.over_input = true;
+        self
+    }
+
     /// The class means `μ_c`, `n_c` of head `head` (`None` before a task used it).
     pub fn means(&self, head: usize) -> Option<&ClassMeans> {
         self.means.get(head).and_then(Option::as_ref)
@@ -1031,9 +1064,10 @@ impl Method for Prototype {
                 format!("{rule}+rff{}{global}", spec.width)
             };
         }
-        match self.random_features {
-            Some(m) => format!("{rule}+rp{m}"),
-            None => rule.into(),
+        match (self.random_features, self.over_input) {
+            (Some(m), _) => format!("{rule}+rp{m}"),
+            (None, true) => format!("{rule}+input"),
+            (None, false) => rule.into(),
         }
     }
 
@@ -1048,6 +1082,12 @@ impl Method for Prototype {
             return Err(shape_err("samples: rows vs labels", task.train.x.nrows(), task.train.y.len()));
         }
         task.train.check_labels(classes)?;
+        if self.over_input && !is_input_model(model) {
+            if self.tasks_seen > 0 {
+                return Err(Error::Config(format!("{name}: the model gained a trunk after task 1")));
+            }
+            *model = input_model(model)?;
+        }
         if let Some(m) = self.random_features {
             ensure_random_features(model, m as usize)?;
         }
@@ -1128,6 +1168,10 @@ impl Method for Prototype {
                     stats: InputStats::Given { mean: vec![0.0; d], std: vec![1.0; d], gamma: 1.0, per_feature: false },
                 };
                 shaped = randumb_model(model, &unit, &Array2::<f32>::zeros((0, d)).view(), 0)?;
+                &shaped
+            }
+            _ if self.over_input && !is_input_model(model) => {
+                shaped = input_model(model)?;
                 &shaped
             }
             _ => model,
@@ -1592,6 +1636,38 @@ mod tests {
         let mut fixed_model = identity_model(2, 3);
         learn(&mut Prototype::slda(), &mut fixed_model, &train, 0).unwrap();
         assert_ne!(fixed_model.heads[0].w(), model.heads[0].w());
+    }
+
+    /// `+input`: a trunk that throws the input away (a zero 2 → 1 layer) leaves SLDA at chance; the same head
+    /// over the input itself separates the blobs. The trunk is dropped on the first task, the footprint counts
+    /// the input's width before it, and a second task reuses the input model.
+    #[test]
+    fn slda_over_input_drops_the_trunk() {
+        let two = |seed| blobs(&[(0, [-2.0, 0.0]), (1, [2.0, 0.0]), (2, [0.0, 2.0])], 30, 0.5, seed);
+        let (train, test) = (two(41), two(42));
+        let accuracy = |model: &mut Model| {
+            let pred = model.predict(&test.x.view(), 0).unwrap();
+            pred.iter().zip(&test.y).filter(|(p, y)| p == y).count() as f64 / test.len() as f64
+        };
+        let lossy = || {
+            let mut rng = edgelearn_core::seeded_rng(1);
+            let mut l = Linear::new("trunk.0", 2, 1, true, &mut rng);
+            l.weight.value.fill(0.0);
+            let head = Linear::new("head.0", 1, 3, true, &mut rng);
+            Model::new(vec![2], vec![Layer::Linear(l)], vec![head]).unwrap()
+        };
+        let mut plain = lossy();
+        learn(&mut Prototype::slda().with_oas(), &mut plain, &train, 0).unwrap();
+        assert!(accuracy(&mut plain) < 0.5, "over the lossy trunk: {}", accuracy(&mut plain));
+        let mut model = lossy();
+        let mut m = Prototype::slda().with_oas().over_input();
+        assert_eq!(m.name(), "slda-oas+input");
+        assert_eq!(m.footprint(&model).unwrap().fisher, 8 * 3 * 3 + 8 * 5, "means and Σ over the 2 inputs");
+        learn(&mut m, &mut model, &train, 0).unwrap();
+        assert!(is_input_model(&model) && model.num_params() == 3 * 2 + 3);
+        assert!(accuracy(&mut model) > 0.95, "over the input: {}", accuracy(&mut model));
+        learn(&mut m, &mut model, &two(43), 1).unwrap();
+        assert!(is_input_model(&model));
     }
 
     /// RanDumb over XOR: the raw 2-D input defeats LDA, its random Fourier features do not. The trunk is
