@@ -106,20 +106,62 @@ impl RunConfig {
     }
 }
 
-/// Accuracy of the learner's model on every task's test split (each through its own head). A task whose classes
-/// the head does not have yet (a growing head, before the task arrives) scores 0: the model cannot name them.
+/// Accuracy of the learner's model on every task's test split. A task whose classes the head does not have yet (a
+/// growing head, before the task arrives) scores 0: the model cannot name them.
+///
+/// Multi-head (task-incremental) streams: each task's test split through its own head, in batches of
+/// [`EVAL_BATCH`] (the papers' protocol). Single-head (class-incremental) streams: every test image the head can
+/// name goes through one pass in an interleaved order ([`EVAL_MIX_SEED`]), batches of [`EVAL_BATCH`], and each
+/// task is scored on its own images. No batch then holds one task's classes alone: a layer with batch statistics
+/// (the BatchNorm of GPM's conv nets, which normalises with the batch's own statistics at test time as well)
+/// would otherwise learn from the batch which task it comes from, a task id the class-incremental setting does
+/// not give. For a model without such a layer the two orders give the same predictions.
 pub fn evaluate_all<M: Method>(learner: &mut SimLearner<M>, stream: &Stream) -> Result<Vec<f64>> {
-    stream
+    if stream.multi_head {
+        return stream
+            .tasks
+            .iter()
+            .map(|t| {
+                if t.test.check_labels(learner.model().head_outputs(t.head)?).is_err() {
+                    return Ok(0.0);
+                }
+                Ok(f64::from(learner.evaluate(&t.test, t.head, EVAL_BATCH)?.1))
+            })
+            .collect();
+    }
+    let mut model = learner.model().clone();
+    let outputs = model.head_outputs(0)?;
+    let named: Vec<bool> = stream.tasks.iter().map(|t| t.test.check_labels(outputs).is_ok()).collect();
+    let mut rows: Vec<(usize, usize)> = Vec::new();
+    for (t, task) in stream.tasks.iter().enumerate().filter(|(t, _)| named[*t]) {
+        if task.test.is_empty() {
+            return Err(Error::Invalid(format!("task {t} has no test images")));
+        }
+        rows.extend((0..task.test.len()).map(|i| (t, i)));
+    }
+    rand::seq::SliceRandom::shuffle(rows.as_mut_slice(), &mut firmware::seeded_rng(EVAL_MIX_SEED));
+    let mut hits = vec![0usize; stream.tasks.len()];
+    let width = stream.tasks.first().map_or(0, |t| t.test.features());
+    for chunk in rows.chunks(EVAL_BATCH) {
+        let mut x = ndarray::Array2::<f32>::zeros((chunk.len(), width));
+        for (mut row, &(t, i)) in x.rows_mut().into_iter().zip(chunk) {
+            row.assign(&stream.tasks[t].test.x.row(i));
+        }
+        for (&(t, i), p) in chunk.iter().zip(model.predict(&x.view(), 0)?) {
+            hits[t] += usize::from(p == stream.tasks[t].test.y[i]);
+        }
+    }
+    Ok(stream
         .tasks
         .iter()
-        .map(|t| {
-            if t.test.check_labels(learner.model().head_outputs(t.head)?).is_err() {
-                return Ok(0.0);
-            }
-            Ok(f64::from(learner.evaluate(&t.test, t.head, EVAL_BATCH)?.1))
-        })
-        .collect()
+        .enumerate()
+        .map(|(t, task)| if named[t] { hits[t] as f64 / task.test.len() as f64 } else { 0.0 })
+        .collect())
 }
+
+/// Seed of the interleaved order in which [`evaluate_all`] scores a class-incremental stream's test images (the
+/// same for every method and run).
+pub const EVAL_MIX_SEED: u64 = 0xE7A1_0DE5;
 
 /// Outputs a single-head model needs to learn task `i` of a single-head stream: one past the largest class of
 /// tasks `0..=i` (labels are global class ids; a stream numbers its classes in order of first appearance, so
@@ -274,6 +316,30 @@ mod tests {
             })
             .collect();
         Stream { name: "t".into(), channels: 1, rows: 1, cols: 1, multi_head, head_sizes: vec![10], tasks }
+    }
+
+    /// Class-incremental scoring mixes the tasks' test images in its batches: over per-task batches the
+    /// BatchNorm below (batch statistics at test time, as in GPM's conv nets) sees a constant batch and answers
+    /// class 0 for everything (task 1 at 0 %); over mixed batches it tells the classes apart, as one interleaved
+    /// pass must. A multi-head stream keeps the per-task batches.
+    #[test]
+    fn class_incremental_scoring_does_not_batch_one_task_alone() {
+        use firmware::nn::{BatchNorm, Layer, Linear};
+        let mut ci = stream(&[&[0], &[1]], false);
+        for (t, task) in ci.tasks.iter_mut().enumerate() {
+            let x = Array2::from_shape_fn((20, 2), |(_, j)| if j == t { 1.0 } else { 0.0 });
+            task.test = Samples::new(x, vec![t; 20]).unwrap();
+        }
+        ci.cols = 2;
+        let head = Linear::from_weights("head.0", ndarray::array![[1.0f32, 0.0], [0.0, 1.0]], None).unwrap();
+        let model = Model::new(vec![2], vec![Layer::BatchNorm(BatchNorm::new("trunk.0", 2))], vec![head]).unwrap();
+        let method = firmware::method::FineTune::new(firmware::train::TrainConfig::default());
+        let mut learner: SimLearner<_> =
+            Learner::new(host_profile().unwrap(), "bn", model, method, &["0", "1"], 0).unwrap();
+        assert_eq!(evaluate_all(&mut learner, &ci).unwrap(), vec![1.0, 1.0]);
+        let mut ti = ci.clone();
+        ti.multi_head = true;
+        assert_eq!(evaluate_all(&mut learner, &ti).unwrap(), vec![1.0, 0.0], "per-task batches: the constant batch");
     }
 
     #[test]
