@@ -1,7 +1,8 @@
-//! Benchmark of the exemplar memory's cost (issue 17): the per-task time and peak heap of a class-incremental run
-//! with and without replay, side by side in one process.
+//! Benchmark of what a class-incremental learner costs per task (issues 17 and 30): the per-task time and peak
+//! heap of several methods and exemplar-memory sizes, side by side in one process — the field with and without
+//! replay, or the field next to the training-free peers.
 //!
-//! [`replay_cost`] runs the same method over the first tasks of a class-incremental stream once per buffer size
+//! [`replay_cost`] runs each method over the first tasks of a class-incremental stream once per buffer size
 //! (0 = no replay), each from the same seed and the same untrained model, exactly as `host simulate --replay N`
 //! feeds the buffer: through the device's learner ([`crate::runs::simulate::learner_for`]; the method gets the stored
 //! samples before a task, the task's training samples are offered to the buffer after it). For every task it
@@ -50,9 +51,11 @@ pub struct TaskCost {
     pub acc_seen: f64,
 }
 
-/// One buffer size.
+/// One method with one buffer size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplayRun {
+    /// Method name as built.
+    pub method: String,
     /// Buffer capacity in samples (0: no replay).
     pub replay_samples: usize,
     /// Per task, in order.
@@ -64,31 +67,32 @@ pub struct ReplayRun {
 pub struct ReplayBench {
     /// Stream name (`split-mnist-ci`, ...).
     pub stream: String,
-    /// Method name as built.
-    pub method: String,
     /// Epochs per training stage.
     pub epochs: usize,
     /// Seed of every run.
     pub seed: u64,
-    /// One run per buffer size, in the order asked for.
+    /// One run per method and buffer size, methods outermost, in the order asked for.
     pub runs: Vec<ReplayRun>,
 }
 
-/// Run `method` over the first `tasks` tasks of the preset's stream once per buffer size in `sizes`, measuring
-/// each task's time and heap with `meter` (see the module documentation). Errors on an empty `sizes`, `tasks`
-/// of 0 or more than the stream has, a stream with a head per task (replay needs one shared head), or any
-/// error of the method.
+/// Run each of `methods` over the first `tasks` tasks of the preset's stream once per buffer size in `sizes`,
+/// measuring each task's time and heap with `meter` (see the module documentation). Errors on an empty `methods`
+/// or `sizes`, `tasks` of 0 or more than the stream has, a stream with a head per task (one shared head is the
+/// setting), an unknown method (before any data is loaded) or any error of a method.
 pub fn replay_cost(
     preset: &Preset,
-    method: &str,
+    methods: &[String],
     tasks: usize,
     sizes: &[usize],
     data_dir: &Path,
     seed: u64,
     meter: &dyn HeapMeter,
 ) -> Result<ReplayBench> {
-    if sizes.is_empty() {
-        return Err(Error::Invalid("--replay needs at least one buffer size".into()));
+    if sizes.is_empty() || methods.is_empty() {
+        return Err(Error::Invalid("the benchmark needs at least one method and one buffer size".into()));
+    }
+    for m in methods {
+        registry::build(m, preset, &simulate::host_profile()?)?;
     }
     let mut stream = preset.load(data_dir, seed)?;
     if stream.multi_head {
@@ -105,12 +109,11 @@ pub fn replay_cost(
         )));
     }
     stream.tasks.truncate(tasks);
-    let mut runs = Vec::with_capacity(sizes.len());
-    let mut name = method.to_string();
-    for &size in sizes {
+    let mut runs = Vec::with_capacity(sizes.len() * methods.len());
+    for (method, &size) in methods.iter().flat_map(|m| sizes.iter().map(move |s| (m, s))) {
         let model = preset.build_model(&stream, seed)?;
-        let method = registry::build(method, preset, &simulate::host_profile()?)?;
-        name = method.name();
+        let method = registry::build_for_stream(method, preset, &simulate::host_profile()?, &stream)?;
+        let name = method.name();
         let mut learner = simulate::learner_for(&stream, model, method, seed, &RunConfig::host(size)?)?;
         let mut costs = Vec::with_capacity(tasks);
         for (i, task) in stream.tasks.iter().enumerate() {
@@ -126,7 +129,7 @@ pub fn replay_cost(
             let heap_peak = meter.peak();
             let row = evaluate_all(&mut learner, &stream)?;
             let acc_seen = 100.0 * row[..=i].iter().sum::<f64>() / (i + 1) as f64;
-            tracing::info!(replay = size, task = i, seconds, heap_peak, acc_seen, "task measured");
+            tracing::info!(method = %name, replay = size, task = i, seconds, heap_peak, acc_seen, "task measured");
             costs.push(TaskCost {
                 task: i,
                 seconds,
@@ -137,38 +140,34 @@ pub fn replay_cost(
                 acc_seen,
             });
         }
-        runs.push(ReplayRun { replay_samples: size, tasks: costs });
+        runs.push(ReplayRun { method: name, replay_samples: size, tasks: costs });
     }
-    Ok(ReplayBench { stream: stream.name.clone(), method: name, epochs: preset.train.epochs, seed, runs })
+    Ok(ReplayBench { stream: stream.name.clone(), epochs: preset.train.epochs, seed, runs })
 }
 
 fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// A Markdown table: one row per task, for each buffer size its seconds, peak heap (MiB) and accuracy over the
-/// classes seen, then the ratios of every buffer size's time and peak to the first size's (normally 0).
+/// A Markdown table: one row per task, for each run (method, buffer size) its seconds, peak heap (MiB) and
+/// accuracy over the classes seen, then the ratios of every run's time and peak to the first run's.
 pub fn replay_table(b: &ReplayBench) -> String {
+    let label = |r: &ReplayRun| format!("{} @ {}", r.method, r.replay_samples);
     let mut head = String::from("| task |");
     let mut rule = String::from("|---|");
     for r in &b.runs {
-        head += &format!(" {n}: s | {n}: peak MiB | {n}: ACC seen % |", n = r.replay_samples);
+        head += &format!(" {n}: s | {n}: peak MiB | {n}: ACC seen % |", n = label(r));
         rule += "---|---|---|";
     }
     let base = b.runs.first();
     for r in b.runs.iter().skip(1) {
-        head += &format!(
-            " time {} / {} | peak {} / {} |",
-            r.replay_samples,
-            base.map_or(0, |x| x.replay_samples),
-            r.replay_samples,
-            base.map_or(0, |x| x.replay_samples)
-        );
+        let z = base.map(label).unwrap_or_default();
+        head += &format!(" time {n} / {z} | peak {n} / {z} |", n = label(r));
         rule += "---|---|";
     }
     let mut out = format!(
-        "{} on {}, {} epoch(s) per stage, seed {}; columns by buffer size (samples)\n\n{head}\n{rule}\n",
-        b.method, b.stream, b.epochs, b.seed
+        "{}, {} epoch(s) per stage, seed {}; columns by method @ buffer size (samples)\n\n{head}\n{rule}\n",
+        b.stream, b.epochs, b.seed
     );
     let tasks = b.runs.iter().map(|r| r.tasks.len()).max().unwrap_or(0);
     for t in 0..tasks {
@@ -215,15 +214,22 @@ mod tests {
     }
 
     #[test]
-    fn table_has_a_row_per_task_and_ratios_against_the_first_size() {
+    fn table_has_a_row_per_task_and_ratios_against_the_first_run() {
         let b = ReplayBench {
             stream: "s".into(),
-            method: "m".into(),
             epochs: 1,
             seed: 0,
             runs: vec![
-                ReplayRun { replay_samples: 0, tasks: vec![cost(0, 1.0, 1 << 20), cost(1, 2.0, 2 << 20)] },
-                ReplayRun { replay_samples: 200, tasks: vec![cost(0, 1.5, 1 << 20), cost(1, 3.0, 3 << 20)] },
+                ReplayRun {
+                    method: "m".into(),
+                    replay_samples: 0,
+                    tasks: vec![cost(0, 1.0, 1 << 20), cost(1, 2.0, 2 << 20)],
+                },
+                ReplayRun {
+                    method: "peer".into(),
+                    replay_samples: 200,
+                    tasks: vec![cost(0, 1.5, 1 << 20), cost(1, 3.0, 3 << 20)],
+                },
             ],
         };
         let t = replay_table(&b);
@@ -231,6 +237,6 @@ mod tests {
         assert_eq!(rows.len(), 2, "{t}");
         assert!(rows[0].ends_with("| 1.50 | 1.00 |"), "{}", rows[0]);
         assert!(rows[1].ends_with("| 1.50 | 1.50 |"), "{}", rows[1]);
-        assert!(t.contains("time 200 / 0"), "{t}");
+        assert!(t.contains("time peer @ 200 / m @ 0"), "{t}");
     }
 }

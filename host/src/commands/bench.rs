@@ -18,8 +18,8 @@ pub enum BenchCmd {
     Update(BenchUpdateArgs),
     /// Markdown tables (Rust vs PyTorch, as ratios) from update JSON files; optionally into a doc section.
     Table(BenchTableArgs),
-    /// Per-task time and peak heap of a class-incremental method with and without an exemplar memory, side by
-    /// side in one run; write JSON.
+    /// Per-task time and peak heap of class-incremental methods (the field, its peers) with and without an
+    /// exemplar memory, side by side in one run; write JSON.
     Replay(BenchReplayArgs),
     /// GEMM kernels on the task update's shapes at 1..N threads; with PyTorch's results, a table of % of peak.
     Gemm(BenchGemmArgs),
@@ -90,9 +90,9 @@ pub struct BenchReplayArgs {
     /// Class-incremental stream (one growing head): split-mnist-ci or split-fmnist-ci.
     #[arg(long, default_value = "split-mnist-ci")]
     stream: String,
-    /// Method (any name `host simulate` knows); the default is the device's.
-    #[arg(long, default_value = "field")]
-    method: String,
+    /// Methods (any names `host simulate` knows), comma-separated; the default is the device's.
+    #[arg(long, value_delimiter = ',', default_value = "field")]
+    method: Vec<String>,
     /// Tasks to learn and measure.
     #[arg(long, default_value_t = 5)]
     tasks: usize,
