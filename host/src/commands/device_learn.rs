@@ -84,6 +84,11 @@ pub struct DeviceLearnArgs {
     /// frozen features give without learning).
     #[arg(long, default_value = "field")]
     pub field_method: String,
+    /// Training-free peers run after the field run on the same photos, the same copies and the same board, and
+    /// printed beside it (comma-separated method names; `none` for none). The default is the strongest measured
+    /// on the device path: LDA/OAS over the frozen prefix's features.
+    #[arg(long, value_delimiter = ',', default_value = "slda-oas+input")]
+    pub peers: Vec<String>,
     /// Teach the field run's board the photos alone, without the jittered copies its profile's `[augment]`
     /// table adds to a class with few photos (for measuring what the copies give).
     #[arg(long)]
@@ -266,6 +271,22 @@ struct Photos<'a> {
     stream: &'a Stream,
 }
 
+/// What one class-incremental run scored after its last task.
+struct FieldScore {
+    /// The method's name.
+    method: String,
+    /// % of the new classes' test images right.
+    new: f64,
+    /// % of the base classes' test images right.
+    base: f64,
+    /// % of every test image right.
+    all: f64,
+    /// Seconds of the run (provisioning and every task).
+    seconds: f64,
+}
+
+/// The field run with `a.field_method`, then each of `a.peers` on the same photos, copies and board, and a table
+/// of them side by side.
 fn field_learn(
     a: &DeviceLearnArgs,
     model: Model,
@@ -275,18 +296,63 @@ fn field_learn(
     fstream: &Stream,
     groups: &[Vec<usize>],
 ) -> Result<()> {
+    let field = field_run(a, &a.field_method, false, model.clone(), base_classes, photos, base_test, fstream, groups)?;
+    let peers: Vec<&String> = a.peers.iter().filter(|p| !p.is_empty() && p.as_str() != "none").collect();
+    if peers.is_empty() {
+        return Ok(());
+    }
+    let mut rows = vec![field];
+    for p in peers {
+        rows.push(field_run(a, p, true, model.clone(), base_classes, photos, base_test, fstream, groups)?);
+    }
+    println!("the field next to the peers that learn nothing (the same photos, copies and board; no task id):");
+    println!("| learner | new classes % | base classes % | all % | seconds |\n|---|---|---|---|---|");
+    for (i, r) in rows.iter().enumerate() {
+        let what = if i == 0 { "field" } else { "peer, training-free" };
+        println!("| {what}: {} | {:.2} | {:.2} | {:.2} | {:.1} |", r.method, r.new, r.base, r.all, r.seconds);
+    }
+    if let Some(best) = rows[1..].iter().max_by(|x, y| x.all.total_cmp(&y.all)) {
+        println!(
+            "FIELD VS BEST PEER: {:+.2} points on all classes, {:+.2} on the new ones ({})",
+            rows[0].all - best.all,
+            rows[0].new - best.new,
+            best.method
+        );
+    }
+    Ok(())
+}
+
+/// One class-incremental run of `method_spec` (`field`: the board's own), printing its progress and matrix unless
+/// `quiet`.
+#[allow(clippy::too_many_arguments)]
+fn field_run(
+    a: &DeviceLearnArgs,
+    method_spec: &str,
+    quiet: bool,
+    model: Model,
+    base_classes: &[usize],
+    photos: &Photos<'_>,
+    base_test: &Samples,
+    fstream: &Stream,
+    groups: &[Vec<usize>],
+) -> Result<FieldScore> {
     use firmware::budget::BoardProfile;
     use firmware::daemon::{PHOTOS_PER_LEARN, SAMPLE_CAPACITY};
     type DeviceLearner = firmware::learner::Learner<Box<dyn firmware::method::Method>, SAMPLE_CAPACITY>;
+    let say = |line: String| {
+        if !quiet {
+            println!("{line}");
+        }
+    };
     let t0 = Instant::now();
     let profile = BoardProfile::load(&a.board)?;
     firmware::threads::set_threads(profile.threads);
-    let method: Box<dyn firmware::method::Method> = if a.field_method == "field" {
+    let method: Box<dyn firmware::method::Method> = if method_spec == "field" {
         let train = TrainConfig { epochs: a.epochs, ..TrainConfig::default() };
         Box::new(firmware::method::field_method(train, profile.fisher_format, profile.budget.fisher)?)
     } else {
         let preset = preset_for(&model, a.epochs)?;
-        registry::build(&a.field_method, &preset, &profile)?
+        registry::build(method_spec, &preset, &profile)?
     };
     let method_name = method.name();
     let names: Vec<String> = base_classes.iter().map(|c| c.to_string()).collect();
@@ -301,10 +367,10 @@ fn field_learn(
         )));
     }
     let mut learner = DeviceLearner::new(profile.clone(), "device-learn", model, method, &refs, a.seed)?;
-    println!(
+    say(format!(
         "== class-incremental field run (the product's mode: one growing head, no task id), board {}, method {}",
         profile.name, method_name
-    );
+    ));
     // Test sets in digit labels: the base classes, then each group.
     let digits = |s: &Samples, classes: &[usize]| -> Result<Samples> {
         Ok(Samples::new(s.x.clone(), s.y.iter().map(|&y| classes[y]).collect())?)
@@ -345,12 +411,12 @@ fn field_learn(
     intake(&mut learner, &provision.x, &labels, &names)?;
     let buffered = learner.buffer().len();
     learner.learn()?;
-    println!(
+    say(format!(
         "provisioned with {} training images of the base classes ({buffered} samples with their jittered copies): \
          accuracy on them {:.2} %",
         provision.len(),
         score(&learner, 0)?.1
-    );
+    ));
     let mut rng = firmware::seeded_rng(a.seed ^ 0xF1E1D);
     for (ti, (t, g)) in photos.stream.tasks.iter().zip(groups).enumerate() {
         // Every class of the group equally, interleaved: `--shots` photos each, or as many as one learn takes.
@@ -378,45 +444,46 @@ fn field_learn(
         let (photos_taught, n) = (labels.len(), learner.buffer().len());
         let report = learner.learn()?;
         rows.push(score(&learner, ti + 1)?);
-        println!(
+        say(format!(
             "learned classes {:?} from {photos_taught} photos ({n} samples with their jittered copies, α {}): \
              accuracy over the {} classes seen, no task id: {:.2} %",
             g,
             report.alpha.map_or("–".into(), |x| format!("{x:.3}")),
             learner.classes().len(),
             rows[ti + 1].1
-        );
+        ));
     }
     let mut head = String::from("| after ↓ / on → | classes ");
     head.push_str(&base_classes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
     for g in groups {
         head.push_str(&format!(" | classes {}", g.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")));
     }
-    println!("{head} | all seen |");
-    println!("|---{}|---|", "|---".repeat(groups.len() + 1));
+    say(format!("{head} | all seen |"));
+    say(format!("|---{}|---|", "|---".repeat(groups.len() + 1)));
     for (i, (per, all)) in rows.iter().enumerate() {
         let name = if i == 0 { "base model".to_string() } else { format!("classes {:?}", groups[i - 1]) };
         let cells: Vec<String> =
             (0..=groups.len()).map(|j| per.get(j).map_or("–".into(), |v| format!("{v:.1}"))).collect();
-        println!("| {name} | {} | {all:.2} |", cells.join(" | "));
+        say(format!("| {name} | {} | {all:.2} |", cells.join(" | ")));
     }
     let (per, all) = &rows[rows.len() - 1];
     let acc = per.iter().sum::<f64>() / per.len().max(1) as f64;
-    println!(
+    say(format!(
         "FIELD RESULT (class-incremental, no task id): {all:.2} % of the test images of all {} digits right \
          (mean over the {} class groups: {acc:.2} %), {:.1} s",
         learner.classes().len(),
         per.len(),
         t0.elapsed().as_secs_f64()
-    );
+    ));
     // The new classes' images together (every group after the base), and the base classes' alone.
     let (hit, n) =
         per.iter().zip(&tests).skip(1).fold((0.0, 0usize), |(h, n), (p, t)| (h + p * t.len() as f64, n + t.len()));
-    println!(
+    say(format!(
         "FIELD NEW/BASE: new classes {:.2} % of {n} test images, base classes {:.2} % ({} photos per new class)",
         hit / n.max(1) as f64,
         per[0],
         a.shots.map_or_else(|| "all buffered".to_string(), |k| k.to_string())
-    );
-    Ok(())
+    ));
+    let new = hit / n.max(1) as f64;
+    Ok(FieldScore { method: method_name, new, base: per[0], all: *all, seconds: t0.elapsed().as_secs_f64() })
 }
