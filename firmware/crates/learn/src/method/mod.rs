@@ -64,7 +64,7 @@ pub use trm::{TRM_BETA, TRM_GAMMA, TRM_STEPS, Trm};
 /// shrunk by OAS — over the trained features **and** the features entering the trunk's fully connected layers,
 /// carried beside them (`+id`, [`ensure_identity_skip`]; on a model cut behind a frozen prefix, the prefix's
 /// features). Chosen on the shipped base learning 4/5, 6/7, 8/9 from K photos per digit with their jittered copies
-/// (docs/results.md, session 33, 3 seeds): new digits 82.09 / 91.18 / 94.25 % at K = 5 / 10 / 20 against
+/// (docs/results.md, session 33, 3 seeds): new digits 81.86 / 91.27 / 94.42 % at K = 5 / 10 / 20 against
 /// 78.77 / 86.11 / 88.84 % for the session-32 default `gpm+became+lt+slda+oas`, whose head read only the 100
 /// features of the trained 800 → 100 layer. The SLDA head runs without BECAME's stage 2 ([`Became`]'s stage-2
 /// rule; the merge designs measured under it are in docs/results.md, sessions 30 and 33).
