@@ -234,6 +234,9 @@ pub struct PrefixBenchArgs {
     /// Hand tract the file's nodes as they are (no loader rewrites).
     #[arg(long)]
     pub no_rewrite: bool,
+    /// Try tract's plan for any batch size (a symbolic batch axis) before the plan for one sample per run.
+    #[arg(long)]
+    pub any_batch_first: bool,
     /// Write the timings as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -267,7 +270,7 @@ pub struct PrefixTimings {
 
 /// Time the prefix in tract.
 pub fn prefix_bench(a: &PrefixBenchArgs) -> Result<()> {
-    let file = OnnxModel::open(&a.model)?.with_rewrites(!a.no_rewrite);
+    let file = OnnxModel::open(&a.model)?.with_rewrites(!a.no_rewrite).with_any_batch_plan_first(a.any_batch_first);
     let t0 = Instant::now();
     let prefix = file.prefix(&a.cut)?;
     println!(

@@ -15,6 +15,7 @@ use tract_onnx::tract_core::optim::Optimizer;
 
 use super::export::{PrefixGraph, default_opset, model_to_proto};
 use super::graph::{GraphIndex, attrs, label};
+use super::per_sample;
 use super::simplify::{self, Rewrites};
 use super::{OPSETS, encode, pb, read_f32, read_i64};
 use edgelearn_core::error::{Error, Result, shape_err};
@@ -58,6 +59,7 @@ pub struct OnnxModel {
     input_shape: Vec<usize>,
     fixed_batch: Option<usize>,
     rewrite: bool,
+    any_batch_first: bool,
 }
 
 impl OnnxModel {
@@ -129,7 +131,7 @@ impl OnnxModel {
         }
         let vi = g.input.iter().find(|v| v.name == input).ok_or_else(|| Error::OnnxInvalid("input lost".into()))?;
         let (fixed_batch, input_shape) = input_shape(vi)?;
-        Ok(Self { proto, input_shape, fixed_batch, rewrite: true })
+        Ok(Self { proto, input_shape, fixed_batch, rewrite: true, any_batch_first: false })
     }
 
     /// Whether frozen prefixes cut from this file are rewritten before tract plans them (the default; see
@@ -137,6 +139,15 @@ impl OnnxModel {
     /// compare against.
     pub fn with_rewrites(mut self, rewrite: bool) -> Self {
         self.rewrite = rewrite;
+        self
+    }
+
+    /// Whether frozen prefixes cut from this file try tract's plan for any batch size (a symbolic batch axis,
+    /// [`PlanKind::Optimized`]) before the plan for one sample per run ([`PlanKind::OptimizedPerSample`], the
+    /// default order: faster on every model measured, docs/benchmarks.md). For measuring what a symbolic batch
+    /// axis costs.
+    pub fn with_any_batch_plan_first(mut self, any_batch_first: bool) -> Self {
+        self.any_batch_first = any_batch_first;
         self
     }
 
@@ -335,17 +346,21 @@ fn input_shape(vi: &pb::ValueInfoProto) -> Result<(Option<usize>, Vec<usize>)> {
 /// How tract runs a [`FrozenPrefix`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlanKind {
-    /// One optimised plan for any batch size (symbolic batch axis, or the file's own fixed batch).
+    /// One optimised plan for any batch size (symbolic batch axis, or the file's own fixed batch). Tried first
+    /// only for a file with a fixed batch or with [`OnnxModel::with_any_batch_plan_first`]; otherwise the
+    /// fallback when no plan per sample can be made.
     Optimized,
-    /// `into_optimized()` failed for a symbolic batch; the plan is optimised for one sample per run (or for the
-    /// file's fixed batch), with tract's whole declutter pass list or, when `change_axes` is `false`, without
-    /// its `ChangeAxes` pass. Found on open_nsfw (a converted TensorFlow ResNet-50): with a symbolic batch tract
-    /// 0.23.9's declutter fails ("Invalid axis" pulling a strided 1×1 shortcut convolution over a Reshape), with
-    /// or without the loader's rewrites ([`Rewrites`]). Rewritten, it optimises per sample with every pass
-    /// (`change_axes: true`, 25–29 ms per image on the 2-vCPU development VM). On the file's own nodes
-    /// (`OnnxModel::with_rewrites(false)`) `ChangeAxes` fails at batch 1 (it removes the unit batch axis, then
-    /// rejects a Conv bias of shape `[C, 1]`) and the plan without it runs 46–51 ms per image, still about 2×
-    /// faster than the typed plan (docs/benchmarks.md).
+    /// The plan optimised for one sample per run (or for the file's fixed batch), with tract's whole declutter
+    /// pass list or, when `change_axes` is `false`, without its `ChangeAxes` pass. The default: on tract 0.23.9
+    /// it is the fastest plan on every prefix measured (docs/benchmarks.md, session 33: EfficientNet-Lite0 28 ms
+    /// per image instead of 148 ms with a symbolic batch axis, whose depthwise convolutions run 8× slower; the
+    /// MNIST CNN base 0.12 ms instead of 0.19 ms at batch 1). On open_nsfw (a converted TensorFlow ResNet-50)
+    /// it is the only optimised plan: with a symbolic batch tract's declutter fails ("Invalid axis" pulling a
+    /// strided 1×1 shortcut convolution over a Reshape), with or without the loader's rewrites ([`Rewrites`]).
+    /// Rewritten, it optimises per sample with every pass (`change_axes: true`, 25–29 ms per image on the
+    /// 2-vCPU development VM). On the file's own nodes (`OnnxModel::with_rewrites(false)`) `ChangeAxes` fails at
+    /// batch 1 (it removes the unit batch axis, then rejects a Conv bias of shape `[C, 1]`) and the plan without
+    /// it runs 46–51 ms per image, still about 2× faster than the typed plan.
     OptimizedPerSample {
         /// Whether the `ChangeAxes` declutter pass ran.
         change_axes: bool,
@@ -502,14 +517,24 @@ impl FrozenPrefix {
         let (plan, batch, kind) = guarded("loading the frozen prefix", || {
             let inference =
                 tract_onnx::onnx().model_for_proto_model(&prefix_proto).map_err(tract_err("reading the prefix"))?;
-            let symbolic = match inference.clone().into_optimized() {
-                Ok(m) => {
-                    let plan = m.into_runnable().map_err(tract_err("planning the optimised prefix"))?;
-                    return Ok((plan, fixed_batch, PlanKind::Optimized));
-                }
-                Err(e) => e,
+            // The file's own fixed batch: the inference model already has concrete facts, so `into_optimized` plans
+            // for that batch (then, below, the same without ChangeAxes).
+            let any_batch = || -> std::result::Result<Arc<TypedRunnableModel>, tract_onnx::prelude::TractError> {
+                inference.clone().into_optimized()?.into_runnable()
             };
+            // One sample per call only where no node mixes the samples of a batch (per_sample.rs): a BatchNorm
+            // over batch statistics must see the batch.
+            let per_sample_ok = fixed_batch.is_some() || per_sample::batch_independent(idx, &nodes);
+            let any_first = file.any_batch_first || fixed_batch.is_some() || !per_sample_ok;
+            if any_first {
+                match any_batch() {
+                    Ok(plan) => return Ok((plan, fixed_batch, PlanKind::Optimized)),
+                    Err(e) => tracing::debug!("no optimised plan for any batch size: {e:#}"),
+                }
+            }
             // Optimise for a concrete batch (the file's, else one sample per run), with or without ChangeAxes.
+            // One sample per run is tract's fastest plan on every prefix measured (Lite0's depthwise convolutions
+            // 5× faster than with a symbolic batch axis, the CNN base 1.6× at batch 1; docs/benchmarks.md).
             let b = fixed_batch.unwrap_or(1);
             let concrete = |change_axes: bool| -> Result<Arc<TypedRunnableModel>> {
                 let mut shape = vec![b];
@@ -527,26 +552,26 @@ impl FrozenPrefix {
                 typed.optimize().map_err(tract_err("optimising the prefix"))?;
                 typed.into_runnable().map_err(tract_err("planning the optimised prefix"))
             };
-            // With the file's own fixed batch, the first attempt above already had these concrete facts and the
-            // whole pass list: only the attempt without ChangeAxes is new.
-            let attempts: &[bool] = if fixed_batch.is_some() { &[false] } else { &[true, false] };
+            // With the file's own fixed batch, the attempt above already had these concrete facts and the whole
+            // pass list: only the attempt without ChangeAxes is new.
+            let attempts: &[bool] = match (per_sample_ok, fixed_batch) {
+                (false, _) => &[],
+                (true, Some(_)) => &[false],
+                (true, None) => &[true, false],
+            };
             for &change_axes in attempts {
                 match concrete(change_axes) {
-                    Ok(plan) => {
-                        let kind = PlanKind::OptimizedPerSample { change_axes };
-                        tracing::info!(
-                            "tract cannot optimise the frozen prefix for any batch size ({symbolic:#}); running it \
-                             {}",
-                            kind.describe()
-                        );
-                        return Ok((plan, Some(b), kind));
-                    }
+                    Ok(plan) => return Ok((plan, Some(b), PlanKind::OptimizedPerSample { change_axes })),
                     Err(e) => tracing::debug!("no optimised plan for batch {b} (ChangeAxes: {change_axes}): {e}"),
                 }
             }
-            tracing::warn!(
-                "tract could not optimise the frozen prefix ({symbolic:#}); running its typed, unoptimised plan"
-            );
+            if !any_first {
+                match any_batch() {
+                    Ok(plan) => return Ok((plan, fixed_batch, PlanKind::Optimized)),
+                    Err(e) => tracing::debug!("no optimised plan for any batch size: {e:#}"),
+                }
+            }
+            tracing::warn!("tract could not optimise the frozen prefix; running its typed, unoptimised plan");
             let typed = inference.into_typed().map_err(tract_err("typing the prefix"))?;
             let plan = typed.into_runnable().map_err(tract_err("planning the typed prefix"))?;
             Ok((plan, fixed_batch, PlanKind::Typed))

@@ -48,6 +48,7 @@
 mod export;
 mod graph;
 mod import;
+mod per_sample;
 pub mod simplify;
 #[cfg(test)]
 mod tests;
