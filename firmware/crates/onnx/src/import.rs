@@ -522,10 +522,12 @@ impl FrozenPrefix {
             let any_batch = || -> std::result::Result<Arc<TypedRunnableModel>, tract_onnx::prelude::TractError> {
                 inference.clone().into_optimized()?.into_runnable()
             };
-            // One sample per call only where no node mixes the samples of a batch (per_sample.rs): a BatchNorm
-            // over batch statistics must see the batch.
-            let per_sample_ok = fixed_batch.is_some() || per_sample::batch_independent(idx, &nodes);
-            let any_first = file.any_batch_first || fixed_batch.is_some() || !per_sample_ok;
+            // One sample per call first only where no node mixes the samples of a batch (per_sample.rs): a
+            // BatchNorm over batch statistics must see the batch. Where the check cannot tell (open_nsfw's padding
+            // arithmetic gathers and concatenates shape vectors on axis 0), the plan for any batch is tried first
+            // and the plan per sample is what is left when tract cannot make it, as before.
+            let per_sample_first = fixed_batch.is_none() && per_sample::batch_independent(idx, &nodes);
+            let any_first = file.any_batch_first || !per_sample_first;
             if any_first {
                 match any_batch() {
                     Ok(plan) => return Ok((plan, fixed_batch, PlanKind::Optimized)),
@@ -554,11 +556,7 @@ impl FrozenPrefix {
             };
             // With the file's own fixed batch, the attempt above already had these concrete facts and the whole
             // pass list: only the attempt without ChangeAxes is new.
-            let attempts: &[bool] = match (per_sample_ok, fixed_batch) {
-                (false, _) => &[],
-                (true, Some(_)) => &[false],
-                (true, None) => &[true, false],
-            };
+            let attempts: &[bool] = if fixed_batch.is_some() { &[false] } else { &[true, false] };
             for &change_axes in attempts {
                 match concrete(change_axes) {
                     Ok(plan) => return Ok((plan, Some(b), PlanKind::OptimizedPerSample { change_axes })),
