@@ -296,14 +296,15 @@ fn field_learn(
     fstream: &Stream,
     groups: &[Vec<usize>],
 ) -> Result<()> {
-    let field = field_run(a, &a.field_method, false, model.clone(), base_classes, photos, base_test, fstream, groups)?;
+    let setup = FieldSetup { model: &model, base_classes, photos, base_test, fstream, groups };
+    let field = field_run(a, &setup, &a.field_method, false)?;
     let peers: Vec<&String> = a.peers.iter().filter(|p| !p.is_empty() && p.as_str() != "none").collect();
     if peers.is_empty() {
         return Ok(());
     }
     let mut rows = vec![field];
     for p in peers {
-        rows.push(field_run(a, p, true, model.clone(), base_classes, photos, base_test, fstream, groups)?);
+        rows.push(field_run(a, &setup, p, true)?);
     }
     println!("the field next to the peers that learn nothing (the same photos, copies and board; no task id):");
     println!("| learner | new classes % | base classes % | all % | seconds |\n|---|---|---|---|---|");
@@ -322,20 +323,23 @@ fn field_learn(
     Ok(())
 }
 
-/// One class-incremental run of `method_spec` (`field`: the board's own), printing its progress and matrix unless
-/// `quiet`.
-#[allow(clippy::too_many_arguments)]
-fn field_run(
-    a: &DeviceLearnArgs,
-    method_spec: &str,
-    quiet: bool,
-    model: Model,
-    base_classes: &[usize],
-    photos: &Photos<'_>,
-    base_test: &Samples,
-    fstream: &Stream,
-    groups: &[Vec<usize>],
-) -> Result<FieldScore> {
+/// What every class-incremental run of one `device-learn` call shares: the file's trainable model, its base
+/// classes, the photos, the base classes' test features, the new tasks' features and the class groups.
+#[derive(Clone, Copy)]
+struct FieldSetup<'a> {
+    model: &'a Model,
+    base_classes: &'a [usize],
+    photos: &'a Photos<'a>,
+    base_test: &'a Samples,
+    fstream: &'a Stream,
+    groups: &'a [Vec<usize>],
+}
+
+/// One class-incremental run of `method_spec` (`field`: the board's own) on `setup`, printing its progress and
+/// matrix unless `quiet`.
+fn field_run(a: &DeviceLearnArgs, setup: &FieldSetup<'_>, method_spec: &str, quiet: bool) -> Result<FieldScore> {
+    let FieldSetup { model, base_classes, photos, base_test, fstream, groups } = *setup;
+    let model = model.clone();
     use firmware::budget::BoardProfile;
     use firmware::daemon::{PHOTOS_PER_LEARN, SAMPLE_CAPACITY};
     type DeviceLearner = firmware::learner::Learner<Box<dyn firmware::method::Method>, SAMPLE_CAPACITY>;

@@ -450,18 +450,22 @@ fn a_version_2_state_file_loads_with_an_empty_replay_buffer() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A learner on an MLP 12-16 with BECAME and the class-incremental options `tokens` (F16 Fisher, no budget), its
+/// state stored in `dir`: the same one each call, as a board after a restart.
+fn stored_class_il(tokens: &[&str], dir: &std::path::Path) -> Dev {
+    let (ci, lt) = crate::method::class_il::ClassIl::parse_tokens(tokens.iter().copied()).unwrap();
+    let model = zoo::mlp(FEATURES, &[16], &[1], true, &mut edgelearn_core::seeded_rng(3)).unwrap();
+    let method = became(FisherFormat::F16).with_class_il(ci, lt);
+    Learner::new(profile(8, FisherFormat::F16, Budgets::UNLIMITED), "mlp", model, method, &["c0"], 5)
+        .unwrap()
+        .with_store(dir)
+        .unwrap()
+}
+
 #[test]
 fn random_features_survive_a_restart_and_go_on_learning() {
     let dir = tmp("rp");
-    let (ci, lt) = crate::method::class_il::ClassIl::parse_tokens(["lt", "slda", "rp48"]).unwrap();
-    let make = || {
-        let model = zoo::mlp(FEATURES, &[16], &[1], true, &mut edgelearn_core::seeded_rng(3)).unwrap();
-        let method = became(FisherFormat::F16).with_class_il(ci, lt);
-        Learner::<Became, 64>::new(profile(8, FisherFormat::F16, Budgets::UNLIMITED), "mlp", model, method, &["c0"], 5)
-            .unwrap()
-            .with_store(&dir)
-            .unwrap()
-    };
+    let make = || stored_class_il(&["lt", "slda", "rp48"], &dir);
     let mut l = make();
     // Before the first task the footprint already counts the expanded head (16 -> 48 features) and the SLDA Σ.
     assert!(l.footprint().unwrap().fisher >= 8 * 48 * 48, "{:?}", l.footprint().unwrap());
@@ -491,15 +495,7 @@ fn random_features_survive_a_restart_and_go_on_learning() {
 #[test]
 fn the_identity_skip_survives_a_restart_and_goes_on_learning() {
     let dir = tmp("id");
-    let (ci, lt) = crate::method::class_il::ClassIl::parse_tokens(["lt", "slda", "oas", "id"]).unwrap();
-    let make = || {
-        let model = zoo::mlp(FEATURES, &[16], &[1], true, &mut edgelearn_core::seeded_rng(3)).unwrap();
-        let method = became(FisherFormat::F16).with_class_il(ci, lt);
-        Learner::<Became, 64>::new(profile(8, FisherFormat::F16, Budgets::UNLIMITED), "mlp", model, method, &["c0"], 5)
-            .unwrap()
-            .with_store(&dir)
-            .unwrap()
-    };
+    let make = || stored_class_il(&["lt", "slda", "oas", "id"], &dir);
     let mut l = make();
     let plain = l.footprint().unwrap();
     assert!(plain.fisher >= 8 * 28 * 28, "Σ over the 28 widened features counted before: {plain:?}");

@@ -893,16 +893,22 @@ pub fn randumb_model(model: &Model, spec: &RandomFourierSpec, x: &ArrayView2<'_,
     }
     let m = spec.width as usize;
     let rf = RandomFourier::new(mean, std, gamma, m, seed)?;
-    let heads = model
+    let heads = zero_heads(model, m)?;
+    Model::new(model.input_shape.clone(), vec![Layer::Flatten(Flatten::default()), Layer::RandomFourier(rf)], heads)
+}
+
+/// One zero Linear with a zero bias over `width` features for each head of `model`, with its number of outputs:
+/// the heads of a model whose trunk a prototype method replaced ([`randumb_model`], [`input_model`]).
+fn zero_heads(model: &Model, width: usize) -> Result<Vec<Linear>> {
+    model
         .heads
         .iter()
         .enumerate()
         .map(|(h, old)| {
             let k = old.out_features();
-            Linear::from_weights(&format!("head.{h}"), Array2::zeros((k, m)), Some(Array1::zeros(k)))
+            Linear::from_weights(&format!("head.{h}"), Array2::zeros((k, width)), Some(Array1::zeros(k)))
         })
-        .collect::<Result<Vec<_>>>()?;
-    Model::new(model.input_shape.clone(), vec![Layer::Flatten(Flatten::default()), Layer::RandomFourier(rf)], heads)
+        .collect()
 }
 
 /// Whether `model` is a head over its own input: the trunk is `[Flatten]` and every head reads the whole input.
@@ -914,16 +920,7 @@ pub fn is_input_model(model: &Model) -> bool {
 /// `model` with its trunk dropped: `[Flatten]` over the input (`d = input_len` values), every head replaced by a
 /// zero Linear with a bias over the `d` values (`φ(x) = x`; the prototype head is then fitted over the input).
 pub fn input_model(model: &Model) -> Result<Model> {
-    let d = model.input_len();
-    let heads = model
-        .heads
-        .iter()
-        .enumerate()
-        .map(|(h, old)| {
-            let k = old.out_features();
-            Linear::from_weights(&format!("head.{h}"), Array2::zeros((k, d)), Some(Array1::zeros(k)))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let heads = zero_heads(model, model.input_len())?;
     Model::new(model.input_shape.clone(), vec![Layer::Flatten(Flatten::default())], heads)
 }
 
