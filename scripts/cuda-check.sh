@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The CUDA backend's checks, for a machine with an NVIDIA GPU and the CUDA libraries (driver, cuBLAS, NVRTC):
-#   1. the per-operation parity tests and the whole GPM+BECAME task update, CUDA against the CPU reference
-#      (firmware::backend::tests, `cuda::*`, #[ignore]d without a GPU and run here with --include-ignored);
+#   1. the per-operation parity tests, and two whole streams learned by the one learner with the GPU installed as
+#      its GEMM device — GPM+BECAME on Split-MNIST and the field (Jetson Nano profile) class-incremental — against
+#      the same runs on the CPU (edgelearn-learn's backend::tests, `cuda::*`, #[ignore]d without a GPU and run
+#      here with --include-ignored);
 #   2. the per-task update benchmark on Split-MNIST (batch 64) and PMNIST (batch 10), task 2, 1 epoch per stage:
 #      the native CPU learner and the CUDA backend, each next to the same algorithm in PyTorch on the same
 #      machine (scripts/bench_torch.py, 1 thread on the CPU; --device cuda on the GPU), written to
 #      out/cuda-check/update-<stream>-<impl>.json and summarised on stdout;
 #   3. the device self-test on the GPU (firmware selftest --backend cuda).
 # Usage: bash scripts/cuda-check.sh [cuda-12020|cuda-11040]   (the cudarc CUDA version feature; default 12.2 API)
-#   PREBUILT=DIR: take DIR/host, DIR/firmware and DIR/firmware-test (the firmware's lib test binary) built on
+#   PREBUILT=DIR: take DIR/host, DIR/firmware and DIR/firmware-test (edgelearn-learn's lib test binary) built on
 #   another x86-64 machine instead of running cargo here (a GPU machine without a Rust toolchain):
 #     cargo build --release -p host --features firmware/cuda-12020
 #     cargo build --release -p firmware --features cuda-12020 --bins
-#     cargo test --release -p firmware --features cuda-12020 --lib --no-run   # prints the test binary's path
-#   The test binary reads data/mnist through the path it was compiled at (<checkout>/firmware/../data): link that
+#     cargo test --release -p edgelearn-learn --features cuda-12020 --lib --no-run   # prints the test binary's path
+#   The test binary reads data/mnist and boards/ through the path it was compiled at (<checkout>/data): link that
 #   checkout path to this one if they differ.
 # Needs the MNIST data (scripts/fetch-data.sh runs first). Fails loudly when no GPU is usable: nothing is skipped,
 # except the PyTorch peer when no PyTorch with CUDA is installed (said on stdout).
@@ -39,10 +41,10 @@ export LD_LIBRARY_PATH="$libs$dirs:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}"
 if [ -n "${PREBUILT:-}" ]; then
   host=$PREBUILT/host firmware=$PREBUILT/firmware
   echo "== parity tests (CUDA vs CPU, every op and a whole task update)"
-  (cd firmware && "$PREBUILT/firmware-test" backend:: --include-ignored --test-threads 1)
+  "$PREBUILT/firmware-test" backend:: --include-ignored --test-threads 1
 else
   echo "== parity tests (CUDA vs CPU, every op and a whole task update)"
-  cargo test --release -p firmware --features "$feature" --lib backend:: -- --include-ignored
+  cargo test --release -p edgelearn-learn --features "$feature" --lib backend:: -- --include-ignored --test-threads 1
   cargo build --release -p host --features "firmware/$feature"
   cargo build --release -p firmware --features "$feature"
   host=target/release/host firmware=target/release/firmware
@@ -59,7 +61,7 @@ summary() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('
 for s in split-mnist pmnist; do
   "$host" bench update --stream "$s" --repeat 3 --threads 1 --method gpm+became --out "$out/update-$s-rust-1t.json" >/dev/null
   summary "$out/update-$s-rust-1t.json"
-  "$host" bench update --stream "$s" --repeat 3 --threads 1 --method gpm+became@cuda --out "$out/update-$s-rust-cuda.json" >/dev/null
+  "$host" bench update --stream "$s" --repeat 3 --threads 1 --backend cuda --out "$out/update-$s-rust-cuda.json" >/dev/null
   summary "$out/update-$s-rust-cuda.json"
   if [ $torch_cuda = 1 ]; then
     rep=3; [ "$s" = pmnist ] && rep=2   # PyTorch's PMNIST update (batch 10) takes 10-20 s a run

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use embedded_hal::digital::{InputPin, OutputPin};
 use ndarray::Array2;
 
+use crate::backend::BackendKind;
 use crate::budget::BoardProfile;
 use crate::error::{Error, Result};
 use crate::inbox::{Inbox, InboxFile, LoadedPhoto, Preprocess};
@@ -144,6 +145,11 @@ impl Device {
         let profile = BoardProfile::load(&cfg.board)?;
         // The learner computes on the board's cores (its Fisher passes; the result does not depend on it).
         crate::threads::set_threads(profile.threads);
+        // Its large products on the board's GPU when the profile names one, this build has CUDA and the GPU
+        // answers; on the CPU otherwise (said in the log).
+        let kind = if profile.cuda_feature.is_empty() { BackendKind::Cpu } else { BackendKind::Auto };
+        let device = crate::backend::install(kind)?;
+        tracing::info!(backend = device, board = %profile.name, "compute backend of the large products");
         // The file is decoded whole in RAM: one larger than the learner's whole RAM budget cannot be the board's.
         let file = OnnxModel::open_within(&cfg.model, profile.budget.ram())?;
         let base = file.split(&Cut::parse(&cfg.cut)?)?;

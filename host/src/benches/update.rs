@@ -107,9 +107,9 @@ pub fn min_phases(runs: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
 /// Run GPM + BECAME over the first `tasks` tasks of the preset's stream and time the last one; `repeat` times
 /// from scratch (same seed, same work), keeping each phase's fastest run (the machine may be shared).
 ///
-/// `method` is [`UPDATE_METHOD`] (the native CPU learner) or a backend variant (`gpm+became@cpu`,
-/// `gpm+became@cuda`: the same update on a compute backend, [`crate::runs::backend`]); the result's `impl` is `rust` for
-/// the former and `rust:<method>` for the others.
+/// `method` is any method of the registry, run by the one learner; its large products run where
+/// `firmware::backend::install` put them. The result's `impl` is `rust` for [`UPDATE_METHOD`] on the CPU, and
+/// `rust:<method>`, `rust@cuda` or `rust:<method>@cuda` otherwise.
 ///
 /// `preset.train` decides epochs, batch size and learning rate of both stages; `stream` is only the label that
 /// goes into the result. Errors when `tasks < 2` (task 1 has no stage 2 and no merge), `repeat` is 0, or the
@@ -154,7 +154,13 @@ pub fn update(
     let train_time = phases.get("stage1").copied().unwrap_or(0.0) + phases.get("stage2").copied().unwrap_or(0.0);
     let samples_per_s = (train_time > 0.0).then(|| (epochs_run * task.train.len()) as f64 / train_time);
     Ok(UpdateTiming {
-        implementation: if method == UPDATE_METHOD { "rust".into() } else { format!("rust:{method}") },
+        implementation: {
+            let name = if method == UPDATE_METHOD { "rust".to_string() } else { format!("rust:{method}") };
+            match firmware::backend::installed() {
+                "cpu" => name,
+                device => format!("{name}@{device}"),
+            }
+        },
         stream: stream.to_string(),
         epochs: preset.train.epochs,
         threads: firmware::threads::threads(),

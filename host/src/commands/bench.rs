@@ -134,10 +134,12 @@ pub struct BenchUpdateArgs {
     /// Compute threads of the learner (GEMMs and Fisher batches; the result does not depend on it).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Method timed: gpm+became (the native CPU learner), or gpm+became@cpu / gpm+became@cuda (the compute-backend
-    /// update, CPU vs GPU).
+    /// Method timed (any the registry knows; the field with `field`).
     #[arg(long, default_value = update::UPDATE_METHOD)]
     method: String,
+    /// Where the learner's large products run (`firmware::backend::install`): cpu, cuda, or auto.
+    #[arg(long, default_value = "cpu")]
+    backend: firmware::backend::BackendKind,
     /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -167,6 +169,7 @@ pub fn run(cmd: BenchCmd, heap: &dyn HeapMeter) -> anyhow::Result<()> {
             let mut preset = Preset::named(&a.stream, Some(a.tasks))?;
             preset.train.epochs = a.epochs;
             firmware::threads::set_threads(a.threads);
+            firmware::backend::install(a.backend)?;
             preset.train.validate()?;
             let dir = a.data_dir.unwrap_or_else(data::data_dir);
             let t = update::update(&preset, &a.stream, &a.method, a.tasks, a.repeat, &dir, a.seed)?;

@@ -9,7 +9,7 @@ use super::{command_line, parse_list};
 use crate::data;
 use crate::progress::Bar;
 use crate::reports::{self, Aggregate};
-use crate::runs::{backend, registry, simulate};
+use crate::runs::{registry, simulate};
 
 /// `host simulate`'s options.
 #[derive(Debug, Args)]
@@ -31,8 +31,9 @@ pub struct SimArgs {
     /// host profile (boards/host-sim.toml) and the stream's own validation slices.
     #[arg(long)]
     board: Option<PathBuf>,
-    /// Compute backend for gpm+became: auto (CUDA when compiled in and a GPU answers, else the CPU, with a log
-    /// line), cpu (the native learner), cuda (an error when CUDA is not usable here).
+    /// Compute backend of the learner's large products, for every method (`firmware::backend::install`): auto
+    /// (CUDA when compiled in and a GPU answers, else the CPU, with a log line), cpu, cuda (an error when CUDA is
+    /// not usable here).
     #[arg(long, default_value = "auto")]
     backend: firmware::backend::BackendKind,
     /// Exemplar memory of N samples (class-balanced reservoir, `firmware::replay`): the method is handed the
@@ -65,6 +66,8 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
         registry::build(m, &preset, &cfg.profile)?; // reject unknown names before any data is loaded
     }
     firmware::threads::set_threads(a.threads.or(a.board.as_ref().map(|_| cfg.profile.threads)).unwrap_or(1));
+    let device = firmware::backend::install(a.backend)?;
+    tracing::info!(backend = device, "compute backend of the large products");
     let dir = a.stream.data_dir.clone().unwrap_or_else(data::data_dir);
     let command = command_line();
     let mut aggs = Vec::new();
@@ -74,9 +77,6 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
             let stream = preset.load(&dir, seed)?;
             let model = preset.build_model(&stream, seed)?;
             let mut method = registry::build_for_stream(method_name, &preset, &cfg.profile, &stream)?;
-            if let Some(m) = backend::for_simulation(a.backend, method_name, &preset)? {
-                method = m;
-            }
             let total: usize = stream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * preset.train.epochs;
             let mut bar = Bar::new(&format!("{method_name} seed {seed}"), total as u64);
             let (result, _) = simulate::run_with(&stream, model, method.as_mut(), seed, &cfg, &mut bar)?;

@@ -192,7 +192,7 @@ pub fn markdown(cmp: &Comparison) -> String {
                 if margin > noise { "more than one standard deviation" } else { "within one standard deviation" }
             );
         }
-        // Plain BECAME when it ran; otherwise its first variant (`gpm+became@cuda`, the field's `gpm+became+…`).
+        // Plain BECAME when it ran; otherwise its first variant (`gpm+became:q4`, the field's `gpm+became+…`).
         let became = rows
             .iter()
             .position(|a| a.method == "gpm+became")

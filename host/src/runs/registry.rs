@@ -76,8 +76,7 @@ pub fn class_incremental_only(name: &str) -> bool {
 /// Build the method called `name` with the preset's settings, as board `profile` runs it: every BECAME variant
 /// stores `F_old` in the profile's `fisher_format` (unless the name gives one, `gpm+became:q4`), and `field` is
 /// [`firmware::method::field_method`] with the profile's format and `fisher` budget, exactly as the daemon builds
-/// it. Heads are projected by GPM only when the run is single-head. `gpm+became@cpu` / `gpm+became@cuda` run GPM + BECAME on a compute backend
-/// ([`crate::runs::backend::became_on`]). `gpm+became:<format>` (e.g. `gpm+became:q4`) stores BECAME's accumulated Fisher in a
+/// it. Heads are projected by GPM only when the run is single-head. `gpm+became:<format>` (e.g. `gpm+became:q4`) stores BECAME's accumulated Fisher in a
 /// compact format (`firmware::fisher::FisherFormat`).
 pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<dyn Method>> {
     let format = profile.fisher_format;
@@ -116,9 +115,6 @@ pub fn build(name: &str, preset: &Preset, profile: &BoardProfile) -> Result<Box<
     if let Some(rest) = name.strip_prefix("randumb") {
         let (width, stats) = randumb_spec(name, rest)?;
         return Ok(Box::new(Prototype::randumb(width, stats).map_err(|e| Error::UnknownMethod(e.to_string()))?));
-    }
-    if let Some(kind) = name.strip_prefix("gpm+became@") {
-        return crate::runs::backend::became_on(kind.parse()?, preset);
     }
     if let Some(format) = name.strip_prefix("adam-nscl+became:") {
         let format = format.parse::<FisherFormat>()?;

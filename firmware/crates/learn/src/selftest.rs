@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 
-use crate::backend::{BackendBecame, BackendKind, Selected, select};
+use crate::backend::{BackendKind, install};
 use crate::gpm::GpmConfig;
 use crate::method::{Became, LearnContext, Method};
 use edgelearn_core::data::idx::{IdxArray, read_idx, resolve_idx};
@@ -49,8 +49,8 @@ pub struct SelftestConfig {
     pub gpm: GpmConfig,
     /// Seed of the initialisation and the shuffling.
     pub seed: u64,
-    /// Compute backend: [`BackendKind::Cpu`] runs the native learner ([`Became`]); with CUDA selected (explicitly,
-    /// or by [`BackendKind::Auto`] when a GPU answers) the same update runs on the GPU ([`BackendBecame`]).
+    /// Compute backend: the learner ([`Became`]) is the same on every backend; with CUDA selected (explicitly, or
+    /// by [`BackendKind::Auto`] when a GPU answers) its large products run on the GPU ([`crate::backend::install`]).
     pub backend: BackendKind,
 }
 
@@ -207,12 +207,8 @@ pub fn run(cfg: &SelftestConfig, log: &mut dyn FnMut(String)) -> Result<Selftest
     let mut rng = edgelearn_core::seeded_rng(cfg.seed);
     let heads = vec![2; tasks.len()];
     let mut model = zoo::mlp(train_images.item_len(), &cfg.hidden, &heads, false, &mut rng)?;
-    let selected = select(cfg.backend)?;
-    log(format!("compute backend: {}", selected.name()));
-    let mut method: Box<dyn Method> = match selected {
-        Selected::Cuda(gpu) => Box::new(BackendBecame::new(gpu, cfg.train.clone(), cfg.gpm.clone())),
-        Selected::Cpu(_) => Box::new(Became::new(cfg.train.clone(), cfg.gpm.clone())),
-    };
+    log(format!("compute backend: {}", install(cfg.backend)?));
+    let mut method: Box<dyn Method> = Box::new(Became::new(cfg.train.clone(), cfg.gpm.clone()));
     let mut matrix = AccuracyMatrix::new(tasks.len());
     let mut outcomes = Vec::with_capacity(tasks.len());
     for (t, (pair, train, val, test)) in tasks.iter().enumerate() {
@@ -306,7 +302,10 @@ mod tests {
             ..SelftestConfig::new(&dir)
         };
         let mut lines = Vec::new();
-        let report = run(&cfg, &mut |l| lines.push(l)).unwrap();
+        let report = {
+            let _device = crate::backend::tests::OFFLOAD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+            run(&cfg, &mut |l| lines.push(l)).unwrap()
+        };
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(lines.len(), 4, "{lines:?}");
         if crate::backend::cuda_status().is_err() {

@@ -11,6 +11,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 use crate::error::{Result, shape_err};
+use crate::nn::offload::{self, Gemm, Offload};
 
 /// A GEMM implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +57,28 @@ pub const PARALLEL_MIN_MACS: usize = 1 << 23;
 /// (the CNN's first weight gradient, 20×25 outputs over 36 864 patches, is slower on 2 threads than on 1).
 pub const PARALLEL_MIN_OUTPUTS: usize = 4096;
 
-/// `C ← α·A·B + β·C` with [`KERNEL`] on [`crate::threads::threads`] threads. With `β = 0`, `C` is not read (NaN
-/// in it does not propagate).
+/// `C ← α·A·B + β·C`: on the installed device ([`crate::nn::offload`]) when there is one and the product has at
+/// least its `min_macs` multiply-adds, otherwise [`gemm_on_cpu`]. With `β = 0`, `C` is not read (NaN in it does
+/// not propagate).
 pub fn gemm(
+    alpha: f32,
+    a: &ArrayView2<'_, f32>,
+    b: &ArrayView2<'_, f32>,
+    beta: f32,
+    c: &mut ArrayViewMut2<'_, f32>,
+) -> Result<()> {
+    if let Some(o) = offload::offload() {
+        let g = Gemm { trans_a: false, trans_b: false, m: a.nrows(), n: b.ncols(), k: a.ncols(), alpha, beta };
+        if g.m > 0 && g.n > 0 && g.k > 0 && g.macs() >= o.min_macs {
+            return gemm_offloaded(&*o.device, alpha, a, b, beta, c);
+        }
+    }
+    gemm_on_cpu(alpha, a, b, beta, c)
+}
+
+/// `C ← α·A·B + β·C` with [`KERNEL`] on [`crate::threads::threads`] threads (what [`gemm()`] does with no device
+/// installed; the CPU backend's GEMM).
+pub fn gemm_on_cpu(
     alpha: f32,
     a: &ArrayView2<'_, f32>,
     b: &ArrayView2<'_, f32>,
@@ -69,13 +89,51 @@ pub fn gemm(
     gemm_with(KERNEL, threads, alpha, a, b, beta, c)
 }
 
-/// The threads [`gemm`] gives an `m×k · k×n` product when `threads` are available: one below
+/// A row-major buffer holding `v` or its transpose, without a copy when `v` is contiguous either way.
+fn row_major<'a>(v: &ArrayView2<'a, f32>) -> (std::borrow::Cow<'a, [f32]>, bool) {
+    if let Some(s) = v.to_slice() {
+        return (std::borrow::Cow::Borrowed(s), false);
+    }
+    if let Some(s) = (*v).reversed_axes().to_slice() {
+        return (std::borrow::Cow::Borrowed(s), true);
+    }
+    (std::borrow::Cow::Owned(v.iter().copied().collect()), false)
+}
+
+/// [`gemm`] on `device`: operands passed as row-major buffers (a transposed view as its storage with the transpose
+/// flag), `C` written back in place.
+fn gemm_offloaded(
+    device: &dyn Offload,
+    alpha: f32,
+    a: &ArrayView2<'_, f32>,
+    b: &ArrayView2<'_, f32>,
+    beta: f32,
+    c: &mut ArrayViewMut2<'_, f32>,
+) -> Result<()> {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    if b.nrows() != k || c.dim() != (m, n) {
+        return Err(shape_err("GEMM operands (A: m×k, B: k×n, C: m×n)", (m, k, n), (b.dim(), c.dim())));
+    }
+    let (ab, trans_a) = row_major(a);
+    let (bb, trans_b) = row_major(b);
+    let g = Gemm { trans_a, trans_b, m, n, k, alpha, beta };
+    if let Some(cs) = c.as_slice_mut() {
+        return device.gemm(g, &ab, &bb, cs);
+    }
+    let mut tmp: Vec<f32> = if beta == 0.0 { vec![0.0; m * n] } else { c.iter().copied().collect() };
+    device.gemm(g, &ab, &bb, &mut tmp)?;
+    c.iter_mut().zip(tmp).for_each(|(dst, v)| *dst = v);
+    Ok(())
+}
+
+/// The threads [`gemm()`] gives an `m×k · k×n` product when `threads` are available: one below
 /// [`PARALLEL_MIN_MACS`] or [`PARALLEL_MIN_OUTPUTS`], all of them otherwise.
 pub fn threads_for(m: usize, k: usize, n: usize, threads: usize) -> usize {
     if m * n * k < PARALLEL_MIN_MACS || m * n < PARALLEL_MIN_OUTPUTS { 1 } else { threads.max(1) }
 }
 
-/// `A·B` as a new array, with [`gemm`].
+/// `A·B` as a new array, with [`gemm()`].
 pub fn matmul(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Result<Array2<f32>> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));
     gemm(1.0, a, b, 0.0, &mut c.view_mut())?;
@@ -83,7 +141,7 @@ pub fn matmul(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Result<Array2
 }
 
 /// `C ← α·A·B + β·C` with the given kernel on exactly `threads` threads (the benchmark's entry; the firmware
-/// calls [`gemm`]).
+/// calls [`gemm()`]).
 pub fn gemm_with(
     kernel: Kernel,
     threads: usize,
@@ -238,6 +296,54 @@ mod tests {
             let mut bad = Array2::zeros((8, 5));
             assert!(gemm_with(kernel, 1, 1.0, &a.view(), &b.view(), 0.0, &mut bad.view_mut()).is_err());
         }
+    }
+
+    /// A device that computes on the CPU from the buffers it is given (the plumbing's test double).
+    struct RowMajorCpu;
+
+    impl Offload for RowMajorCpu {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn gemm(&self, g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+            g.check(a.len(), b.len(), c.len())?;
+            let [sa, sb, _] = g.shapes();
+            let view = |d, (r, c), t: bool| {
+                let v = ArrayView2::from_shape((r, c), d).unwrap();
+                if t { v.reversed_axes() } else { v }
+            };
+            let mut cv = ArrayViewMut2::from_shape((g.m, g.n), c).unwrap();
+            gemm_on_cpu(g.alpha, &view(a, sa, g.trans_a), &view(b, sb, g.trans_b), g.beta, &mut cv)
+        }
+    }
+
+    /// Operands reach a device as row-major buffers whatever their layout — plain, transposed (passed as storage
+    /// with the flag, no copy) or strided (copied) — and a strided C is written back; the product is the CPU's.
+    #[test]
+    fn offloaded_products_take_any_layout() {
+        let a = random(9, 14, 1);
+        let b = random(14, 6, 2);
+        let bt = random(6, 14, 3);
+        let wide = random(9, 28, 4);
+        let c0 = random(9, 6, 5);
+        let strided_a = wide.slice(ndarray::s![.., ..;2]);
+        for (av, bv) in [(a.view(), b.view()), (a.view(), bt.t()), (strided_a, b.view())] {
+            let mut want = c0.clone();
+            gemm_on_cpu(0.5, &av, &bv, 2.0, &mut want.view_mut()).unwrap();
+            let mut got = c0.clone();
+            gemm_offloaded(&RowMajorCpu, 0.5, &av, &bv, 2.0, &mut got.view_mut()).unwrap();
+            let err = (&got - &want).iter().fold(0.0f32, |e, v| e.max(v.abs()));
+            assert!(err < 1e-5, "error {err}");
+            // C as a transposed (non-row-major) view: written back through a temporary.
+            let mut got_t = Array2::from_shape_vec((6, 9), c0.t().iter().copied().collect()).unwrap();
+            let mut cview = got_t.view_mut().reversed_axes();
+            assert!(cview.as_slice_mut().is_none(), "C must not be row-major here");
+            gemm_offloaded(&RowMajorCpu, 0.5, &av, &bv, 2.0, &mut cview).unwrap();
+            let err = (&got_t.t() - &want).iter().fold(0.0f32, |e, v| e.max(v.abs()));
+            assert!(err < 1e-5, "strided C: error {err}");
+        }
+        let mut bad = Array2::zeros((9, 5));
+        assert!(gemm_offloaded(&RowMajorCpu, 1.0, &a.view(), &b.view(), 0.0, &mut bad.view_mut()).is_err());
     }
 
     /// The thread count changes no bit of the product, at shapes large enough to be split (the task update's).

@@ -14,6 +14,7 @@ mod loss;
 mod mode;
 mod model;
 mod norm;
+pub mod offload;
 pub mod ops;
 mod optim;
 mod param;

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use edgelearn_core::nn::gemm::gemm;
+use edgelearn_core::nn::gemm::gemm_on_cpu;
+use edgelearn_core::nn::offload::Offload;
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2};
 
 use super::{Backend, Gemm, check_same};
@@ -58,16 +59,9 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    /// [`edgelearn_core::nn::gemm::gemm`] on views of the buffers (transposes are views, nothing is copied).
+    /// [`edgelearn_core::nn::gemm::gemm_on_cpu`] on views of the buffers (transposes are views, nothing is copied).
     fn gemm(&self, g: Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) -> Result<()> {
-        g.check(a.len(), b.len(), c.len())?;
-        let [sa, sb, _] = g.shapes();
-        let av = view2(a, sa, g.trans_a)?;
-        let bv = view2(b, sb, g.trans_b)?;
-        let mut cv = ArrayViewMut2::from_shape((g.m, g.n), c.as_mut_slice())
-            .map_err(|e| shape_err("GEMM operand C", (g.m, g.n), e))?;
-        gemm(g.alpha, &av, &bv, g.beta, &mut cv)?;
-        Ok(())
+        Offload::gemm(self, g, a, b, c)
     }
 
     fn relu(&self, x: &mut Vec<f32>) -> Result<()> {
@@ -144,5 +138,23 @@ impl Backend for CpuBackend {
         check_same("interpolation output", a.len(), out.len())?;
         *out = interpolate(a, b, alpha)?;
         Ok(())
+    }
+}
+
+/// The CPU as a GEMM device: what [`super::install`] never installs (the CPU needs no device), and what the tests
+/// install to check that every product of a whole task update reaches the device it is given.
+impl Offload for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn gemm(&self, g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+        g.check(a.len(), b.len(), c.len())?;
+        let [sa, sb, _] = g.shapes();
+        let av = view2(a, sa, g.trans_a)?;
+        let bv = view2(b, sb, g.trans_b)?;
+        let mut cv =
+            ArrayViewMut2::from_shape((g.m, g.n), c).map_err(|e| shape_err("GEMM operand C", (g.m, g.n), e))?;
+        gemm_on_cpu(g.alpha, &av, &bv, g.beta, &mut cv)
     }
 }

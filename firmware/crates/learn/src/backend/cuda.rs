@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm as _, GemmConfig};
@@ -15,6 +15,7 @@ use ndarray::Array2;
 
 use super::{Backend, Gemm, check_same};
 use edgelearn_core::error::{Error, Result, shape_err};
+use edgelearn_core::nn::offload::Offload;
 use edgelearn_core::nn::ops::Window2d;
 
 /// The kernels, compiled with `--fmad=false` so that every element is rounded exactly as the CPU rounds it (no
@@ -120,6 +121,8 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     k: Kernels,
+    /// Serialises [`Offload::gemm`] callers (the Fisher estimator's threads share one stream and cuBLAS handle).
+    offload: Mutex<()>,
 }
 
 impl fmt::Debug for CudaBackend {
@@ -210,7 +213,7 @@ impl CudaBackend {
         };
         let name = ctx.name().unwrap_or_else(|_| "?".into());
         tracing::info!(ordinal, device = %name, "CUDA backend ready");
-        Ok(Self { ctx, stream, blas, k })
+        Ok(Self { ctx, stream, blas, k, offload: Mutex::new(()) })
     }
 
     fn cfg(n: usize) -> LaunchConfig {
@@ -361,8 +364,8 @@ impl Backend for CudaBackend {
         }
         let rows = x.len() / d;
         let mut c = self.zeros(rows * basis.k)?;
-        self.gemm(Gemm::new(false, false, rows, basis.k, d), x, &basis.m, &mut c)?;
-        self.gemm(Gemm::new(false, true, rows, d, basis.k).scaled(-1.0, 1.0), &c, &basis.m, x)
+        Backend::gemm(self, Gemm::new(false, false, rows, basis.k, d), x, &basis.m, &mut c)?;
+        Backend::gemm(self, Gemm::new(false, true, rows, d, basis.k).scaled(-1.0, 1.0), &c, &basis.m, x)
     }
 
     fn axpy(&self, a: f32, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>) -> Result<()> {
@@ -445,5 +448,28 @@ impl Backend for CudaBackend {
         l.arg(a).arg(b).arg(&alpha).arg(out).arg(&n);
         // SAFETY: interp(const float*, const float*, double, float*, int) touches [0..n) of all three (length n).
         dev(unsafe { l.launch(Self::cfg(n as usize)) }).map(drop)
+    }
+}
+
+/// The GPU as the process's GEMM device ([`super::install`]): operands copied in, [`Backend::gemm`] (cuBLAS), the
+/// result copied back; one caller at a time.
+impl Offload for CudaBackend {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn gemm(&self, g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+        g.check(a.len(), b.len(), c.len())?;
+        let _one =
+            self.offload.lock().map_err(|_| Error::Backend { backend: "cuda", message: "lock poisoned".into() })?;
+        let da = self.upload(a)?;
+        let db = self.upload(b)?;
+        let mut dc = if g.beta == 0.0 { self.zeros(c.len())? } else { self.upload(c)? };
+        Backend::gemm(self, g, &da, &db, &mut dc)?;
+        if c.is_empty() {
+            return Ok(());
+        }
+        dev(self.stream.memcpy_dtoh(&dc, c))?;
+        dev(self.stream.synchronize())
     }
 }

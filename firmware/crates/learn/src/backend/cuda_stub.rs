@@ -7,6 +7,7 @@ use ndarray::Array2;
 
 use super::{Backend, Gemm};
 use edgelearn_core::error::{Error, Result};
+use edgelearn_core::nn::offload::Offload;
 use edgelearn_core::nn::ops::Window2d;
 
 /// Why this build has no CUDA backend.
@@ -85,6 +86,15 @@ impl Backend for CudaBackend {
         match self.never {}
     }
     fn interpolate(&self, _: &Vec<f32>, _: &Vec<f32>, _: f64, _: &mut Vec<f32>) -> Result<()> {
+        match self.never {}
+    }
+}
+
+impl Offload for CudaBackend {
+    fn name(&self) -> &'static str {
+        match self.never {}
+    }
+    fn gemm(&self, _: Gemm, _: &[f32], _: &[f32], _: &mut [f32]) -> Result<()> {
         match self.never {}
     }
 }

@@ -9,7 +9,13 @@
 //! CUDA support"), so code and tests name both backends the same way (candle's pattern).
 //!
 //! Buffers ([`Backend::Buf`]) live where the backend computes: `Vec<f32>` on the CPU, device memory on the GPU.
-//! [`update`] runs a whole GPM + BECAME task update with parameters, bases and Fisher resident on a backend.
+//!
+//! **One training loop.** The learner's loop (`edgelearn_core::train`, every [`crate::method::Method`], the field
+//! included) is the only one: [`install`] puts the chosen backend behind [`edgelearn_core::nn::gemm::gemm`] as the
+//! process's GEMM device ([`edgelearn_core::nn::offload`]), so every product of at least [`OFFLOAD_MIN_MACS`]
+//! multiply-adds — layers forward and backward, GPM's projection, the Fisher's passes — runs on the GPU, and
+//! everything else stays on the CPU. With the CPU selected nothing is installed and every result is the CPU's, bit
+//! for bit.
 //!
 //! The backend is chosen at run time with [`BackendKind`] (`--backend auto|cpu|cuda` on the command line):
 //! [`select`] with [`BackendKind::Auto`] uses CUDA when it was compiled in and the CUDA libraries and a GPU are
@@ -17,6 +23,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use ndarray::Array2;
 
@@ -28,69 +35,19 @@ mod cpu;
 mod cuda;
 #[cfg(not(any(feature = "cuda-12020", feature = "cuda-11040")))]
 mod cuda_stub;
-pub mod update;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use cpu::CpuBackend;
 #[cfg(any(feature = "cuda-12020", feature = "cuda-11040"))]
 pub use cuda::CudaBackend;
 #[cfg(not(any(feature = "cuda-12020", feature = "cuda-11040")))]
 pub use cuda_stub::CudaBackend;
-pub use update::{BackendBecame, ResidentMlp};
+pub use edgelearn_core::nn::offload::Gemm;
 
 /// True when this build contains the CUDA backend (the `cuda`, `cuda-12020` or `cuda-11040` feature).
 pub const CUDA_COMPILED: bool = cfg!(any(feature = "cuda-12020", feature = "cuda-11040"));
-
-/// One row-major single-precision GEMM: `C (m×n) ← α·op(A)·op(B) + β·C`, with `op(A)` of shape `m×k` (`A` stored
-/// `k×m` when `trans_a`) and `op(B)` of shape `k×n` (`B` stored `n×k` when `trans_b`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Gemm {
-    /// Use `Aᵀ` (A stored `k×m`).
-    pub trans_a: bool,
-    /// Use `Bᵀ` (B stored `n×k`).
-    pub trans_b: bool,
-    /// Rows of `C`.
-    pub m: usize,
-    /// Columns of `C`.
-    pub n: usize,
-    /// Inner dimension.
-    pub k: usize,
-    /// Scale of the product.
-    pub alpha: f32,
-    /// Scale of the old `C` (0: overwrite).
-    pub beta: f32,
-}
-
-impl Gemm {
-    /// `C = op(A)·op(B)` (α = 1, β = 0).
-    pub fn new(trans_a: bool, trans_b: bool, m: usize, n: usize, k: usize) -> Self {
-        Self { trans_a, trans_b, m, n, k, alpha: 1.0, beta: 0.0 }
-    }
-
-    /// The same with `α` and `β`.
-    pub fn scaled(self, alpha: f32, beta: f32) -> Self {
-        Self { alpha, beta, ..self }
-    }
-
-    /// Stored shapes of `A`, `B` and `C` (rows, columns).
-    pub fn shapes(&self) -> [(usize, usize); 3] {
-        let a = if self.trans_a { (self.k, self.m) } else { (self.m, self.k) };
-        let b = if self.trans_b { (self.n, self.k) } else { (self.k, self.n) };
-        [a, b, (self.m, self.n)]
-    }
-
-    /// An error unless the buffers have exactly the lengths of [`Gemm::shapes`].
-    pub fn check(&self, a: usize, b: usize, c: usize) -> Result<()> {
-        for ((name, (r, cols)), got) in ["A", "B", "C"].iter().zip(self.shapes()).zip([a, b, c]) {
-            if r.checked_mul(cols) != Some(got) {
-                return Err(edgelearn_core::error::shape_err(&format!("GEMM operand {name}"), (r, cols), got));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// The operations of a task update, on buffers resident where the backend computes.
 ///
@@ -237,6 +194,32 @@ pub fn select(kind: BackendKind) -> Result<Selected> {
             }
         },
     }
+}
+
+/// Products smaller than this (multiply-adds) stay on the CPU when a GPU is installed: copying the operands over
+/// PCIe (or through a Jetson's shared memory with a launch each way) costs more than the CPU spends on them.
+pub const OFFLOAD_MIN_MACS: usize = 1 << 20;
+
+/// Select the backend `kind` asks for ([`select`]) and make it the process's GEMM device: CUDA is installed behind
+/// [`edgelearn_core::nn::gemm::gemm`] for products of at least [`OFFLOAD_MIN_MACS`]; the CPU removes any device.
+/// Returns the name of what runs the products (`cpu`, `cuda`).
+pub fn install(kind: BackendKind) -> Result<&'static str> {
+    match select(kind)? {
+        Selected::Cpu(_) => {
+            edgelearn_core::nn::offload::set_offload(None, 0)?;
+            Ok("cpu")
+        }
+        Selected::Cuda(b) => {
+            let name = b.name();
+            edgelearn_core::nn::offload::set_offload(Some(Arc::new(b)), OFFLOAD_MIN_MACS)?;
+            Ok(name)
+        }
+    }
+}
+
+/// The name of what runs the large products now: `cuda` after [`install`] put the GPU there, otherwise `cpu`.
+pub fn installed() -> &'static str {
+    edgelearn_core::nn::offload::offload_name()
 }
 
 /// An error unless two buffer lengths agree.

@@ -1,28 +1,67 @@
 //! Parity tests, written once and instantiated per backend by [`backend_tests!`] (candle's pattern): one per
-//! operation (max abs difference to an independent host reference ≤ 1e-4) and one whole task update (GPM + BECAME
-//! on a small real Split-MNIST stream, accuracy within 0.5 points of the native learner).
+//! operation (max abs difference to an independent host reference ≤ 1e-4) and two whole streams learned by the one
+//! learner with the backend installed as the GEMM device ([`super::install`]'s mechanism, every product offloaded):
+//! GPM + BECAME on a small real Split-MNIST stream, and the field ([`crate::method::field_method`] in a
+//! [`crate::learner::Learner`] under the Jetson Nano profile) learning MNIST digits 0/1 then 2/3 class-incrementally;
+//! each within 0.5 points of the same run without a device, and every product seen by the device.
 //!
 //! The CUDA instantiation exists only with the `cuda` feature and is `#[ignore]`d, so that `cargo test` lists it
 //! as not run rather than passing it on a machine without a GPU; `scripts/cuda-check.sh` runs it with
 //! `--include-ignored` on a GPU machine.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ndarray::{Array2, Array4};
 use rand::Rng;
 
-use super::update::BackendBecame;
 use super::*;
+use crate::budget::BoardProfile;
 use crate::gpm::GpmConfig;
+use crate::learner::Learner;
 use crate::merge::{became_alpha, interpolate};
 use crate::method::{Became, LearnContext, Method};
 use crate::selftest::{load_split, pair_samples};
 use edgelearn_core::data::{Samples, TaskData};
+use edgelearn_core::nn::offload::{Offload, set_offload};
 use edgelearn_core::nn::ops::im2col;
 use edgelearn_core::nn::zoo;
 use edgelearn_core::train::{Silent, TrainConfig, evaluate};
 
 const TOL: f32 = 1e-4;
+
+/// Held by every test that installs a GEMM device, which is one per process (the self-test's `install` included).
+pub(crate) static OFFLOAD_TESTS: Mutex<()> = Mutex::new(());
+
+/// A device that counts the products it is given and hands them to `inner`.
+struct Counting<B> {
+    inner: B,
+    calls: AtomicUsize,
+}
+
+impl<B: Offload> Offload for Counting<B> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn gemm(&self, g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.gemm(g, a, b, c)
+    }
+}
+
+/// `run` twice: on the CPU, then with `device` installed for every product; returns both results and how many
+/// products reached the device.
+fn with_and_without<B: Offload + 'static, T>(device: B, run: impl Fn() -> T) -> (T, T, usize) {
+    let _one = OFFLOAD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    set_offload(None, 0).unwrap();
+    let native = run();
+    let counting = Arc::new(Counting { inner: device, calls: AtomicUsize::new(0) });
+    set_offload(Some(counting.clone()), 0).unwrap();
+    let offloaded = run();
+    set_offload(None, 0).unwrap();
+    (native, offloaded, counting.calls.load(Ordering::Relaxed))
+}
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = edgelearn_core::seeded_rng(seed);
@@ -191,22 +230,63 @@ fn run_stream(method: &mut dyn Method, tasks: &[(Samples, Samples, Samples)]) ->
     (accs, acc, alpha)
 }
 
-pub(super) fn check_task_update<B: Backend>(b: B) {
+pub(super) fn check_task_update<B: Backend + Offload + 'static>(b: B) {
+    let name = Offload::name(&b);
     let tasks = split_mnist(300);
     let cfg = TrainConfig { epochs: 3, batch_size: 10, lr: 0.05, ..TrainConfig::default() };
     let gcfg = GpmConfig { thresholds: vec![0.95, 0.99], threshold_increment: 0.0, samples: 300, project_heads: false };
-    let (native_accs, native, native_alpha) = run_stream(&mut Became::new(cfg.clone(), gcfg.clone()), &tasks);
-    let mut on_backend = BackendBecame::new(b, cfg, gcfg);
-    let (accs, acc, alpha) = run_stream(&mut on_backend, &tasks);
+    let run = || run_stream(&mut Became::new(cfg.clone(), gcfg.clone()), &tasks);
+    let ((native_accs, native, native_alpha), (accs, acc, alpha), calls) = with_and_without(b, run);
     assert!(native > 0.9, "the native learner itself must learn the stream: {native_accs:?}");
     assert!(
         (acc - native).abs() <= 0.005,
-        "ACC on {}: {acc:.4} ({accs:?}) vs native {native:.4} ({native_accs:?})",
-        on_backend.name()
+        "ACC on {name}: {acc:.4} ({accs:?}) vs native {native:.4} ({native_accs:?})"
     );
     assert!((alpha - native_alpha).abs() < 0.05, "α {alpha} vs native {native_alpha}");
-    assert_eq!(on_backend.tasks_seen(), 2);
-    assert_eq!(on_backend.f_old().unwrap().len(), 784 * 100 + 100 * 100 + 2 * 2 * 100);
+    if name == "cpu" {
+        assert_eq!(alpha.to_bits(), native_alpha.to_bits(), "the CPU as a device must give the CPU's α");
+    }
+    assert!(calls > 100, "only {calls} products reached the {name} device");
+}
+
+/// The field as the Jetson Nano profile runs it, in the one learner: MNIST digits 0/1, then 2/3 (300 photos a
+/// digit), no task id; accuracy over all four digits' test images.
+fn field_run(tasks: &[(Samples, Samples, Samples)]) -> f64 {
+    let profile_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../boards/jetson-nano-4gb.toml");
+    let profile = BoardProfile::load(&profile_path).unwrap();
+    let train = TrainConfig { epochs: 2, batch_size: 10, lr: 0.05, ..TrainConfig::default() };
+    let method = crate::method::field_method(train, profile.fisher_format, profile.budget.fisher).unwrap();
+    let model = zoo::mlp(784, &[100], &[2], false, &mut edgelearn_core::seeded_rng(0)).unwrap();
+    let mut l: Learner<Became, 1024> = Learner::new(profile, "mlp", model, method, &["0", "1"], 0).unwrap();
+    let pairs = [[0u8, 1], [2, 3]];
+    for ((tr, _, _), pair) in tasks.iter().zip(pairs) {
+        for (row, &y) in tr.x.rows().into_iter().zip(&tr.y) {
+            l.add_sample(&pair[y].to_string(), row.as_slice().unwrap()).unwrap();
+        }
+        l.learn().unwrap();
+    }
+    let (mut right, mut total) = (0usize, 0usize);
+    for ((_, _, te), pair) in tasks.iter().zip(pairs) {
+        for (row, &y) in te.x.rows().into_iter().zip(&te.y) {
+            let want = l.class_id(&pair[y].to_string()).unwrap();
+            right += usize::from(l.predict(row.as_slice().unwrap()).unwrap() == want);
+            total += 1;
+        }
+    }
+    right as f64 / total as f64
+}
+
+pub(super) fn check_field<B: Backend + Offload + 'static>(b: B) {
+    let name = Offload::name(&b);
+    let tasks = split_mnist(300);
+    let (native, acc, calls) = with_and_without(b, || field_run(&tasks));
+    assert!(native > 0.85, "the field must learn the stream on the CPU: {native:.4}");
+    if name == "cpu" {
+        // The plumbing alone (operands passed as row-major buffers and written back) changes nothing.
+        assert_eq!(acc.to_bits(), native.to_bits(), "the CPU as a device must give the CPU's result");
+    }
+    assert!((acc - native).abs() <= 0.005, "field accuracy with the {name} device {acc:.4} vs CPU {native:.4}");
+    assert!(calls > 100, "only {calls} products reached the {name} device");
 }
 
 /// One test per operation plus the whole task update, for the backend `$make` builds.
@@ -256,6 +336,12 @@ macro_rules! backend_tests {
             $(#[$attr])*
             fn whole_task_update_matches_the_native_learner() {
                 super::check_task_update($make);
+            }
+
+            #[test]
+            $(#[$attr])*
+            fn the_field_in_the_learner_matches_the_cpu() {
+                super::check_field($make);
             }
         }
     };

@@ -42,7 +42,6 @@ pub use became::{Became, BecameTrace, MergeTrace};
 pub use ewc::Ewc;
 pub use finetune::FineTune;
 pub use gpm::GpmMethod;
-pub(crate) use gpm::update_bases;
 #[cfg(feature = "baselines")]
 pub use holistic::{CORRECTION_SAMPLES, HOLISTIC_LR, Holistic, linearisation_error};
 pub use joint::Joint;
