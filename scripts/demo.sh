@@ -8,8 +8,9 @@
 #         then the same from 10 photos per new digit (with the jittered copies of firmware::augment);
 #      b) for comparison with papers, task-incremental: the same three tasks with one new head each and GPM+BECAME,
 #         the accuracy matrix and alpha per task, and the adapted model re-exported as ONNX;
-#   3. an external client (onnx.checker + onnxruntime, scripts/check-onnx.py) checks the re-exported file and
-#      compares its outputs with the device's on real test images.
+#   3. an external client (onnx.checker + onnxruntime, scripts/check-onnx.py) checks the re-exported files — the
+#      field's class-incremental model (frozen prefix, trained layers, one head over all ten digits) and the
+#      task-incremental one — and compares their outputs with the device's on real test images.
 #
 # EDGELEARN_PROFILE=dev runs the same steps with the dev build (CI does, to reuse the build of the test run;
 # every package is built at opt-level 2 there, and the results are the same numbers).
@@ -42,6 +43,7 @@ $HOST device-learn --model "$out/base-model.onnx" --cut last:2 --base-classes 0,
 echo "== device, field mode from a handful of photos: the same board taught 4/5, 6/7, 8/9 from 10 photos per digit"
 echo "   (each followed by the jittered copies its profile's [augment] table asks for; firmware::augment)"
 $HOST device-learn --model "$out/base-model.onnx" --cut last:2 --base-classes 0,1,2,3 --groups "4,5;6,7;8,9" \
-  --field-only --shots 10 --out "$out/few-shot.onnx" --report-dir "$out"
-echo "== check the re-exported model with onnx.checker and onnxruntime"
-python3 scripts/check-onnx.py "$out/adapted.onnx" "$out/adapted-ref.json"
+  --field-only --shots 10 --report-dir "$out" --field-out "$out/field.onnx" --field-reference "$out/field-ref.json"
+echo "== check the re-exported models with onnx.checker and onnxruntime: the field's (one head over all ten digits)"
+echo "   and the task-incremental one"
+python3 scripts/check-onnx.py "$out/field.onnx" "$out/field-ref.json" "$out/adapted.onnx" "$out/adapted-ref.json"

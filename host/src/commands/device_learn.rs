@@ -76,9 +76,17 @@ pub struct DeviceLearnArgs {
     /// shuffle; default: as many as the board's sample buffer holds). A user teaching a camera brings a handful.
     #[arg(long)]
     pub shots: Option<usize>,
-    /// Run the class-incremental field run only (no task-incremental comparison, no re-export).
+    /// Run the class-incremental field run only (no task-incremental comparison and its re-export).
     #[arg(long)]
     pub field_only: bool,
+    /// Export the field run's adapted model here: one ONNX file with the frozen prefix, the trained layers and one
+    /// head over every class the board has learned (output `i` is class `i`, in the order printed), checked by
+    /// reloading it whole in tract on real test photos (what the daemon's `Export` sends).
+    #[arg(long)]
+    pub field_out: Option<PathBuf>,
+    /// Also write reference outputs of the field's model on those photos for `scripts/check-onnx.py`.
+    #[arg(long)]
+    pub field_reference: Option<PathBuf>,
     /// The method of the class-incremental run, through the same board learner (default: `field`, the board's
     /// own; a training-free peer such as `slda-oas`, `slda-oas+rp2048`, `ncm` or `randumb2048` measures what the
     /// frozen features give without learning).
@@ -158,11 +166,11 @@ pub fn run(a: &DeviceLearnArgs) -> Result<()> {
     for &classes in &stream.head_sizes {
         dm.add_head(classes, &mut rng)?;
     }
-    let base = match &a.base_classes {
+    let base_raw = match &a.base_classes {
         Some(c) => Some(class_test_samples(&ds, &parse_classes(c)?)?),
         None => None,
     };
-    let base_feats = match &base {
+    let base_feats = match &base_raw {
         Some(b) => Some(Samples::new(dm.features_batched(&b.x.view(), 256)?, b.y.clone())?),
         None => None,
     };
@@ -188,7 +196,8 @@ pub fn run(a: &DeviceLearnArgs) -> Result<()> {
             rows.iter().filter_map(|&i| base_classes.iter().position(|&c| c == ds.train_y[i])).collect();
         let provision = Samples::new(ds.train_x.select(Axis(0), &rows), labels)?;
         let shape = ImageShape { channels: ds.channels, height: ds.rows, width: ds.cols, channels_last: false };
-        let photos = Photos { dm: &dm, shape, provision: &provision, stream: &stream };
+        let check = reference_batch(base_raw.as_ref(), &stream)?;
+        let photos = Photos { dm: &dm, shape, provision: &provision, stream: &stream, check };
         field_learn(a, base_model, &base_classes, &photos, base, &fstream, &groups)?;
     }
     if a.field_only {
@@ -221,32 +230,54 @@ pub fn run(a: &DeviceLearnArgs) -> Result<()> {
     reports::write_json(&a.report_dir.join(format!("{stem}.json")), &agg)?;
     reports::write_text(&a.report_dir.join(format!("{stem}.md")), &md)?;
 
-    dm.write_onnx(&a.out)?;
-    let bytes = std::fs::metadata(&a.out).map_err(|e| Error::io(&a.out, e))?.len();
+    let bytes_of = |p: &std::path::Path| std::fs::metadata(p).map_err(|e| Error::io(p, e)).map(|m| m.len());
     // Reference batch: 16 test images of every new task (raw pixels).
-    let rows: Vec<Array2<f32>> =
-        stream.tasks.iter().map(|t| t.test.x.slice(s![..t.test.len().min(16), ..]).to_owned()).collect();
-    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
-    let x = ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Invalid(format!("reference batch: {e}")))?;
-    let ours = dm.forward_all(&x.view())?;
-    let worst = check_in_tract(&a.out, &x.view(), &ours)?;
+    let x = reference_batch(None, &stream)?;
+    let (worst, heads) = write_checked(&mut dm, &a.out, &x, a.reference.as_deref(), "device model")?;
     println!(
-        "adapted model written to {} ({bytes} bytes, {} heads); reloaded whole in tract: max output difference {worst:.1e}",
+        "adapted model written to {} ({} bytes, {heads} heads); reloaded whole in tract: max output difference {worst:.1e}",
         a.out.display(),
-        ours.len()
+        bytes_of(&a.out)?,
     );
-    if let Some(path) = &a.reference {
-        let reloaded = OnnxModel::open(&a.out)?;
-        let mut r =
-            Reference::new(&a.out, "device model".into(), reloaded.input_name(), reloaded.input_shape(), &x.view());
+    println!("device path done in {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Raw test photos for checking an exported model: the first 16 of `base` (when given) and of every task's test
+/// split.
+fn reference_batch(base: Option<&Samples>, stream: &Stream) -> Result<Array2<f32>> {
+    let rows: Vec<Array2<f32>> = base
+        .into_iter()
+        .chain(stream.tasks.iter().map(|t| &t.test))
+        .map(|s| s.x.slice(s![..s.len().min(16), ..]).to_owned())
+        .collect();
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Invalid(format!("reference batch: {e}")))
+}
+
+/// Write `dm` as ONNX to `path`, reload the file whole in tract and compare its outputs on `x` with the native
+/// forward pass; with `reference`, also write those outputs for `scripts/check-onnx.py` (onnxruntime). Returns the
+/// largest difference and the number of outputs.
+fn write_checked(
+    dm: &mut DeviceModel,
+    path: &std::path::Path,
+    x: &Array2<f32>,
+    reference: Option<&std::path::Path>,
+    what: &str,
+) -> Result<(f32, usize)> {
+    dm.write_onnx(path)?;
+    let ours = dm.forward_all(&x.view())?;
+    let worst = check_in_tract(path, &x.view(), &ours)?;
+    if let Some(rpath) = reference {
+        let reloaded = OnnxModel::open(path)?;
+        let mut r = Reference::new(path, what.into(), reloaded.input_name(), reloaded.input_shape(), &x.view());
         for (name, y) in reloaded.output_names().into_iter().zip(&ours) {
             r.push(name, y);
         }
-        reports::write_json(path, &r)?;
-        println!("reference outputs written to {}", path.display());
+        reports::write_json(rpath, &r)?;
+        println!("reference outputs written to {}", rpath.display());
     }
-    println!("device path done in {:.1} s", t0.elapsed().as_secs_f64());
-    Ok(())
+    Ok((worst, ours.len()))
 }
 
 /// The field path, class-incremental: the board's learner ([`firmware::learner::Learner`] under the `--board`
@@ -269,6 +300,8 @@ struct Photos<'a> {
     provision: &'a Samples,
     /// The new tasks' photos (labels = positions in each group).
     stream: &'a Stream,
+    /// Raw test photos of the base classes (up to 16) and of every new group (16 each): the exported model's check.
+    check: Array2<f32>,
 }
 
 /// What one class-incremental run scored after its last task.
@@ -297,14 +330,27 @@ fn field_learn(
     groups: &[Vec<usize>],
 ) -> Result<()> {
     let setup = FieldSetup { model: &model, base_classes, photos, base_test, fstream, groups };
-    let field = field_run(a, &setup, &a.field_method, false)?;
+    let (field, adapted) = field_run(a, &setup, &a.field_method, false)?;
+    if let Some(path) = &a.field_out {
+        let mut dm = photos.dm.clone();
+        dm.trainable = adapted.model;
+        let (worst, _) = write_checked(&mut dm, path, &photos.check, a.field_reference.as_deref(), "field model")?;
+        println!(
+            "field model written to {} ({} bytes; one head over the classes {}); reloaded whole in tract on {} real \
+             test photos: max output difference {worst:.1e}",
+            path.display(),
+            std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len(),
+            adapted.classes.join(","),
+            photos.check.nrows()
+        );
+    }
     let peers: Vec<&String> = a.peers.iter().filter(|p| !p.is_empty() && p.as_str() != "none").collect();
     if peers.is_empty() {
         return Ok(());
     }
     let mut rows = vec![field];
     for p in peers {
-        rows.push(field_run(a, &setup, p, true)?);
+        rows.push(field_run(a, &setup, p, true)?.0);
     }
     println!("the field next to the peers that learn nothing (the same photos, copies and board; no task id):");
     println!("| learner | new classes % | base classes % | all % | seconds |\n|---|---|---|---|---|");
@@ -335,9 +381,20 @@ struct FieldSetup<'a> {
     groups: &'a [Vec<usize>],
 }
 
+/// The model a class-incremental run ends with and its classes, in the head's order.
+struct Adapted {
+    model: Model,
+    classes: Vec<String>,
+}
+
 /// One class-incremental run of `method_spec` (`field`: the board's own) on `setup`, printing its progress and
 /// matrix unless `quiet`.
-fn field_run(a: &DeviceLearnArgs, setup: &FieldSetup<'_>, method_spec: &str, quiet: bool) -> Result<FieldScore> {
+fn field_run(
+    a: &DeviceLearnArgs,
+    setup: &FieldSetup<'_>,
+    method_spec: &str,
+    quiet: bool,
+) -> Result<(FieldScore, Adapted)> {
     let FieldSetup { model, base_classes, photos, base_test, fstream, groups } = *setup;
     let model = model.clone();
     use firmware::budget::BoardProfile;
@@ -489,5 +546,7 @@ fn field_run(a: &DeviceLearnArgs, setup: &FieldSetup<'_>, method_spec: &str, qui
         a.shots.map_or_else(|| "all buffered".to_string(), |k| k.to_string())
     ));
     let new = hit / n.max(1) as f64;
-    Ok(FieldScore { method: method_name, new, base: per[0], all: *all, seconds: t0.elapsed().as_secs_f64() })
+    let score = FieldScore { method: method_name, new, base: per[0], all: *all, seconds: t0.elapsed().as_secs_f64() };
+    let classes = learner.classes().iter().map(|c| c.name.clone()).collect();
+    Ok((score, Adapted { model: learner.model().clone(), classes }))
 }
