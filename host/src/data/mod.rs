@@ -6,6 +6,7 @@
 
 pub mod backbone;
 pub mod idx;
+pub mod photos;
 pub mod stream;
 
 use std::path::{Path, PathBuf};

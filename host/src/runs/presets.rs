@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data;
 use crate::data::backbone::{self, tasks_through_prefix};
+use crate::data::photos;
 use crate::data::stream::{self, Stream};
 use crate::error::{Error, Result};
 
@@ -166,6 +167,21 @@ pub enum StreamSpec {
         /// Class groups, one per task.
         groups: Vec<Vec<usize>>,
     },
+    /// Folders of colour photos under the data folder (one per class, any size, PNG or JPEG) through the frozen
+    /// EfficientNet-Lite0 prefix ([`crate::data::photos`]), a fixed per-class test split, cut into these class
+    /// groups: the trainable suffix sees 1280-d features.
+    Photos {
+        /// Stream name (`tux8`).
+        name: String,
+        /// Folder under the data folder.
+        folder: String,
+        /// Class folders, in class order.
+        classes: Vec<String>,
+        /// Test photos per class.
+        test_per_class: usize,
+        /// Class groups, one per task.
+        groups: Vec<Vec<usize>>,
+    },
     /// Any IDX image data set, split by a class grouping.
     Custom {
         /// Train images, train labels, test images, test labels.
@@ -222,6 +238,12 @@ impl Preset {
     ///   frozen open_nsfw ResNet-50 prefix (a third-party backbone, [`crate::data::backbone`]; the first 600
     ///   training and 300 test images per class), with a trainable suffix MLP 1024-256 (biased) and the heads;
     ///   split-mnist's training and GPM settings (ε 0.97, 300 samples).
+    /// * `tux8` (and `tux8-ci`): the camera stream: colour photos of eight tuxpaint stamp categories (Debian
+    ///   `tuxpaint-stamps-default`, [`crate::data::photos::TUX8_CLASSES`]; 14 fixed test photos per class, 20 to
+    ///   233 for training), decoded as the board decodes its inbox and passed through the frozen
+    ///   EfficientNet-Lite0 prefix (1280-d features, cached on disk), 4 tasks of 2 classes, a trainable MLP
+    ///   1280-256 (biased) and the heads; split-mnist's training and GPM settings. With `--shots K`: K photos a
+    ///   class.
     ///
     /// GPM: PMNIST ε = [0.95, 0.99, 0.99] on all three layers (head included), 300 samples; Split-MNIST ε = 0.97
     /// on both trunk layers, 300 samples; Split-Fashion-MNIST ε = 0.97 + 0.003·task on every conv/linear trunk
@@ -298,8 +320,19 @@ impl Preset {
                 model: ModelSpec::Mlp { hidden: vec![256], bias: true },
                 ..Self::named("split-mnist", tasks)?
             },
+            "tux8" => Preset {
+                stream: StreamSpec::Photos {
+                    name: "tux8".into(),
+                    folder: photos::TUX8_FOLDER.into(),
+                    classes: photos::TUX8_CLASSES.iter().map(|c| c.to_string()).collect(),
+                    test_per_class: photos::TUX8_TEST_PER_CLASS,
+                    groups: stream::default_pairs(photos::TUX8_CLASSES.len()),
+                },
+                model: ModelSpec::Mlp { hidden: vec![256], bias: true },
+                ..Self::named("split-mnist", tasks)?
+            },
             "split-mnist-ci" | "split-fmnist-ci" | "mnist-pt-ci" | "fmnist-pt-ci" | "mnist-nsfw-ci"
-            | "fmnist-nsfw-ci" => {
+            | "fmnist-nsfw-ci" | "tux8-ci" => {
                 let mut p = Self::named(name.trim_end_matches("-ci"), tasks)?;
                 p.multi_head = false;
                 p.grow_head = true;
@@ -398,6 +431,12 @@ impl Preset {
                 };
                 let feats = backbone::features_of(&backbone::open_nsfw_path(data_dir), &ds, norm, *subsample)?;
                 stream::split(&feats, &format!("{name}-nsfw"), groups, self.multi_head, seed, self.val_frac)
+            }
+            StreamSpec::Photos { name, folder, classes, test_per_class, groups } => {
+                check_tasks(groups.len())?;
+                let names: Vec<&str> = classes.iter().map(String::as_str).collect();
+                let ds = photos::photo_dataset(data_dir, &data_dir.join(folder), name, &names, *test_per_class)?;
+                stream::split(&ds, name, groups, self.multi_head, seed, self.val_frac)
             }
             StreamSpec::Custom { files, groups } => {
                 check_tasks(groups.len())?;
