@@ -664,7 +664,8 @@ impl FrozenPrefix {
     /// Features of `x (n, input_len)`, shape `(n, feature_len)`, computed in one tract run (so operators that
     /// mix samples, such as batch-statistics normalisation, see the whole batch). A plan for a fixed batch size
     /// `b` (the file's, or one sample with [`PlanKind::OptimizedPerSample`]) is run in chunks of `b`, the last one
-    /// padded with zero rows.
+    /// padded with zero rows; the chunks run on the board's compute threads ([`edgelearn_core::threads`]), each
+    /// writing its own rows, so the features do not depend on the thread count.
     pub fn run(&self, x: &ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         if x.ncols() != self.input_len() {
             return Err(shape_err("frozen prefix input", self.input_len(), x.ncols()));
@@ -674,37 +675,21 @@ impl FrozenPrefix {
         if n == 0 {
             return Ok(Array2::zeros((0, f)));
         }
-        let chunks: Vec<(usize, usize)> = match self.batch {
-            None => vec![(0, n)],
-            Some(b) => (0..n).step_by(b).map(|s| (s, (s + b).min(n))).collect(),
+        let out = match self.batch {
+            None => self.run_rows(x, 0, n)?,
+            Some(b) if n <= b => self.run_rows(x, 0, n)?,
+            Some(b) => {
+                let mut buf = vec![0.0f32; n * f];
+                edgelearn_core::threads::for_each_chunk(&mut buf, b * f, |i, dst| {
+                    let start = i * b;
+                    let got = self.run_rows(x, start, (start + b).min(n))?;
+                    let src = got.as_slice().ok_or_else(|| shape_err("prefix output", f, "a strided array"))?;
+                    dst.copy_from_slice(&src[..dst.len()]);
+                    Ok(())
+                })?;
+                Array2::from_shape_vec((n, f), buf).map_err(|e| shape_err("prefix output", f, e))?
+            }
         };
-        // Filled chunk by chunk, unless one run covers the whole batch (then its output is used as it is).
-        let mut out: Option<Array2<f32>> = None;
-        for (start, end) in chunks {
-            let rows = x.slice(s![start..end, ..]);
-            let padded;
-            let input = match self.batch {
-                Some(b) if end - start < b => {
-                    let mut p = Array2::<f32>::zeros((b, self.input_len()));
-                    p.slice_mut(s![..end - start, ..]).assign(&rows);
-                    padded = p;
-                    padded.view()
-                }
-                _ => rows,
-            };
-            let (data, shape) = self.run_raw(&input)?;
-            if shape.first() != Some(&input.nrows()) || data.len() != input.nrows() * f {
-                return Err(shape_err("frozen prefix output", (input.nrows(), &self.graph.output_shape), shape));
-            }
-            let got = Array2::from_shape_vec((input.nrows(), f), data).map_err(|e| shape_err("prefix output", f, e))?;
-            if start == 0 && end == n && got.nrows() == n {
-                out = Some(got);
-            } else {
-                let whole = out.get_or_insert_with(|| Array2::zeros((n, f)));
-                whole.slice_mut(s![start..end, ..]).assign(&got.slice(s![..end - start, ..]));
-            }
-        }
-        let out = out.unwrap_or_else(|| Array2::zeros((n, f)));
         // On the contiguous buffer the scan vectorises; ndarray's element iterator does not.
         let bad = match out.as_slice() {
             Some(s) => s.iter().position(|v| !v.is_finite()),
@@ -714,6 +699,29 @@ impl FrozenPrefix {
             return Err(Error::NonFinite(format!("frozen prefix output (flat index {i})")));
         }
         Ok(out)
+    }
+
+    /// Features of rows `start..end` of `x` in one tract run (at most the plan's batch; padded with zero rows to a
+    /// fixed batch), shape `(end − start, feature_len)`.
+    fn run_rows(&self, x: &ArrayView2<'_, f32>, start: usize, end: usize) -> Result<Array2<f32>> {
+        let f = self.feature_len();
+        let rows = x.slice(s![start..end, ..]);
+        let padded;
+        let input = match self.batch {
+            Some(b) if end - start < b => {
+                let mut p = Array2::<f32>::zeros((b, self.input_len()));
+                p.slice_mut(s![..end - start, ..]).assign(&rows);
+                padded = p;
+                padded.view()
+            }
+            _ => rows,
+        };
+        let (data, shape) = self.run_raw(&input)?;
+        if shape.first() != Some(&input.nrows()) || data.len() != input.nrows() * f {
+            return Err(shape_err("frozen prefix output", (input.nrows(), &self.graph.output_shape), shape));
+        }
+        let got = Array2::from_shape_vec((input.nrows(), f), data).map_err(|e| shape_err("prefix output", f, e))?;
+        Ok(if got.nrows() == end - start { got } else { got.slice(s![..end - start, ..]).to_owned() })
     }
 }
 

@@ -151,6 +151,25 @@ fn cnn_trunk_is_a_per_sample_feature_extractor() {
     assert!(max_diff(&all.view(), &batched.view()) < 1e-6);
 }
 
+/// A per-sample plan's chunks run on the compute threads and give the same bits for any thread count.
+#[test]
+fn prefix_features_are_the_same_bits_on_any_thread_count() {
+    let model = zoo::cnn([1, 28, 28], 10, &[4], &mut rng()).unwrap();
+    let file = OnnxModel::from_bytes(&bytes_of(&model)).unwrap();
+    let dm = file.split(&Cut::LastTrainable(2)).unwrap();
+    let x = random_input(13, 784, 5);
+    let before = edgelearn_core::threads::threads();
+    let run = |t: usize| {
+        edgelearn_core::threads::set_threads(t);
+        dm.features(&x.view()).unwrap()
+    };
+    let one = run(1);
+    for t in [2, 3] {
+        assert!(run(t).iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()), "{t} threads");
+    }
+    edgelearn_core::threads::set_threads(before);
+}
+
 #[test]
 fn opset_18_reduce_mean_takes_axes_as_input() {
     let mut model = zoo::mlp(6, &[5], &[2], true, &mut rng()).unwrap();
