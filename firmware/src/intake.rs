@@ -3,7 +3,7 @@
 //! the buffer — the photo as a sample, its copies as copies ([`Learner::add_copy`]: learned, not counted as
 //! samples learned). The daemon's inbox and the host's `device-learn` field run both come through here.
 
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2};
 use rand::Rng;
 
 use crate::augment::{AugmentPolicy, ImageShape, Jitter, expand};
@@ -15,22 +15,28 @@ use crate::onnx::DeviceModel;
 /// Rows the frozen backbone runs at a time during intake (bounds the prefix's activations).
 pub const INTAKE_BATCH: usize = 64;
 
-/// Buffer the photos `x` (`(n, shape.len())` model inputs, `classes[i]` the class name of photo `i`) with their
-/// copies, within the buffer's room (the caller keeps the photos themselves within it). A photo the learner
-/// refuses for its class ([`Error::Config`], [`Error::TooManyClasses`], [`Error::OverBudget`]: a bad name, a
-/// class over the board's limits) is handed to `refused` with its error, and the rest go on; any other error
-/// stops the intake. Returns the indices of the photos buffered.
+/// Photos turned into the learner's features: each photo's features followed by those of its jittered copies.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    /// One row per photo or copy, through the frozen backbone.
+    pub features: Array2<f32>,
+    /// The photo each row comes from (rows of one photo are consecutive, photo first).
+    pub source: Vec<usize>,
+}
+
+/// The features of photos `x` (`(n, shape.len())` model inputs, `classes[i]` the class name of photo `i`) and of
+/// the jittered copies the board's `policy` adds to a class with few photos, at most `room` rows in all (the
+/// sample buffer's free room): [`crate::augment::expand`], then the frozen backbone.
 #[allow(clippy::too_many_arguments)]
-pub fn take_photos<M: Method, const CAP: usize>(
-    learner: &mut Learner<M, CAP>,
+pub fn photo_features(
     base: &DeviceModel,
     x: ArrayView2<'_, f32>,
     classes: &[&str],
     shape: ImageShape,
     policy: &AugmentPolicy,
+    room: usize,
     rng: &mut impl Rng,
-    mut refused: impl FnMut(usize, Error) -> Result<()>,
-) -> Result<Vec<usize>> {
+) -> Result<Intake> {
     if classes.len() != x.nrows() {
         return Err(shape_err("intake: class names per photo", x.nrows(), classes.len()));
     }
@@ -46,10 +52,22 @@ pub fn take_photos<M: Method, const CAP: usize>(
             at as u32
         })
         .collect();
-    let room = CAP.saturating_sub(learner.buffer().len());
     let expanded = expand(x, &labels, shape, policy, &Jitter::default(), room, rng)?;
-    let feats = base.features_batched(&expanded.x.view(), INTAKE_BATCH)?;
-    let mut rows = feats.rows().into_iter().zip(&expanded.source).peekable();
+    let features = base.features_batched(&expanded.x.view(), INTAKE_BATCH)?;
+    Ok(Intake { features, source: expanded.source })
+}
+
+/// Buffer an [`Intake`] of photos named `classes`: each photo as a sample, its copies as copies
+/// ([`Learner::add_copy`]). A photo the learner refuses for its class ([`Error::Config`],
+/// [`Error::TooManyClasses`], [`Error::OverBudget`]: a bad name, a class over the board's limits) is handed to
+/// `refused` with its error, and the rest go on; any other error stops. Returns the indices of the photos buffered.
+pub fn buffer_intake<M: Method, const CAP: usize>(
+    learner: &mut Learner<M, CAP>,
+    intake: &Intake,
+    classes: &[&str],
+    mut refused: impl FnMut(usize, Error) -> Result<()>,
+) -> Result<Vec<usize>> {
+    let mut rows = intake.features.rows().into_iter().zip(&intake.source).peekable();
     let mut used = Vec::with_capacity(classes.len());
     for (i, class) in classes.iter().enumerate() {
         let mut mine = Vec::new();
@@ -69,6 +87,25 @@ pub fn take_photos<M: Method, const CAP: usize>(
         }
     }
     Ok(used)
+}
+
+/// Buffer the photos `x` (`(n, shape.len())` model inputs, `classes[i]` the class name of photo `i`) with their
+/// copies, within the buffer's room (the caller keeps the photos themselves within it): [`photo_features`] then
+/// [`buffer_intake`]. Returns the indices of the photos buffered.
+#[allow(clippy::too_many_arguments)]
+pub fn take_photos<M: Method, const CAP: usize>(
+    learner: &mut Learner<M, CAP>,
+    base: &DeviceModel,
+    x: ArrayView2<'_, f32>,
+    classes: &[&str],
+    shape: ImageShape,
+    policy: &AugmentPolicy,
+    rng: &mut impl Rng,
+    refused: impl FnMut(usize, Error) -> Result<()>,
+) -> Result<Vec<usize>> {
+    let room = CAP.saturating_sub(learner.buffer().len());
+    let intake = photo_features(base, x, classes, shape, policy, room, rng)?;
+    buffer_intake(learner, &intake, classes, refused)
 }
 
 #[cfg(test)]
