@@ -8,7 +8,11 @@
 #         then the same from 10 photos per new digit (with the jittered copies of firmware::augment);
 #      b) for comparison with papers, task-incremental: the same three tasks with one new head each and GPM+BECAME,
 #         the accuracy matrix and alpha per task, and the adapted model re-exported as ONNX;
-#   3. an external client (onnx.checker + onnxruntime, scripts/check-onnx.py) checks the re-exported files — the
+#   3. the camera board (`host camera`): EfficientNet-Lite0 as the frozen backbone, the board's learner taught the
+#      eight tuxpaint stamp categories two at a time from K = 5, 10, 20 colour photos each, scored over every
+#      category seen with no task id next to LDA/OAS on the same features, its model exported as one ONNX file;
+#      EDGELEARN_CAMERA_SHOTS=5 runs one K (CI does, for time);
+#   4. an external client (onnx.checker + onnxruntime, scripts/check-onnx.py) checks the re-exported files — the
 #      field's class-incremental model (frozen prefix, trained layers, one head over all ten digits) and the
 #      task-incremental one — and compares their outputs with the device's on real test images.
 #
@@ -47,3 +51,8 @@ $HOST device-learn --model "$out/base-model.onnx" --cut last:2 --base-classes 0,
 echo "== check the re-exported models with onnx.checker and onnxruntime: the field's (one head over all ten digits)"
 echo "   and the task-incremental one"
 python3 scripts/check-onnx.py "$out/field.onnx" "$out/field-ref.json" "$out/adapted.onnx" "$out/adapted-ref.json"
+echo "== camera board: EfficientNet-Lite0 frozen, colour photos of eight tuxpaint stamp categories learned two at a"
+echo "   time from K photos each (with the board's jittered copies), scored over every category seen, no task id,"
+echo "   beside LDA/OAS on the same features taught the same photos; the adapted model exported and checked"
+$HOST camera --shots "${EDGELEARN_CAMERA_SHOTS:-5,10,20}" --out "$out/camera.onnx" --reference "$out/camera-ref.json"
+python3 scripts/check-onnx.py "$out/camera.onnx" "$out/camera-ref.json"

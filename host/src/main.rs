@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use host::commands::{bench, compare, data, device, device_learn, fisher_alpha, fleet, footprint, onnx, simulate};
+use host::commands::{
+    bench, camera, compare, data, device, device_learn, fisher_alpha, fleet, footprint, onnx, simulate,
+};
 use host::progress::LogWriter;
 
 /// Every allocation is counted, so that `host bench replay` can report the heap a task peaks at (a counter per
@@ -68,6 +70,10 @@ enum Command {
     /// The device path: load an ONNX model (frozen prefix in tract + native trainable layers), learn a stream of
     /// new tasks, re-export.
     DeviceLearn(device_learn::DeviceLearnArgs),
+    /// The camera board: EfficientNet-Lite0 frozen, colour photos from class folders, the board's learner taught
+    /// two classes at a time from K photos each, scored with no task id beside a training-free peer; exports and
+    /// checks the adapted ONNX.
+    Camera(camera::CameraArgs),
     /// Time a frozen ONNX prefix in tract; optionally write it as a standalone file for onnxruntime.
     PrefixBench(onnx::PrefixBenchArgs),
     /// Compact Fisher: |Δα| of each stored F_old format against f32, along one f32 GPM+BECAME run per seed.
@@ -128,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => Ok(onnx::export(&a)?),
         Command::OnnxReference(a) => Ok(onnx::reference(&a)?),
         Command::DeviceLearn(a) => Ok(device_learn::run(&a)?),
+        Command::Camera(a) => camera::run(&a),
         Command::PrefixBench(a) => Ok(onnx::prefix_bench(&a)?),
         Command::FisherAlpha(a) => fisher_alpha::run(a),
         Command::Footprint(a) => footprint::run(a),

@@ -22,7 +22,7 @@ use crate::data::backbone::feature_stream;
 use crate::data::stream::{self, Stream};
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
-use crate::models::onnx::{Reference, check_in_tract};
+use crate::models::onnx::write_checked;
 use crate::progress::Bar;
 use crate::reports::{self, Aggregate};
 use crate::runs::presets::Preset;
@@ -253,31 +253,6 @@ fn reference_batch(base: Option<&Samples>, stream: &Stream) -> Result<Array2<f32
         .collect();
     let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
     ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Invalid(format!("reference batch: {e}")))
-}
-
-/// Write `dm` as ONNX to `path`, reload the file whole in tract and compare its outputs on `x` with the native
-/// forward pass; with `reference`, also write those outputs for `scripts/check-onnx.py` (onnxruntime). Returns the
-/// largest difference and the number of outputs.
-fn write_checked(
-    dm: &mut DeviceModel,
-    path: &std::path::Path,
-    x: &Array2<f32>,
-    reference: Option<&std::path::Path>,
-    what: &str,
-) -> Result<(f32, usize)> {
-    dm.write_onnx(path)?;
-    let ours = dm.forward_all(&x.view())?;
-    let worst = check_in_tract(path, &x.view(), &ours)?;
-    if let Some(rpath) = reference {
-        let reloaded = OnnxModel::open(path)?;
-        let mut r = Reference::new(path, what.into(), reloaded.input_name(), reloaded.input_shape(), &x.view());
-        for (name, y) in reloaded.output_names().into_iter().zip(&ours) {
-            r.push(name, y);
-        }
-        reports::write_json(rpath, &r)?;
-        println!("reference outputs written to {}", rpath.display());
-    }
-    Ok((worst, ours.len()))
 }
 
 /// The field path, class-incremental: the board's learner ([`firmware::learner::Learner`] under the `--board`

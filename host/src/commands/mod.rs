@@ -3,6 +3,7 @@
 //! parses the top-level command and dispatches here; nothing outside `commands` depends on it.
 
 pub mod bench;
+pub mod camera;
 pub mod compare;
 pub mod data;
 pub mod device;

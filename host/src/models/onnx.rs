@@ -133,3 +133,28 @@ pub fn check_in_tract(path: &Path, x: &ArrayView2<'_, f32>, expected: &[Array2<f
     }
     Ok(worst)
 }
+
+/// Write `dm` as ONNX to `path`, reload the file whole in tract and compare its outputs on `x` with the native
+/// forward pass; with `reference`, also write those outputs for `scripts/check-onnx.py` (onnxruntime). Returns the
+/// largest difference and the number of outputs.
+pub fn write_checked(
+    dm: &mut firmware::onnx::DeviceModel,
+    path: &std::path::Path,
+    x: &Array2<f32>,
+    reference: Option<&std::path::Path>,
+    what: &str,
+) -> Result<(f32, usize)> {
+    dm.write_onnx(path)?;
+    let ours = dm.forward_all(&x.view())?;
+    let worst = check_in_tract(path, &x.view(), &ours)?;
+    if let Some(rpath) = reference {
+        let reloaded = OnnxModel::open(path)?;
+        let mut r = Reference::new(path, what.into(), reloaded.input_name(), reloaded.input_shape(), &x.view());
+        for (name, y) in reloaded.output_names().into_iter().zip(&ours) {
+            r.push(name, y);
+        }
+        crate::reports::write_json(rpath, &r)?;
+        println!("reference outputs written to {}", rpath.display());
+    }
+    Ok((worst, ours.len()))
+}
