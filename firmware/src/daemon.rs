@@ -173,12 +173,7 @@ impl Device {
         };
         // The preprocessing spec: `--preprocess FILE`, else the one in the model file's metadata, else
         // `<model>.preprocess.json` beside it, else `--norm` on the model's input shape.
-        let embedded = file
-            .proto()
-            .metadata_props
-            .iter()
-            .find(|p| p.key == crate::inbox::SPEC_METADATA_KEY)
-            .map(|p| p.value.clone());
+        let embedded = file.input_spec();
         let spec = match &cfg.preprocess {
             Some(path) => {
                 let text = std::fs::read_to_string(path)

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// The spec's `format` value this reader understands.
 pub const SPEC_FORMAT: &str = "edgelearn-preprocess/1";
 /// The ONNX metadata key that holds the spec inside the model file.
-pub const SPEC_METADATA_KEY: &str = "edgelearn.preprocess";
+pub const SPEC_METADATA_KEY: &str = crate::onnx::INPUT_SPEC_KEY;
 
 #[derive(Deserialize)]
 struct RawSpec {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use firmware::inbox::{Preprocess, SPEC_METADATA_KEY};
+use firmware::inbox::Preprocess;
 use firmware::onnx::{FrozenPrefix, OnnxModel};
 use firmware::store::CRC32C;
 use ndarray::{Array2, Axis};
@@ -132,7 +132,7 @@ pub fn open_backbone(model: &Path, cut: &str) -> Result<(FrozenPrefix, Preproces
         return Err(Error::Invalid(format!("{} is missing; run `bash scripts/fetch-data.sh`", model.display())));
     }
     let file = OnnxModel::open(model)?;
-    let embedded = file.proto().metadata_props.iter().find(|p| p.key == SPEC_METADATA_KEY).map(|p| p.value.clone());
+    let embedded = file.input_spec();
     let (pre, _) = Preprocess::discover(model, embedded.as_deref())?
         .ok_or_else(|| Error::Invalid(format!("{}: no preprocessing spec for its photos", model.display())))?;
     Ok((file.prefix(cut)?, pre))

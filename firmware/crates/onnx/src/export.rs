@@ -29,7 +29,14 @@ pub struct PrefixGraph {
     pub output: String,
     /// Per-sample shape of the cut tensor (without the batch axis).
     pub output_shape: Vec<usize>,
+    /// The original file's preprocessing spec ([`INPUT_SPEC_KEY`] metadata), carried into every re-export: the
+    /// file's input is still the same photo tensor.
+    pub input_spec: Option<String>,
 }
+
+/// The ONNX metadata key that holds a model's preprocessing spec (how a photo becomes its input; the firmware's
+/// `inbox::SPEC_METADATA_KEY`).
+pub const INPUT_SPEC_KEY: &str = "edgelearn.preprocess";
 
 impl PrefixGraph {
     /// Default-domain operator set version of the original file (0 when it declares none).
@@ -168,7 +175,10 @@ pub fn model_to_proto(model: &Model, prefix: Option<&PrefixGraph>) -> Result<pb:
             meta("edgelearn.batch_norm", "batch-statistics".into()),
             meta("edgelearn.batch_axis", BATCH_AXIS.into()),
             meta("edgelearn.trainable_input", prefix.map_or(input.name.clone(), |p| p.output.clone())),
-        ],
+        ]
+        .into_iter()
+        .chain(prefix.and_then(|p| p.input_spec.clone()).map(|spec| meta(INPUT_SPEC_KEY, spec)))
+        .collect(),
         graph: Some(pb::GraphProto {
             name: "edgelearn".into(),
             node: nodes,

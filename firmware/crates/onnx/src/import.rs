@@ -168,6 +168,11 @@ impl OnnxModel {
         g.input.iter().find(|v| v.name == name).ok_or_else(|| Error::OnnxInvalid("input lost".into()))
     }
 
+    /// The preprocessing spec the file carries in its metadata ([`crate::INPUT_SPEC_KEY`]), if any.
+    pub fn input_spec(&self) -> Option<String> {
+        self.proto.metadata_props.iter().find(|p| p.key == crate::INPUT_SPEC_KEY).map(|p| p.value.clone())
+    }
+
     /// Name of the graph input.
     pub fn input_name(&self) -> String {
         self.input_info().map(|v| v.name.clone()).unwrap_or_default()
@@ -234,6 +239,7 @@ impl OnnxModel {
                 input: self.input_info()?.clone(),
                 opset_import: self.proto.opset_import.clone(),
                 ir_version: self.proto.ir_version,
+                input_spec: self.input_spec(),
             }),
         };
         DeviceModel::assemble(prefix, trainable, frame)
@@ -502,6 +508,7 @@ impl FrozenPrefix {
             nodes: nodes.iter().map(|&i| idx.node(i).clone()).collect(),
             output: cut.to_string(),
             output_shape: Vec::new(),
+            input_spec: file.input_spec(),
         };
         // tract plans a rewritten copy (simplify.rs); `graph` keeps the file's nodes for re-export.
         let original = graph.to_model_proto();
@@ -1408,6 +1415,7 @@ struct Frame {
     input: pb::ValueInfoProto,
     opset_import: Vec<pb::OperatorSetIdProto>,
     ir_version: i64,
+    input_spec: Option<String>,
 }
 
 /// What the device runs: an optional frozen prefix (tract) followed by the native trainable [`Model`].
@@ -1513,6 +1521,7 @@ impl DeviceModel {
                     initializers: Vec::new(),
                     output: f.input.name.clone(),
                     output_shape: self.trainable.input_shape.clone(),
+                    input_spec: f.input_spec.clone(),
                 };
                 model_to_proto(&self.trainable, Some(&frame))
             }

@@ -183,6 +183,7 @@ fn opset_18_reduce_mean_takes_axes_as_input() {
         initializers: vec![],
         output: "x".into(),
         output_shape: vec![6],
+        input_spec: None,
     };
     let proto = model_to_proto(&model, Some(&frame)).unwrap();
     assert!(proto.graph.as_ref().unwrap().node.iter().any(|n| n.op_type == "ReduceMean" && n.input.len() == 2));
