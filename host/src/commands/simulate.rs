@@ -66,8 +66,7 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
         registry::build(m, &preset, &cfg.profile)?; // reject unknown names before any data is loaded
     }
     firmware::threads::set_threads(a.threads.or(a.board.as_ref().map(|_| cfg.profile.threads)).unwrap_or(1));
-    let device = firmware::backend::install(a.backend)?;
-    tracing::info!(backend = device, "compute backend of the large products");
+    let mut device = None;
     let dir = a.stream.data_dir.clone().unwrap_or_else(data::data_dir);
     let command = command_line();
     let mut aggs = Vec::new();
@@ -75,6 +74,11 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for &seed in &seeds {
             let stream = preset.load(&dir, seed)?;
+            if device.is_none() {
+                // Once the data is there (a missing data folder stays a one-line error).
+                device = Some(firmware::backend::install(a.backend)?);
+                tracing::debug!(backend = ?device, "compute backend of the large products");
+            }
             let model = preset.build_model(&stream, seed)?;
             let mut method = registry::build_for_stream(method_name, &preset, &cfg.profile, &stream)?;
             let total: usize = stream.tasks.iter().map(|t| t.train.len()).sum::<usize>() * preset.train.epochs;
