@@ -93,30 +93,23 @@ pub fn caffe_bgr_input(image: &[f32], rows: usize, cols: usize, norm: (f32, f32)
     out
 }
 
-/// Backbone features of grey images (`rows × cols`, normalised with `norm`): images are adapted by
-/// [`caffe_bgr_input`] 8 at a time and the chunks run in parallel on rayon's pool; rows keep their order, and
-/// each row's features do not depend on the chunking (the prefix runs per sample).
-pub fn backbone_features(
+/// The features `prefix` gives the inputs `make(item)` builds for each of `items`, 8 items a chunk, chunks in
+/// parallel on rayon's pool; rows keep the items' order and do not depend on the chunking (the prefix runs per
+/// sample). Shared by the grey-image adapter here and the photo folders of [`crate::data::photos`].
+pub fn features_in_chunks<T: Sync>(
     prefix: &FrozenPrefix,
-    images: &ArrayView2<'_, f32>,
-    rows: usize,
-    cols: usize,
-    norm: (f32, f32),
+    items: &[T],
+    make: impl Fn(&T) -> Result<Vec<f32>> + Sync,
 ) -> Result<Array2<f32>> {
-    let side = prefix.input_shape().first().copied().unwrap_or(OPEN_NSFW_SIDE);
-    let n = images.nrows();
-    let chunks: Vec<usize> = (0..n).step_by(8).collect();
-    let parts: Vec<Array2<f32>> = chunks
-        .par_iter()
-        .map(|&start| {
-            let end = (start + 8).min(n);
-            let mut data = Vec::with_capacity((end - start) * side * side * 3);
-            for r in start..end {
-                let row = images.row(r);
-                let row = row.as_slice().map_or_else(|| row.to_vec(), <[f32]>::to_vec);
-                data.extend(caffe_bgr_input(&row, rows, cols, norm, side));
+    let width = prefix.input_len();
+    let parts: Vec<Array2<f32>> = items
+        .par_chunks(8)
+        .map(|chunk| {
+            let mut data = Vec::with_capacity(chunk.len() * width);
+            for item in chunk {
+                data.extend(make(item)?);
             }
-            let x = Array2::from_shape_vec((end - start, side * side * 3), data)
+            let x = Array2::from_shape_vec((chunk.len(), width), data)
                 .map_err(|e| Error::Invalid(format!("backbone input: {e}")))?;
             Ok(prefix.run(&x.view())?)
         })
@@ -126,6 +119,24 @@ pub fn backbone_features(
     }
     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
     ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Invalid(format!("backbone features: {e}")))
+}
+
+/// Backbone features of grey images (`rows × cols`, normalised with `norm`), each adapted by [`caffe_bgr_input`]
+/// ([`features_in_chunks`]).
+pub fn backbone_features(
+    prefix: &FrozenPrefix,
+    images: &ArrayView2<'_, f32>,
+    rows: usize,
+    cols: usize,
+    norm: (f32, f32),
+) -> Result<Array2<f32>> {
+    let side = prefix.input_shape().first().copied().unwrap_or(OPEN_NSFW_SIDE);
+    let index: Vec<usize> = (0..images.nrows()).collect();
+    features_in_chunks(prefix, &index, |&r| {
+        let row = images.row(r);
+        let row = row.as_slice().map_or_else(|| row.to_vec(), <[f32]>::to_vec);
+        Ok(caffe_bgr_input(&row, rows, cols, norm, side))
+    })
 }
 
 /// The first `per_class` rows of each class, in file order.

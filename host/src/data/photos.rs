@@ -21,8 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use firmware::inbox::Preprocess;
 use firmware::onnx::{FrozenPrefix, OnnxModel};
 use firmware::store::CRC32C;
-use ndarray::{Array2, Axis};
-use rayon::prelude::*;
+use ndarray::Array2;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -138,27 +137,13 @@ pub fn open_backbone(model: &Path, cut: &str) -> Result<(FrozenPrefix, Preproces
     Ok((file.prefix(cut)?, pre))
 }
 
-/// Features of `files` through `prefix`, each decoded by `pre` (the board's decoder): 8 files a chunk, chunks in
-/// parallel on rayon's pool; rows keep the files' order and do not depend on the chunking.
+/// Features of `files` through `prefix`, each decoded by `pre` (the board's decoder), in parallel chunks
+/// ([`crate::data::backbone::features_in_chunks`]); rows keep the files' order.
 pub fn photo_features(prefix: &FrozenPrefix, pre: &Preprocess, files: &[PhotoFile]) -> Result<Array2<f32>> {
-    let parts: Vec<Array2<f32>> = files
-        .par_chunks(8)
-        .map(|chunk| {
-            let mut data = Vec::with_capacity(chunk.len() * pre.len());
-            for f in chunk {
-                let bytes = std::fs::read(&f.path).map_err(|e| Error::io(&f.path, e))?;
-                data.extend(pre.decode(&bytes, &f.rel)?);
-            }
-            let x = Array2::from_shape_vec((chunk.len(), pre.len()), data)
-                .map_err(|e| Error::Invalid(format!("backbone input: {e}")))?;
-            Ok(prefix.run(&x.view())?)
-        })
-        .collect::<Result<_>>()?;
-    if parts.is_empty() {
-        return Ok(Array2::zeros((0, prefix.feature_len())));
-    }
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Invalid(format!("photo features: {e}")))
+    crate::data::backbone::features_in_chunks(prefix, files, |f| {
+        let bytes = std::fs::read(&f.path).map_err(|e| Error::io(&f.path, e))?;
+        Ok(pre.decode(&bytes, &f.rel)?)
+    })
 }
 
 /// Magic of a feature cache file.

@@ -100,6 +100,16 @@ fn row_major<'a>(v: &ArrayView2<'a, f32>) -> (std::borrow::Cow<'a, [f32]>, bool)
     (std::borrow::Cow::Owned(v.iter().copied().collect()), false)
 }
 
+/// `(m, k, n)` of `C (m×n) ← A (m×k) · B (k×n)`, or a shape error.
+fn dims(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>, c: &ArrayViewMut2<'_, f32>) -> Result<(usize, usize, usize)> {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    if b.nrows() != k || c.dim() != (m, n) {
+        return Err(shape_err("GEMM operands (A: m×k, B: k×n, C: m×n)", (m, k, n), (b.dim(), c.dim())));
+    }
+    Ok((m, k, n))
+}
+
 /// [`gemm`] on `device`: operands passed as row-major buffers (a transposed view as its storage with the transpose
 /// flag), `C` written back in place.
 fn gemm_offloaded(
@@ -110,11 +120,7 @@ fn gemm_offloaded(
     beta: f32,
     c: &mut ArrayViewMut2<'_, f32>,
 ) -> Result<()> {
-    let (m, k) = a.dim();
-    let n = b.ncols();
-    if b.nrows() != k || c.dim() != (m, n) {
-        return Err(shape_err("GEMM operands (A: m×k, B: k×n, C: m×n)", (m, k, n), (b.dim(), c.dim())));
-    }
+    let (m, k, n) = dims(a, b, c)?;
     let (ab, trans_a) = row_major(a);
     let (bb, trans_b) = row_major(b);
     let g = Gemm { trans_a, trans_b, m, n, k, alpha, beta };
@@ -151,11 +157,7 @@ pub fn gemm_with(
     beta: f32,
     c: &mut ArrayViewMut2<'_, f32>,
 ) -> Result<()> {
-    let (m, k) = a.dim();
-    let n = b.ncols();
-    if b.nrows() != k || c.dim() != (m, n) {
-        return Err(shape_err("GEMM operands (A: m×k, B: k×n, C: m×n)", (m, k, n), (b.dim(), c.dim())));
-    }
+    let (m, k, n) = dims(a, b, c)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
