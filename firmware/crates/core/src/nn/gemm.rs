@@ -89,6 +89,19 @@ pub fn gemm_on_cpu(
     gemm_with(KERNEL, threads, alpha, a, b, beta, c)
 }
 
+/// [`gemm_on_cpu`] on row-major buffers described by `g` (a transposed operand is a view of its storage, nothing is
+/// copied): what a [`Offload`] device computing on the CPU does with the buffers it is given.
+pub fn gemm_on_cpu_buffers(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+    g.check(a.len(), b.len(), c.len())?;
+    let [sa, sb, _] = g.shapes();
+    let view = |data, (r, cols): (usize, usize), transpose: bool| -> Result<ArrayView2<'_, f32>> {
+        let v = ArrayView2::from_shape((r, cols), data).map_err(|e| shape_err("GEMM operand", (r, cols), e))?;
+        Ok(if transpose { v.reversed_axes() } else { v })
+    };
+    let mut cv = ArrayViewMut2::from_shape((g.m, g.n), c).map_err(|e| shape_err("GEMM operand C", (g.m, g.n), e))?;
+    gemm_on_cpu(g.alpha, &view(a, sa, g.trans_a)?, &view(b, sb, g.trans_b)?, g.beta, &mut cv)
+}
+
 /// A row-major buffer holding `v` or its transpose, without a copy when `v` is contiguous either way.
 fn row_major<'a>(v: &ArrayView2<'a, f32>) -> (std::borrow::Cow<'a, [f32]>, bool) {
     if let Some(s) = v.to_slice() {
@@ -308,14 +321,7 @@ mod tests {
             "test"
         }
         fn gemm(&self, g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
-            g.check(a.len(), b.len(), c.len())?;
-            let [sa, sb, _] = g.shapes();
-            let view = |d, (r, c), t: bool| {
-                let v = ArrayView2::from_shape((r, c), d).unwrap();
-                if t { v.reversed_axes() } else { v }
-            };
-            let mut cv = ArrayViewMut2::from_shape((g.m, g.n), c).unwrap();
-            gemm_on_cpu(g.alpha, &view(a, sa, g.trans_a), &view(b, sb, g.trans_b), g.beta, &mut cv)
+            gemm_on_cpu_buffers(g, a, b, c)
         }
     }
 

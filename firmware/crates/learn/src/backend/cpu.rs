@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use edgelearn_core::nn::gemm::gemm_on_cpu;
+use edgelearn_core::nn::gemm::gemm_on_cpu_buffers;
 use edgelearn_core::nn::offload::Offload;
-use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut1};
 
 use super::{Backend, Gemm, check_same};
 use crate::merge::{became_alpha_terms, interpolate};
@@ -22,11 +22,6 @@ impl CpuBackend {
     pub fn new() -> Self {
         Self
     }
-}
-
-fn view2<'a>(data: &'a [f32], (r, c): (usize, usize), transpose: bool) -> Result<ArrayView2<'a, f32>> {
-    let v = ArrayView2::from_shape((r, c), data).map_err(|e| shape_err("GEMM operand", (r, c), e))?;
-    Ok(if transpose { v.reversed_axes() } else { v })
 }
 
 impl Backend for CpuBackend {
@@ -59,7 +54,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    /// [`edgelearn_core::nn::gemm::gemm_on_cpu`] on views of the buffers (transposes are views, nothing is copied).
+    /// [`edgelearn_core::nn::gemm::gemm_on_cpu_buffers`] (transposes are views, nothing is copied).
     fn gemm(&self, g: Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) -> Result<()> {
         Offload::gemm(self, g, a, b, c)
     }
@@ -149,12 +144,6 @@ impl Offload for CpuBackend {
     }
 
     fn gemm(&self, g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
-        g.check(a.len(), b.len(), c.len())?;
-        let [sa, sb, _] = g.shapes();
-        let av = view2(a, sa, g.trans_a)?;
-        let bv = view2(b, sb, g.trans_b)?;
-        let mut cv =
-            ArrayViewMut2::from_shape((g.m, g.n), c).map_err(|e| shape_err("GEMM operand C", (g.m, g.n), e))?;
-        gemm_on_cpu(g.alpha, &av, &bv, g.beta, &mut cv)
+        gemm_on_cpu_buffers(g, a, b, c)
     }
 }
