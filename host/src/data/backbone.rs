@@ -154,23 +154,43 @@ fn first_of_each_class(y: &[usize], classes: usize, per_class: usize) -> Vec<usi
     rows
 }
 
-type Key = (PathBuf, String, Subsample);
+/// Data sets computed once per process for each key: concurrent callers of [`DatasetMemo::get`] with the same
+/// key wait for the first (a backbone's features are worth computing once per `host compare`, not per run).
+pub struct DatasetMemo<K> {
+    slots: OnceLock<Mutex<HashMap<K, Slot>>>,
+}
+
 type Slot = Arc<OnceLock<std::result::Result<Arc<Dataset>, String>>>;
+
+impl<K: std::hash::Hash + Eq> Default for DatasetMemo<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: std::hash::Hash + Eq> DatasetMemo<K> {
+    /// An empty memo (for a `static`).
+    pub const fn new() -> Self {
+        Self { slots: OnceLock::new() }
+    }
+
+    /// The data set of `key`: `compute()`'s, the first time any caller asks for it.
+    pub fn get(&self, key: K, compute: impl FnOnce() -> Result<Dataset>) -> Result<Arc<Dataset>> {
+        let slot = {
+            let mut map = self.slots.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key).or_default().clone()
+        };
+        slot.get_or_init(|| compute().map(Arc::new).map_err(|e| e.to_string())).clone().map_err(Error::Invalid)
+    }
+}
 
 /// `ds` subsampled by `sub` and passed through open_nsfw's frozen prefix (file `path`): a data set of 1024-d
 /// feature vectors (`1 × 1 × 1024` "images", the same labels and class count), with `norm` the normalisation
 /// `ds`'s pixels carry. Computed once per process for each (file, data set, subsample); concurrent callers wait
 /// for the first.
 pub fn features_of(path: &Path, ds: &Dataset, norm: (f32, f32), sub: Subsample) -> Result<Arc<Dataset>> {
-    static CACHE: OnceLock<Mutex<HashMap<Key, Slot>>> = OnceLock::new();
-    let key = (path.to_path_buf(), ds.name.clone(), sub);
-    let slot = {
-        let mut map = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key).or_default().clone()
-    };
-    slot.get_or_init(|| compute(path, ds, norm, sub).map(Arc::new).map_err(|e| e.to_string()))
-        .clone()
-        .map_err(Error::Invalid)
+    static MEMO: DatasetMemo<(PathBuf, String, Subsample)> = DatasetMemo::new();
+    MEMO.get((path.to_path_buf(), ds.name.clone(), sub), || compute(path, ds, norm, sub))
 }
 
 fn compute(path: &Path, ds: &Dataset, norm: (f32, f32), sub: Subsample) -> Result<Dataset> {

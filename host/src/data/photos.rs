@@ -14,9 +14,8 @@
 //! a second run (another seed, another method, the demo after the tests) reads them instead of running the
 //! backbone again; a cache file that is truncated, corrupt or of other photos is recomputed, never trusted.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use firmware::inbox::Preprocess;
 use firmware::onnx::{FrozenPrefix, OnnxModel};
@@ -24,6 +23,7 @@ use firmware::store::CRC32C;
 use ndarray::Array2;
 
 use crate::data::Dataset;
+use crate::data::backbone::DatasetMemo;
 use crate::error::{Error, Result};
 
 /// The eight tuxpaint stamp categories of `tux8` (Debian `tuxpaint-stamps-default`, every one with at least 34
@@ -225,17 +225,8 @@ pub fn cached_features(cache_dir: &Path, model: &Path, cut: &str, files: &[Photo
 /// `data_dir` ([`cached_features`] in `data_dir/cache`): 1280-d feature vectors as `1 × 1 × 1280` "images".
 /// Computed once per process for each (root, classes, test split); concurrent callers wait for the first.
 pub fn photo_dataset(data_dir: &Path, root: &Path, name: &str, classes: &[&str], test: usize) -> Result<Arc<Dataset>> {
-    type Slot = Arc<OnceLock<std::result::Result<Arc<Dataset>, String>>>;
-    type Memo = Mutex<HashMap<(PathBuf, String, usize), Slot>>;
-    static MEMO: OnceLock<Memo> = OnceLock::new();
-    let key = (root.to_path_buf(), classes.join(","), test);
-    let slot = {
-        let mut map = MEMO.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key).or_default().clone()
-    };
-    slot.get_or_init(|| build_dataset(data_dir, root, name, classes, test).map(Arc::new).map_err(|e| e.to_string()))
-        .clone()
-        .map_err(Error::Invalid)
+    static MEMO: DatasetMemo<(PathBuf, String, usize)> = DatasetMemo::new();
+    MEMO.get((root.to_path_buf(), classes.join(","), test), || build_dataset(data_dir, root, name, classes, test))
 }
 
 fn build_dataset(data_dir: &Path, root: &Path, name: &str, classes: &[&str], test: usize) -> Result<Dataset> {
