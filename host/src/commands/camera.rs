@@ -76,11 +76,11 @@ pub struct CameraArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-/// One learner of a run and what it scored after each task (% of the test photos of every class seen).
+/// One learner of a run and what it scored after its latest task (% of the test photos of every class seen).
 struct Run {
     name: String,
     learner: BoardLearner,
-    after_task: Vec<f64>,
+    score: f64,
 }
 
 /// % of `test` (features, labels = class positions in `classes`) that `learner` names right, over the classes
@@ -163,7 +163,7 @@ pub fn run(a: &CameraArgs) -> anyhow::Result<()> {
             };
             let first: Vec<&str> = groups[0].iter().map(|&c| names[c]).collect();
             let learner = BoardLearner::new(profile.clone(), "lite0-mlp", model, method, &first, a.seed)?;
-            runs.push(Run { name: learner.method().name(), learner, after_task: Vec::new() });
+            runs.push(Run { name: learner.method().name(), learner, score: 0.0 });
         }
         let mut pick_rng = firmware::seeded_rng(a.seed ^ 0xCA3E_0000 ^ k as u64);
         let mut aug_rng = firmware::seeded_rng(a.seed ^ 0xA06_E17);
@@ -197,7 +197,7 @@ pub fn run(a: &CameraArgs) -> anyhow::Result<()> {
             for r in &mut runs {
                 buffer_intake(&mut r.learner, &intake, &classes, |_, e| Err(e))?;
                 r.learner.learn()?;
-                r.after_task.push(score(&r.learner, &test, &a.classes)?);
+                r.score = score(&r.learner, &test, &a.classes)?;
             }
             println!(
                 "K = {k}: learned {} from {} photos ({} samples with their jittered copies); over the {} classes \
@@ -206,18 +206,11 @@ pub fn run(a: &CameraArgs) -> anyhow::Result<()> {
                 files.len(),
                 intake.features.nrows(),
                 seen.len(),
-                runs.iter()
-                    .map(|r| format!("{} {:.2} %", r.name, r.after_task.last().copied().unwrap_or(0.0)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                runs.iter().map(|r| format!("{} {:.2} %", r.name, r.score)).collect::<Vec<_>>().join(", ")
             );
         }
         let secs = tk.elapsed().as_secs_f64();
-        summary.push((
-            k,
-            runs.iter().map(|r| (r.name.clone(), *r.after_task.last().unwrap_or(&0.0))).collect::<Vec<_>>(),
-            secs,
-        ));
+        summary.push((k, runs.iter().map(|r| (r.name.clone(), r.score)).collect::<Vec<_>>(), secs));
         last_field = runs.into_iter().next().map(|r| r.learner);
     }
     println!("the camera board over all {} classes, no task id (% of {} test photos):", names.len(), tests.len());
