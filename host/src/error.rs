@@ -24,7 +24,7 @@ pub enum Error {
     SizeMismatch(String),
     /// A stream name the tool does not know.
     #[error(
-        "unknown stream '{0}' (known: pmnist, split-mnist, split-mnist-ci, split-fmnist, split-fmnist-ci, mnist-pt, mnist-pt-ci, fmnist-pt, fmnist-pt-ci, mnist-nsfw, mnist-nsfw-ci, fmnist-nsfw, fmnist-nsfw-ci, tux8, tux8-ci, custom)"
+        "unknown stream '{0}' (known: pmnist, split-mnist, split-mnist-ci, split-fmnist, split-fmnist-ci, mnist-pt, mnist-pt-ci, fmnist-pt, fmnist-pt-ci, mnist-nsfw, mnist-nsfw-ci, fmnist-nsfw, fmnist-nsfw-ci, mnist-lite0, mnist-lite0-ci, fmnist-lite0, fmnist-lite0-ci, tux8, tux8-ci, custom)"
     )]
     UnknownStream(String),
     /// A method name the tool does not know.

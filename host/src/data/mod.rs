@@ -5,6 +5,7 @@
 //! downloaded at run time.
 
 pub mod backbone;
+pub mod cache;
 pub mod idx;
 pub mod photos;
 pub mod stream;

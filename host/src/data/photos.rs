@@ -22,8 +22,8 @@ use firmware::onnx::{FrozenPrefix, OnnxModel};
 use firmware::store::CRC32C;
 use ndarray::Array2;
 
-use crate::data::Dataset;
 use crate::data::backbone::DatasetMemo;
+use crate::data::{Dataset, cache};
 use crate::error::{Error, Result};
 
 /// The eight tuxpaint stamp categories of `tux8` (Debian `tuxpaint-stamps-default`, every one with at least 34
@@ -146,9 +146,6 @@ pub fn photo_features(prefix: &FrozenPrefix, pre: &Preprocess, files: &[PhotoFil
     })
 }
 
-/// Magic of a feature cache file.
-const CACHE_MAGIC: &[u8; 8] = b"ELFEAT01";
-
 /// The cache key of `files` through the backbone file `model` cut at `cut`: CRC-32C over the backbone's bytes,
 /// the cut, and every file's relative path and bytes, in order.
 pub fn cache_key(model: &Path, cut: &str, files: &[PhotoFile]) -> Result<u32> {
@@ -162,63 +159,19 @@ pub fn cache_key(model: &Path, cut: &str, files: &[PhotoFile]) -> Result<u32> {
     Ok(digest.finalize())
 }
 
-/// Encode a feature matrix: magic, rows and columns (u64 LE), the values (f32 LE), CRC-32C of all before.
-fn encode(x: &Array2<f32>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + 16 + 4 * x.len() + 4);
-    out.extend_from_slice(CACHE_MAGIC);
-    out.extend_from_slice(&(x.nrows() as u64).to_le_bytes());
-    out.extend_from_slice(&(x.ncols() as u64).to_le_bytes());
-    x.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    let crc = CRC32C.checksum(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// Decode [`encode`]'s bytes, `None` for anything else (wrong magic, length or CRC, another shape).
-fn decode(bytes: &[u8], rows: usize) -> Option<Array2<f32>> {
-    let body = bytes.get(..bytes.len().checked_sub(4)?)?;
-    let crc = u32::from_le_bytes(bytes.get(body.len()..)?.try_into().ok()?);
-    if CRC32C.checksum(body) != crc || body.get(..8)? != CACHE_MAGIC {
-        return None;
-    }
-    let r = usize::try_from(u64::from_le_bytes(body.get(8..16)?.try_into().ok()?)).ok()?;
-    let c = usize::try_from(u64::from_le_bytes(body.get(16..24)?.try_into().ok()?)).ok()?;
-    let data = body.get(24..)?;
-    if r != rows || data.len() != r.checked_mul(c)?.checked_mul(4)? {
-        return None;
-    }
-    let values = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Array2::from_shape_vec((r, c), values).ok()
-}
-
 /// [`photo_features`] of `files` through `model` cut at `cut`, read from `cache_dir` when a file there holds
-/// them (same [`cache_key`]), otherwise computed and written there (durably; a failed write only logs).
+/// them (same [`cache_key`], [`cache::cached`]), otherwise computed and written there.
 pub fn cached_features(cache_dir: &Path, model: &Path, cut: &str, files: &[PhotoFile]) -> Result<Array2<f32>> {
     let key = cache_key(model, cut, files)?;
-    let stem = model.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().to_string());
-    let path = cache_dir.join(format!("features-{stem}-{}-{key:08x}.bin", files.len()));
-    if let Ok(bytes) = std::fs::read(&path) {
-        match decode(&bytes, files.len()) {
-            Some(x) => {
-                tracing::info!(cache = %path.display(), photos = files.len(), "backbone features read from the cache");
-                return Ok(x);
-            }
-            None => tracing::warn!(cache = %path.display(), "feature cache unreadable: computing the features again"),
-        }
-    }
-    let (prefix, pre) = open_backbone(model, cut)?;
-    let t0 = std::time::Instant::now();
-    let x = photo_features(&prefix, &pre, files)?;
-    tracing::info!(
-        photos = files.len(),
-        secs = t0.elapsed().as_secs_f64(),
-        threads = rayon::current_num_threads(),
-        "backbone features computed"
-    );
-    if let Err(e) = firmware::store::write_durable(&path, &encode(&x)) {
-        tracing::warn!(cache = %path.display(), error = %e, "could not write the feature cache");
-    }
-    Ok(x)
+    cache::cached(cache_dir, &file_stem(model), files.len(), key, || {
+        let (prefix, pre) = open_backbone(model, cut)?;
+        photo_features(&prefix, &pre, files)
+    })
+}
+
+/// A model file's name without its extension (what cache files are named after).
+fn file_stem(model: &Path) -> String {
+    model.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().to_string())
 }
 
 /// A photo data set: the classes' folders under `root`, each cut by [`split_fixed`], through Lite0 under
@@ -250,6 +203,90 @@ fn build_dataset(data_dir: &Path, root: &Path, name: &str, classes: &[&str], tes
         train_x,
         test_y: tests.iter().map(|f| f.class).collect(),
         test_x,
+    })
+}
+
+/// A grey data set (MNIST, Fashion-MNIST; `norm` the normalisation its pixels carry) as a camera board sees it:
+/// each image back to its 8-bit pixels and sent as a raw grey picture, made the model's input by the board's own
+/// [`Preprocess::from_raw`] with the spec travelling with Lite0 (grey copied into R, G and B, stretched bilinearly
+/// to 224 × 224, `(x − 127) / 128`), through Lite0 under `data_dir` cut at its pooled features: every training and
+/// test image as a 1280-d feature vector (`1 × 1 × 1280` "images", the same labels). Cached on disk
+/// ([`cache::cached`], key: the backbone's bytes, the cut and the pixels) and once per process for each data set.
+pub fn grey_dataset(data_dir: &Path, ds: &Dataset, norm: (f32, f32)) -> Result<Arc<Dataset>> {
+    static MEMO: DatasetMemo<(PathBuf, String)> = DatasetMemo::new();
+    MEMO.get((data_dir.to_path_buf(), ds.name.clone()), || grey_through_lite0(data_dir, ds, norm))
+}
+
+/// 8-bit pixels of normalised rows (`(p/255 − mean)/std`, rounded back).
+pub fn grey_pixels(x: &ndarray::ArrayView2<'_, f32>, norm: (f32, f32)) -> Vec<u8> {
+    let (mean, std) = norm;
+    x.iter().map(|v| ((v * std + mean) * 255.0).round().clamp(0.0, 255.0) as u8).collect()
+}
+
+/// Features through `prefix` of grey `width × height` images (`pixels`, one image after another), each sent as
+/// a raw grey picture and made the model's input by the board's [`Preprocess::from_raw`]; rows keep the images'
+/// order ([`crate::data::backbone::features_in_chunks`]).
+pub fn grey_features(
+    prefix: &FrozenPrefix,
+    pre: &Preprocess,
+    pixels: &[u8],
+    width: u16,
+    height: u16,
+) -> Result<Array2<f32>> {
+    let per = usize::from(width) * usize::from(height);
+    if per == 0 || !pixels.len().is_multiple_of(per) {
+        return Err(Error::Invalid(format!("{} pixel bytes are not whole {width}×{height} images", pixels.len())));
+    }
+    let images: Vec<&[u8]> = pixels.chunks_exact(per).collect();
+    crate::data::backbone::features_in_chunks(prefix, &images, |img| {
+        let image = firmware::protocol::Image { width, height, channels: 1, pixels: img.to_vec() };
+        Ok(pre.from_raw(&image)?)
+    })
+}
+
+fn grey_through_lite0(data_dir: &Path, ds: &Dataset, norm: (f32, f32)) -> Result<Dataset> {
+    if ds.channels != 1 {
+        return Err(Error::Invalid(format!("{}: the grey camera adapter takes grey images", ds.name)));
+    }
+    let (width, height) = match (u16::try_from(ds.cols), u16::try_from(ds.rows)) {
+        (Ok(w), Ok(h)) => (w, h),
+        _ => return Err(Error::Invalid(format!("{}: images of {}×{} pixels", ds.name, ds.rows, ds.cols))),
+    };
+    let model = lite0_path(data_dir);
+    if !model.is_file() {
+        return Err(Error::Invalid(format!("{} is missing; run `bash scripts/fetch-data.sh`", model.display())));
+    }
+    let model_bytes = std::fs::read(&model).map_err(|e| Error::io(&model, e))?;
+    let backbone = std::sync::OnceLock::new();
+    let features = |x: &Array2<f32>, part: &str| -> Result<Array2<f32>> {
+        let pixels = grey_pixels(&x.view(), norm);
+        let mut digest = CRC32C.digest();
+        digest.update(&model_bytes);
+        digest.update(LITE0_FEATURES.as_bytes());
+        digest.update(&(ds.rows as u64).to_le_bytes());
+        digest.update(&(ds.cols as u64).to_le_bytes());
+        digest.update(&pixels);
+        let stem = format!("{}-{}-{part}", file_stem(&model), ds.name);
+        cache::cached(&data_dir.join("cache"), &stem, x.nrows(), digest.finalize(), || {
+            if backbone.get().is_none() {
+                let _ = backbone.set(open_backbone(&model, LITE0_FEATURES)?);
+            }
+            let (prefix, pre) = backbone.get().ok_or_else(|| Error::Invalid("Lite0 did not open".into()))?;
+            grey_features(prefix, pre, &pixels, width, height)
+        })
+    };
+    let train_x = features(&ds.train_x, "train")?;
+    let test_x = features(&ds.test_x, "test")?;
+    Ok(Dataset {
+        name: format!("{}-lite0", ds.name),
+        channels: 1,
+        rows: 1,
+        cols: train_x.ncols(),
+        num_classes: ds.num_classes,
+        train_x,
+        train_y: ds.train_y.clone(),
+        test_x,
+        test_y: ds.test_y.clone(),
     })
 }
 
@@ -305,17 +342,26 @@ mod tests {
         assert!(again.iter().zip(ds.test_x.iter()).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
-    /// The cache codec round-trips and refuses a flipped bit, a cut file and another photo count.
+    /// MNIST as the camera board sees it: the normalised rows give back the IDX file's bytes exactly, and each
+    /// image's Lite0 features are the board's own path (`from_raw`, then the prefix), whatever the chunking.
     #[test]
-    fn cache_files_round_trip_and_refuse_damage() {
-        let x = Array2::from_shape_fn((3, 5), |(i, j)| i as f32 - 0.5 * j as f32);
-        let bytes = encode(&x);
-        assert_eq!(decode(&bytes, 3), Some(x));
-        let mut flipped = bytes.clone();
-        flipped[30] ^= 1;
-        assert_eq!(decode(&flipped, 3), None);
-        assert_eq!(decode(&bytes[..bytes.len() - 3], 3), None);
-        assert_eq!(decode(&bytes, 4), None);
-        assert_eq!(decode(&[], 3), None);
+    fn grey_images_reach_lite0_as_the_boards_raw_pictures() {
+        let data_dir = crate::data::data_dir();
+        let ds = crate::data::load_mnist(&data_dir.join("mnist")).unwrap();
+        let raw = crate::data::idx::read_idx(
+            &crate::data::idx::resolve_idx(&data_dir.join("mnist/t10k-images-idx3-ubyte")).unwrap(),
+        )
+        .unwrap();
+        let pixels = grey_pixels(&ds.test_x.view(), crate::data::MNIST_NORM);
+        assert_eq!(pixels, raw.data, "normalised and back must be the file's bytes");
+        let (prefix, pre) = open_backbone(&lite0_path(&data_dir), LITE0_FEATURES).unwrap();
+        let three = &pixels[..3 * 784];
+        let f = grey_features(&prefix, &pre, three, 28, 28).unwrap();
+        assert_eq!(f.dim(), (3, 1280));
+        let image = firmware::protocol::Image { width: 28, height: 28, channels: 1, pixels: three[784..1568].to_vec() };
+        let x = pre.from_raw(&image).unwrap();
+        let alone = prefix.run(&Array2::from_shape_vec((1, x.len()), x).unwrap().view()).unwrap();
+        assert!(alone.row(0).iter().zip(f.row(1)).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(grey_features(&prefix, &pre, &three[..100], 28, 28).is_err(), "a cut image is refused");
     }
 }

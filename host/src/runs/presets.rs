@@ -167,6 +167,15 @@ pub enum StreamSpec {
         /// Class groups, one per task.
         groups: Vec<Vec<usize>>,
     },
+    /// Every image of MNIST (or Fashion-MNIST) sent as a camera's grey picture through the frozen
+    /// EfficientNet-Lite0 prefix ([`crate::data::photos::grey_dataset`]), cut into these class groups: the
+    /// trainable suffix sees 1280-d features.
+    GreyLite0 {
+        /// Fashion-MNIST instead of MNIST.
+        fashion: bool,
+        /// Class groups, one per task.
+        groups: Vec<Vec<usize>>,
+    },
     /// Folders of colour photos under the data folder (one per class, any size, PNG or JPEG) through the frozen
     /// EfficientNet-Lite0 prefix ([`crate::data::photos`]), a fixed per-class test split, cut into these class
     /// groups: the trainable suffix sees 1280-d features.
@@ -238,6 +247,10 @@ impl Preset {
     ///   frozen open_nsfw ResNet-50 prefix (a third-party backbone, [`crate::data::backbone`]; the first 600
     ///   training and 300 test images per class), with a trainable suffix MLP 1024-256 (biased) and the heads;
     ///   split-mnist's training and GPM settings (ε 0.97, 300 samples).
+    /// * `mnist-lite0`, `fmnist-lite0` (and `-ci`): Split-MNIST / Split-Fashion-MNIST (5 × 2 classes), all 60 000
+    ///   training and 10 000 test images, each sent as a grey picture through the camera's frozen
+    ///   EfficientNet-Lite0 prefix (1280-d features, cached on disk), a trainable MLP 1280-256 (biased) and the
+    ///   heads; split-mnist's training and GPM settings.
     /// * `tux8` (and `tux8-ci`): the camera stream: colour photos of eight tuxpaint stamp categories (Debian
     ///   `tuxpaint-stamps-default`, [`crate::data::photos::TUX8_CLASSES`]; 14 fixed test photos per class, 20 to
     ///   233 for training), decoded as the board decodes its inbox and passed through the frozen
@@ -320,6 +333,11 @@ impl Preset {
                 model: ModelSpec::Mlp { hidden: vec![256], bias: true },
                 ..Self::named("split-mnist", tasks)?
             },
+            "mnist-lite0" | "fmnist-lite0" => Preset {
+                stream: StreamSpec::GreyLite0 { fashion: name == "fmnist-lite0", groups: stream::default_pairs(10) },
+                model: ModelSpec::Mlp { hidden: vec![256], bias: true },
+                ..Self::named("split-mnist", tasks)?
+            },
             "tux8" => Preset {
                 stream: StreamSpec::Photos {
                     name: "tux8".into(),
@@ -332,7 +350,7 @@ impl Preset {
                 ..Self::named("split-mnist", tasks)?
             },
             "split-mnist-ci" | "split-fmnist-ci" | "mnist-pt-ci" | "fmnist-pt-ci" | "mnist-nsfw-ci"
-            | "fmnist-nsfw-ci" | "tux8-ci" => {
+            | "fmnist-nsfw-ci" | "mnist-lite0-ci" | "fmnist-lite0-ci" | "tux8-ci" => {
                 let mut p = Self::named(name.trim_end_matches("-ci"), tasks)?;
                 p.multi_head = false;
                 p.grow_head = true;
@@ -431,6 +449,16 @@ impl Preset {
                 };
                 let feats = backbone::features_of(&backbone::open_nsfw_path(data_dir), &ds, norm, *subsample)?;
                 stream::split(&feats, &format!("{name}-nsfw"), groups, self.multi_head, seed, self.val_frac)
+            }
+            StreamSpec::GreyLite0 { fashion, groups } => {
+                check_tasks(groups.len())?;
+                let (ds, norm, name) = if *fashion {
+                    (data::load_fashion_mnist(&data_dir.join("fashion-mnist"))?, data::FASHION_MNIST_NORM, "fmnist")
+                } else {
+                    (data::load_mnist(&data_dir.join("mnist"))?, data::MNIST_NORM, "mnist")
+                };
+                let feats = photos::grey_dataset(data_dir, &ds, norm)?;
+                stream::split(&feats, &format!("{name}-lite0"), groups, self.multi_head, seed, self.val_frac)
             }
             StreamSpec::Photos { name, folder, classes, test_per_class, groups } => {
                 check_tasks(groups.len())?;
