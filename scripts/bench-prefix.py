@@ -6,7 +6,7 @@ Usage:
 
 PREFIX.onnx is the standalone prefix `host prefix-bench --prefix-out` wrote (the very graph tract timed), TRACT.json
 its tract timings. onnxruntime runs the same file on the same batch sizes, the same number of timed runs after one
-warm-up, with one intra-op thread (tract runs on one thread) and all graph optimisations. With --doc, the section
+warm-up, with as many intra-op threads as the Rust side used (its JSON's `threads`) and all graph optimisations. With --doc, the section
 "## Frozen prefix: tract vs onnxruntime" of that Markdown file is replaced (the file is created with a
 "# Benchmarks" title when missing; other sections are left alone). Runs inside .venv-onnx (see check-onnx.py).
 """
@@ -115,19 +115,22 @@ def main() -> int:
         t = json.loads(tract_json.read_text())
         batches = [r[0] for r in t["runs"]]
         reps = t.get("reps", 10)
-        ort1 = time_ort(prefix, batches, reps, 1)
+        # The same thread count as the Rust side (its JSON's `threads`; 1 when absent).
+        threads = int(t.get("threads") or 1)
+        ort1 = time_ort(prefix, batches, reps, threads)
         # onnxruntime on the graph as the loader rewrote it for tract (host prefix-bench --rewritten-out).
         rewritten = t.get("rewritten_file")
-        ort_rw = time_ort(Path(rewritten), batches, reps, 1) if rewritten else [(b, None, None) for b in batches]
+        ort_rw = time_ort(Path(rewritten), batches, reps, threads) if rewritten else [(b, None, None) for b in batches]
         for (b, tm, tmin), (_, om, omin), (_, rm, _) in zip(t["runs"], ort1, ort_rw):
             ratio = tm / om
             plan = t.get("plan") or ("optimised" if t["optimized"] else "typed (into_optimized fails)")
             rw = t.get("rewrites") or {}
             nodes = f"{rw['nodes_before']} → {rw['nodes_after']}" if rw.get("nodes_before") else "–"
-            rows.append((Path(t["model"]).name, t["cut"], plan, nodes, b, tm, om, ratio, rm))
+            engine = t.get("engine") or "tract"
+            rows.append((Path(t["model"]).name, t["cut"], f"{engine}, {threads} thread(s), {plan}", nodes, b, tm, om, ratio, rm))
             print(
-                f"{Path(t['model']).name} → {t['cut']}, batch {b}: tract {tm:.2f} ms (min {tmin:.2f}), "
-                f"onnxruntime {om:.2f} ms (min {omin:.2f}), tract/onnxruntime {ratio:.2f}"
+                f"{Path(t['model']).name} → {t['cut']}, {engine}, {threads} thread(s), batch {b}: Rust side {tm:.2f} ms (min {tmin:.2f}), "
+                f"onnxruntime (Python) {om:.2f} ms (min {omin:.2f}), ratio {ratio:.2f}"
                 + (f", onnxruntime on the rewritten graph {rm:.2f} ms" if rm is not None else "")
             )
     table = [

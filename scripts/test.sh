@@ -18,3 +18,13 @@ cargo test --workspace --test onnx_backbone "$@" -- --ignored
 # against ours on real test images; installs onnx/onnxruntime/numpy from PyPI into .venv-onnx when missing).
 python3 scripts/check-onnx.py out/onnx-roundtrip/exported.onnx out/onnx-roundtrip/exported-ref.json \
   out/onnx-roundtrip/reexported.onnx out/onnx-roundtrip/reexported-ref.json
+# The second prefix engine (issue 31): onnxruntime through `ort`, loading the library of the onnxruntime wheel that
+# check-onnx.py just installed into .venv-onnx (nothing is downloaded at build time). --workspace keeps the
+# dependencies' features those of the build above (a -p subset rebuilt tract), so only the workspace's libraries
+# are rebuilt with the feature; the test compares onnxruntime's features with tract's and across thread counts.
+ORT_LIB=$(ls .venv-onnx/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1* 2>/dev/null | head -n 1 || true)
+if [ -z "$ORT_LIB" ]; then
+  echo "scripts/test.sh: onnxruntime's library is missing from .venv-onnx (scripts/check-onnx.py installs it)" >&2
+  exit 1
+fi
+ORT_DYLIB_PATH="$PWD/$ORT_LIB" cargo test --workspace --features edgelearn-onnx/onnxruntime --lib "$@" -- onnxruntime_engine

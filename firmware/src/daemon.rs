@@ -36,7 +36,7 @@ use crate::backend::BackendKind;
 use crate::budget::BoardProfile;
 use crate::error::{Error, Result};
 use crate::inbox::{Inbox, InboxFile, LoadedPhoto, Preprocess};
-use crate::intake::take_photos;
+use crate::intake::{buffer_intake, photo_features};
 use crate::io::{Button, Clock, NoPin, StatusLed, SystemClock};
 use crate::learner::Learner;
 use crate::method::Became;
@@ -78,6 +78,25 @@ pub struct LearnOutcome {
     pub rejected: u32,
     /// α of the merge.
     pub alpha: Option<f64>,
+    /// Where the time went.
+    pub times: LearnTimes,
+}
+
+/// Wall-clock seconds of one learn, phase by phase (`host bench inbox` reports them).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LearnTimes {
+    /// Reading the inbox's photos and decoding them into model inputs (format, orientation, alpha, resize).
+    pub decode: f64,
+    /// The jittered copies and the frozen backbone over photos and copies.
+    pub backbone: f64,
+    /// The learner's task: GPM stage, second stage, Fisher, merge, basis update.
+    pub learn: f64,
+    /// The durable A/B commit of the state, and the photos moved to `processed/`.
+    pub commit: f64,
+    /// From the start of the learn to its end.
+    pub total: f64,
+    /// Rows the backbone ran: the photos and their jittered copies.
+    pub backbone_rows: usize,
 }
 
 /// The device: model, learner, inbox. See the [module docs](self).
@@ -151,7 +170,7 @@ impl Device {
         let device = crate::backend::install(kind)?;
         tracing::info!(backend = device, board = %profile.name, "compute backend of the large products");
         // The file is decoded whole in RAM: one larger than the learner's whole RAM budget cannot be the board's.
-        let file = OnnxModel::open_within(&cfg.model, profile.budget.ram())?;
+        let file = OnnxModel::open_within(&cfg.model, profile.budget.ram())?.with_engine(cfg.engine);
         let base = file.split(&Cut::parse(&cfg.cut)?)?;
         if base.trainable.heads.len() != 1 {
             return Err(Error::Config(format!(
@@ -349,6 +368,7 @@ impl Device {
 
     fn try_learn(&mut self) -> Result<LearnOutcome> {
         let started = Instant::now();
+        let mut times = LearnTimes::default();
         let inbox = self.inbox.clone();
         let (mut photos, mut rejected) = (Vec::new(), 0);
         if let Some(inbox) = &inbox {
@@ -363,22 +383,26 @@ impl Device {
             }
             let classes: Vec<&str> = photos.iter().map(|p| p.id.class.as_str()).collect();
             let mut rng = crate::seeded_rng(self.cfg.seed ^ AUGMENT_STREAM ^ self.learner.tasks().len() as u64);
-            let taken = take_photos(
-                &mut self.learner,
+            times.decode = started.elapsed().as_secs_f64();
+            let room = SAMPLE_CAPACITY.saturating_sub(self.learner.buffer().len());
+            let intake = photo_features(
                 &self.base,
                 x.view(),
                 &classes,
                 self.pre.shape(),
                 &self.profile.augment,
+                room,
                 &mut rng,
-                |i, e| {
-                    if let Some(inbox) = &inbox {
-                        inbox.reject(&photos[i].file, &e.to_string())?;
-                    }
-                    rejected += 1;
-                    Ok(())
-                },
             )?;
+            times.backbone = started.elapsed().as_secs_f64() - times.decode;
+            times.backbone_rows = intake.features.nrows();
+            let taken = buffer_intake(&mut self.learner, &intake, &classes, |i, e| {
+                if let Some(inbox) = &inbox {
+                    inbox.reject(&photos[i].file, &e.to_string())?;
+                }
+                rejected += 1;
+                Ok(())
+            })?;
             let mut photos: Vec<Option<LoadedPhoto>> = photos.into_iter().map(Some).collect();
             used.extend(taken.into_iter().filter_map(|i| photos[i].take()));
         }
@@ -389,7 +413,10 @@ impl Device {
         }
         #[cfg(feature = "fleet-mqtt")]
         let before = self.fleet.as_ref().map(|f| f.before_learn(&self.learner)).transpose()?.flatten();
+        let learn_started = Instant::now();
         let report = self.learner.learn()?;
+        times.learn = learn_started.elapsed().as_secs_f64();
+        let commit_started = Instant::now();
         self.learner.set_inbox_files(used.iter().map(|p| p.id.clone()).collect());
         // In a fleet the task's update is in the outbox, durably, before the commit that makes it count.
         #[cfg(feature = "fleet-mqtt")]
@@ -416,6 +443,8 @@ impl Device {
                 tracing::warn!(error = %e, "moving learned photos to processed/ failed; retried later");
             }
         }
+        times.commit = commit_started.elapsed().as_secs_f64();
+        times.total = started.elapsed().as_secs_f64();
         self.rejected += rejected;
         let task = self.learner.tasks().last().map_or(0, |t| t.id);
         tracing::info!(
@@ -428,7 +457,15 @@ impl Device {
             seconds = started.elapsed().as_secs_f64(),
             "task learned and committed"
         );
-        Ok(LearnOutcome { task, generation, samples, from_inbox: used.len() as u32, rejected, alpha: report.alpha })
+        Ok(LearnOutcome {
+            task,
+            generation,
+            samples,
+            from_inbox: used.len() as u32,
+            rejected,
+            alpha: report.alpha,
+            times,
+        })
     }
 
     /// In a fleet: adopt the newest fleet model the link received when it is newer, has merged this board's

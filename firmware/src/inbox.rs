@@ -46,7 +46,7 @@ pub const MAX_SIDE: u32 = 8192;
 /// Most bytes a decoded picture may take (the `image` crate's allocation limit): 36 MiB, a 12-megapixel RGB photo
 /// (4032 × 3024 × 3 bytes). A file whose header claims a larger picture is refused before its pixels are
 /// allocated: a few hundred bytes of JPEG claiming 8000 × 8000 RGB made the decoder allocate 192 MB, more than
-/// the smallest Jetson's whole workspace budget (128 MiB, boards/jetson-nano-4gb.toml; found by the
+/// the smallest Jetson's whole workspace budget then (128 MiB, boards/jetson-nano-4gb.toml; found by the
 /// `photo_decode` fuzz target, docs/fuzzing.md).
 pub const MAX_DECODED_BYTES: u64 = 36 << 20;
 

@@ -6,7 +6,7 @@
 use ndarray::{Array2, ArrayView2};
 use rand::Rng;
 
-use crate::augment::{AugmentPolicy, ImageShape, Jitter, expand};
+use crate::augment::{AugmentPolicy, ImageShape, Jitter, expand_chunked};
 use crate::error::{Error, Result, shape_err};
 use crate::learner::Learner;
 use crate::method::Method;
@@ -26,7 +26,8 @@ pub struct Intake {
 
 /// The features of photos `x` (`(n, shape.len())` model inputs, `classes[i]` the class name of photo `i`) and of
 /// the jittered copies the board's `policy` adds to a class with few photos, at most `room` rows in all (the
-/// sample buffer's free room): [`crate::augment::expand`], then the frozen backbone.
+/// sample buffer's free room): [`crate::augment::expand_chunked`], each chunk of [`INTAKE_BATCH`] rows through
+/// the frozen backbone before the next is made.
 #[allow(clippy::too_many_arguments)]
 pub fn photo_features(
     base: &DeviceModel,
@@ -52,9 +53,20 @@ pub fn photo_features(
             at as u32
         })
         .collect();
-    let expanded = expand(x, &labels, shape, policy, &Jitter::default(), room, rng)?;
-    let features = base.features_batched(&expanded.x.view(), INTAKE_BATCH)?;
-    Ok(Intake { features, source: expanded.source })
+    // One chunk of full-size copies at a time through the backbone (the same rows and features as all at once).
+    let (mut parts, mut source) = (Vec::new(), Vec::new());
+    expand_chunked(x, &labels, shape, policy, &Jitter::default(), room, rng, INTAKE_BATCH, |e| {
+        parts.push(base.features_batched(&e.x.view(), INTAKE_BATCH)?);
+        source.extend(e.source);
+        Ok(())
+    })?;
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    let features = if views.is_empty() {
+        Array2::zeros((0, base.trainable.input_len()))
+    } else {
+        ndarray::concatenate(ndarray::Axis(0), &views).map_err(|e| shape_err("intake features", source.len(), e))?
+    };
+    Ok(Intake { features, source })
 }
 
 /// Buffer an [`Intake`] of photos named `classes`: each photo as a sample, its copies as copies

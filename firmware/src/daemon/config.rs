@@ -16,6 +16,8 @@ Runs the device: serial protocol, learn button, status LED, inbox folder. Stops 
   --classes A,B,...     names of the model's existing outputs (default 0,1,...)
   --preprocess FILE     the model's preprocessing spec (edgelearn-preprocess/1 JSON; default: the one in the
                         model file's metadata, else <model>.preprocess.json beside it, else --norm)
+  --engine E            what runs the frozen prefix: tract (default) or onnxruntime (a firmware built with the
+                        onnxruntime feature; the library from ORT_DYLIB_PATH)
   --norm MEAN,STD       pixel normalisation (p/255 - MEAN)/STD of a model without a spec (default 0.1307,0.3081)
   --epochs N            epochs per learning stage (default 3)
   --lr X                learning rate (default 0.01)
@@ -65,6 +67,8 @@ pub struct Config {
     /// The model's preprocessing spec (`--preprocess`; default: the one in the model file's metadata or
     /// `<model>.preprocess.json` beside it, [`crate::inbox::Preprocess::discover`]).
     pub preprocess: Option<PathBuf>,
+    /// What runs the frozen prefix (`--engine`; tract by default).
+    pub engine: crate::onnx::Engine,
     /// Epochs per stage.
     pub epochs: usize,
     /// Learning rate.
@@ -127,6 +131,7 @@ impl Config {
             classes: None,
             norm: (0.1307, 0.3081),
             preprocess: None,
+            engine: crate::onnx::Engine::Tract,
             epochs: 3,
             lr: 0.01,
             batch: 10,
@@ -182,6 +187,7 @@ impl Config {
                     c.norm = (m, s);
                 }
                 "--preprocess" => c.preprocess = Some(PathBuf::from(value()?)),
+                "--engine" => c.engine = value()?.parse().map_err(|e| format!("--engine: {e}"))?,
                 "--epochs" => c.epochs = num(flag, &value()?)?,
                 "--lr" => c.lr = num(flag, &value()?)?,
                 "--batch" => c.batch = num(flag, &value()?)?,

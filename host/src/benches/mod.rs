@@ -4,5 +4,6 @@
 
 pub mod fleet;
 pub mod gemm;
+pub mod inbox;
 pub mod replay;
 pub mod update;

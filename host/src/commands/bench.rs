@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::benches::replay::HeapMeter;
-use crate::benches::{fleet, gemm, replay, update};
+use crate::benches::{fleet, gemm, inbox, replay, update};
 use crate::data;
 use crate::reports;
 use crate::runs::presets::{Preset, shipped_base};
@@ -26,6 +26,41 @@ pub enum BenchCmd {
     /// Fleet updates: bytes on the wire per compact Fisher format, and the Fisher-weighted merge's time against
     /// the number of boards; write JSON.
     Fleet(BenchFleetArgs),
+    /// The daemon on a Lite0 camera model: photos in its inbox to their task committed, split into decode,
+    /// backbone, learning and commit, with the heap's and the process's peak memory; write JSON.
+    Inbox(BenchInboxArgs),
+}
+
+/// `host bench inbox`'s options.
+#[derive(Debug, Args)]
+pub struct BenchInboxArgs {
+    /// Board profile whose budgets the daemon runs under.
+    #[arg(long, default_value = "boards/jetson-orin-nano-8gb.toml")]
+    board: PathBuf,
+    /// Compute threads (replaces the profile's `threads`).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Photos per new category in each learn (two new categories a learn).
+    #[arg(long, default_value_t = 5)]
+    per_class: usize,
+    /// Learns per repetition (1 to 3).
+    #[arg(long, default_value_t = 2)]
+    learns: usize,
+    /// Repetitions, each from a fresh state.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// What runs the frozen prefix: tract, or onnxruntime (`--features onnxruntime`, ORT_DYLIB_PATH).
+    #[arg(long, default_value = "tract")]
+    engine: firmware::onnx::Engine,
+    /// Working folder (its contents are replaced).
+    #[arg(long, default_value = "out/bench-inbox")]
+    work: PathBuf,
+    /// Data folder (default: $EDGELEARN_DATA or <repo>/data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// `host bench fleet`'s options.
@@ -223,6 +258,28 @@ pub fn run(cmd: BenchCmd, heap: &dyn HeapMeter) -> anyhow::Result<()> {
                     update::write_section_under(doc, gemm::GEMM_SECTION, &a.preamble, &table)?;
                     println!("section \"{}\" written to {}", gemm::GEMM_SECTION, doc.display());
                 }
+            }
+            Ok(())
+        }
+        BenchCmd::Inbox(a) => {
+            let b = inbox::InboxBench {
+                data_dir: a.data_dir.unwrap_or_else(data::data_dir),
+                board: a.board,
+                threads: a.threads,
+                per_class: a.per_class,
+                learns: a.learns,
+                reps: a.reps,
+                engine: a.engine,
+            };
+            let r = inbox::run(&b, &a.work, heap)?;
+            println!(
+                "peak resident memory {:.1} MiB; state on disk {:.1} KiB",
+                r.peak_rss as f64 / 1048576.0,
+                r.state_bytes as f64 / 1024.0
+            );
+            if let Some(out) = &a.out {
+                reports::write_json(out, &r)?;
+                println!("written to {}", out.display());
             }
             Ok(())
         }

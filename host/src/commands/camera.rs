@@ -57,8 +57,8 @@ pub struct CameraArgs {
     /// Seed (which photos, the new layers' initialisation, the copies' jitter).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The board's profile (budgets, Fisher format, threads, copies per photo). The default is the Orin Nano: the
-    /// field over Lite0's 1280 features needs 130 MiB of workspace, over the Nano's 128 MiB.
+    /// The board's profile (budgets, Fisher format, threads, copies per photo). The default is the Orin Nano, a
+    /// camera board (the Jetson Nano's profile fits too since its workspace budget became 160 MiB).
     #[arg(long, default_value = "boards/jetson-orin-nano-8gb.toml")]
     pub board: PathBuf,
     /// Training-free peers taught the same photos and copies (comma separated; `none` for none).

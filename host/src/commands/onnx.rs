@@ -237,6 +237,13 @@ pub struct PrefixBenchArgs {
     /// Try tract's plan for any batch size (a symbolic batch axis) before the plan for one sample per run.
     #[arg(long)]
     pub any_batch_first: bool,
+    /// The engine that runs the prefix: tract, or onnxruntime (a build with `--features onnxruntime`, the library
+    /// from ORT_DYLIB_PATH).
+    #[arg(long, default_value = "tract")]
+    pub engine: firmware::onnx::Engine,
+    /// Compute threads (the board profile's `threads`): the prefix's per-sample runs are spread over them.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Write the timings as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -262,6 +269,12 @@ pub struct PrefixTimings {
     pub rewritten_file: Option<String>,
     /// Per-sample input shape.
     pub input_shape: Vec<usize>,
+    /// The engine that ran it (`tract`, `onnxruntime`).
+    #[serde(default)]
+    pub engine: String,
+    /// Compute threads.
+    #[serde(default)]
+    pub threads: usize,
     /// Timed runs per batch size.
     pub reps: usize,
     /// Per batch size: (batch, median milliseconds per run, min milliseconds per run).
@@ -270,7 +283,11 @@ pub struct PrefixTimings {
 
 /// Time the prefix in tract.
 pub fn prefix_bench(a: &PrefixBenchArgs) -> Result<()> {
-    let file = OnnxModel::open(&a.model)?.with_rewrites(!a.no_rewrite).with_any_batch_plan_first(a.any_batch_first);
+    firmware::threads::set_threads(a.threads);
+    let file = OnnxModel::open(&a.model)?
+        .with_rewrites(!a.no_rewrite)
+        .with_any_batch_plan_first(a.any_batch_first)
+        .with_engine(a.engine);
     let t0 = Instant::now();
     let prefix = file.prefix(&a.cut)?;
     println!(
@@ -307,8 +324,10 @@ pub fn prefix_bench(a: &PrefixBenchArgs) -> Result<()> {
         times.sort_by(f64::total_cmp);
         let (median, min) = (times[times.len() / 2], times[0]);
         println!(
-            "tract, batch {b}: median {median:.2} ms per run ({:.3} ms per sample), min {min:.2} ms",
-            median / b as f64
+            "{}, {} thread(s), batch {b}: median {median:.2} ms per run ({:.3} ms per sample), min {min:.2} ms",
+            a.engine,
+            a.threads,
+            median / b as f64,
         );
         runs.push((b, median, min));
     }
@@ -320,6 +339,8 @@ pub fn prefix_bench(a: &PrefixBenchArgs) -> Result<()> {
         rewrites: prefix.rewrites(),
         rewritten_file: a.rewritten_out.as_ref().map(|p| p.display().to_string()),
         input_shape: prefix.input_shape().to_vec(),
+        engine: prefix.engine().to_string(),
+        threads: a.threads.max(1),
         reps: a.reps.max(1),
         runs,
     };

@@ -154,7 +154,7 @@ pub struct Expanded {
 /// Each photo of the batch `x` (labels `labels`, layout `shape`) followed by [`AugmentPolicy::variants`] jittered
 /// copies, the count taken per class from the photos of that class in the batch, all within `room` rows: when
 /// the copies would not fit, the most copies any photo gets is lowered until they do (the photos themselves
-/// always come through; the caller limits them to its room).
+/// always come through; the caller limits them to its room). All rows at once: [`expand_chunked`] with one chunk.
 pub fn expand(
     x: ArrayView2<'_, f32>,
     labels: &[u32],
@@ -164,6 +164,29 @@ pub fn expand(
     room: usize,
     rng: &mut impl Rng,
 ) -> Result<Expanded> {
+    let mut all = None;
+    expand_chunked(x, labels, shape, policy, jit, room, rng, usize::MAX, |e| {
+        all = Some(e);
+        Ok(())
+    })?;
+    Ok(all.unwrap_or(Expanded { x: Array2::zeros((0, shape.len())), labels: Vec::new(), source: Vec::new() }))
+}
+
+/// [`expand`]'s rows handed to `each` at most `chunk` at a time, in order: the same rows, jittered with the same
+/// draws of `rng`, as [`expand`] returns at once, but only one chunk of full-size images is held at a time (250
+/// copies of a 224 × 224 RGB input are 150 MB; a chunk of 64, 38 MB). `source` indexes the batch `x`.
+#[allow(clippy::too_many_arguments)]
+pub fn expand_chunked(
+    x: ArrayView2<'_, f32>,
+    labels: &[u32],
+    shape: ImageShape,
+    policy: &AugmentPolicy,
+    jit: &Jitter,
+    room: usize,
+    rng: &mut impl Rng,
+    chunk: usize,
+    mut each: impl FnMut(Expanded) -> Result<()>,
+) -> Result<()> {
     if x.ncols() != shape.len() || x.nrows() != labels.len() {
         return Err(shape_err("augment: images × values, labels", (shape.len(), x.nrows()), (x.ncols(), labels.len())));
     }
@@ -176,25 +199,38 @@ pub fn expand(
     while cap > 0 && wanted(cap) > room {
         cap -= 1;
     }
-    let rows = wanted(cap);
-    let mut out = Array2::<f32>::zeros((rows, shape.len()));
-    let (mut out_labels, mut source) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
-    let mut r = 0;
+    let chunk = chunk.clamp(1, wanted(cap).max(1));
+    let mut buf: Vec<f32> = Vec::with_capacity(chunk * shape.len());
+    let (mut out_labels, mut source) = (Vec::with_capacity(chunk), Vec::with_capacity(chunk));
+    let mut flush = |buf: &mut Vec<f32>, out_labels: &mut Vec<u32>, source: &mut Vec<usize>| -> Result<()> {
+        let rows = out_labels.len();
+        let x = Array2::from_shape_vec((rows, shape.len()), std::mem::take(buf))
+            .map_err(|e| shape_err("augment: chunk", rows, e))?;
+        each(Expanded { x, labels: std::mem::take(out_labels), source: std::mem::take(source) })?;
+        buf.reserve(chunk * shape.len());
+        Ok(())
+    };
     for (i, (photo, &label)) in x.rows().into_iter().zip(labels).enumerate() {
         let photo = photo.to_vec();
-        out.row_mut(r).assign(&ndarray::ArrayView1::from(&photo[..]));
+        buf.extend_from_slice(&photo);
         out_labels.push(label);
         source.push(i);
-        r += 1;
+        if out_labels.len() == chunk {
+            flush(&mut buf, &mut out_labels, &mut source)?;
+        }
         for _ in 0..policy.variants(counts[&label]).min(cap) {
-            let v = jitter(&photo, shape, jit, rng)?;
-            out.row_mut(r).assign(&ndarray::ArrayView1::from(&v[..]));
+            buf.extend(jitter(&photo, shape, jit, rng)?);
             out_labels.push(label);
             source.push(i);
-            r += 1;
+            if out_labels.len() == chunk {
+                flush(&mut buf, &mut out_labels, &mut source)?;
+            }
         }
     }
-    Ok(Expanded { x: out, labels: out_labels, source })
+    if !out_labels.is_empty() {
+        flush(&mut buf, &mut out_labels, &mut source)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -286,5 +322,29 @@ mod tests {
         let b = expand(x.view(), &labels, shape, &p, &Jitter::default(), 100, &mut seeded_rng(9)).expect("ok");
         assert_eq!(a.x, b.x);
         assert!(expand(x.view(), &labels[..4], shape, &p, &Jitter::default(), 100, &mut seeded_rng(9)).is_err());
+    }
+
+    /// The chunked expansion hands over exactly the rows of the one-shot expansion, in order, in chunks of at
+    /// most the asked size.
+    #[test]
+    fn chunked_expansion_is_the_same_rows() {
+        let shape = ImageShape { channels: 1, height: 6, width: 6, channels_last: false };
+        let x = Array2::from_shape_fn((5, 36), |(i, j)| (i * 36 + j) as f32 / 100.0);
+        let labels = [0, 0, 1, 2, 2];
+        let p = AugmentPolicy { samples_per_class: 8, max_variants: 5 };
+        let whole = expand(x.view(), &labels, shape, &p, &Jitter::default(), 100, &mut seeded_rng(3)).unwrap();
+        let mut rows = Vec::new();
+        let (mut got_labels, mut got_source) = (Vec::new(), Vec::new());
+        expand_chunked(x.view(), &labels, shape, &p, &Jitter::default(), 100, &mut seeded_rng(3), 4, |e| {
+            assert!(e.x.nrows() <= 4 && e.x.nrows() == e.labels.len());
+            rows.extend(e.x.iter().copied());
+            got_labels.extend(e.labels);
+            got_source.extend(e.source);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(whole.x.nrows(), 2 * 4 + 6 + 2 * 4, "3 copies for a class of 2 photos, 5 (capped) for one");
+        assert!(whole.x.iter().zip(&rows).all(|(a, b)| a.to_bits() == b.to_bits()) && rows.len() == whole.x.len());
+        assert_eq!((got_labels, got_source), (whole.labels, whole.source));
     }
 }

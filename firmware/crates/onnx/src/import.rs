@@ -13,6 +13,7 @@ use tract_onnx::prelude::{
 };
 use tract_onnx::tract_core::optim::Optimizer;
 
+use super::engine::{Engine, OrtPrefix};
 use super::export::{PrefixGraph, default_opset, model_to_proto};
 use super::graph::{GraphIndex, attrs, label};
 use super::per_sample;
@@ -60,6 +61,7 @@ pub struct OnnxModel {
     fixed_batch: Option<usize>,
     rewrite: bool,
     any_batch_first: bool,
+    engine: Engine,
 }
 
 impl OnnxModel {
@@ -131,7 +133,7 @@ impl OnnxModel {
         }
         let vi = g.input.iter().find(|v| v.name == input).ok_or_else(|| Error::OnnxInvalid("input lost".into()))?;
         let (fixed_batch, input_shape) = input_shape(vi)?;
-        Ok(Self { proto, input_shape, fixed_batch, rewrite: true, any_batch_first: false })
+        Ok(Self { proto, input_shape, fixed_batch, rewrite: true, any_batch_first: false, engine: Engine::Tract })
     }
 
     /// Whether frozen prefixes cut from this file are rewritten before tract plans them (the default; see
@@ -148,6 +150,14 @@ impl OnnxModel {
     /// axis costs.
     pub fn with_any_batch_plan_first(mut self, any_batch_first: bool) -> Self {
         self.any_batch_first = any_batch_first;
+        self
+    }
+
+    /// The engine that runs the frozen prefixes cut from this file ([`Engine`]; tract by default). tract plans
+    /// them either way (it checks the graph and finds the feature shape); with [`Engine::OnnxRuntime`] the runs
+    /// go to onnxruntime, and cutting fails with a typed error when this build or machine has none.
+    pub fn with_engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
         self
     }
 
@@ -399,6 +409,8 @@ pub struct FrozenPrefix {
     batch: Option<usize>,
     kind: PlanKind,
     rewrites: Rewrites,
+    /// onnxruntime's sessions of the same prefix, when it runs there ([`Engine::OnnxRuntime`]).
+    ort: Option<Arc<OrtPrefix>>,
 }
 
 impl std::fmt::Debug for FrozenPrefix {
@@ -412,6 +424,7 @@ impl std::fmt::Debug for FrozenPrefix {
             .field("plan", &self.kind)
             .field("batch", &self.batch)
             .field("rewrites", &self.rewrites)
+            .field("engine", &self.engine())
             .finish()
     }
 }
@@ -582,7 +595,19 @@ impl FrozenPrefix {
             Ok((plan, fixed_batch, PlanKind::Typed))
         })?;
         tracing::info!(cut, nodes = graph.nodes.len(), tract_nodes, plan = ?kind, "frozen prefix loaded in tract");
-        let mut p = Self { plan, graph: graph.clone(), input_shape: input_shape.to_vec(), batch, kind, rewrites };
+        let ort = match file.engine {
+            Engine::Tract => None,
+            Engine::OnnxRuntime => {
+                let bytes = encode(&graph.to_model_proto());
+                let sessions = edgelearn_core::threads::threads();
+                let ort = guarded("loading the prefix in onnxruntime", || {
+                    OrtPrefix::new(&bytes, &graph.input.name, sessions)
+                })?;
+                tracing::info!(cut, sessions, batch = ?batch, "frozen prefix runs in onnxruntime");
+                Some(Arc::new(ort))
+            }
+        };
+        let mut p = Self { plan, graph: graph.clone(), input_shape: input_shape.to_vec(), batch, kind, rewrites, ort };
         // Per-sample output shape: from the plan's output fact when it is concrete, else by a probe run.
         let fact_shape: Option<Vec<usize>> = p.plan.model().output_fact(0).ok().and_then(|f| {
             f.shape.dims().iter().skip(1).map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok())).collect()
@@ -636,6 +661,11 @@ impl FrozenPrefix {
         self.kind
     }
 
+    /// The engine the prefix runs in.
+    pub fn engine(&self) -> Engine {
+        if self.ort.is_some() { Engine::OnnxRuntime } else { Engine::Tract }
+    }
+
     /// What the loader's graph rewrites changed before tract planned the prefix.
     pub fn rewrites(&self) -> Rewrites {
         self.rewrites
@@ -654,6 +684,9 @@ impl FrozenPrefix {
                 &gathered
             }
         };
+        if let Some(ort) = &self.ort {
+            return guarded("running the frozen prefix in onnxruntime", || ort.run(&shape, data));
+        }
         guarded("running the frozen prefix", || {
             let t = Tensor::from_shape(&shape, data).map_err(tract_err("input tensor"))?;
             let out = self.plan.run(tvec!(t.into_tvalue())).map_err(tract_err("running the frozen prefix"))?;

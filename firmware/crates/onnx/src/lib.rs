@@ -45,6 +45,7 @@
 //! [`Error`] (`OnnxInvalid`, `OnnxUnsupported`, `OnnxCut`, `Tract`), never a panic.
 #![warn(missing_docs)]
 
+pub mod engine;
 mod export;
 mod graph;
 mod import;
@@ -55,6 +56,7 @@ mod tests;
 #[cfg(test)]
 mod tests_simplify;
 
+pub use engine::Engine;
 pub use export::{INPUT_SPEC_KEY, PrefixGraph, encode, model_to_proto};
 pub use import::{Cut, DeviceModel, FrozenPrefix, OnnxModel, PlanKind, trainable_layer_count};
 pub use simplify::{Rewrites, for_tract as rewrite_for_tract};

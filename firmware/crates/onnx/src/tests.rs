@@ -590,3 +590,43 @@ fn fuzz_crash_transpose_repeated_axis_is_a_typed_error() {
     }
     assert!(refused > 0, "no cut refused the repeated axis");
 }
+
+/// The second engine: built without the `onnxruntime` feature, asking for it is a typed error; with it (the
+/// library from ORT_DYLIB_PATH, which scripts/test.sh points at the onnxruntime wheel's), onnxruntime runs the same
+/// prefix as tract to 1e-5 and gives the same bits for any thread count (each sample in one single-threaded
+/// session).
+#[test]
+fn the_onnxruntime_engine_matches_tract_or_is_a_typed_error() {
+    let model = zoo::cnn([1, 28, 28], 10, &[4], &mut rng()).unwrap();
+    let bytes = bytes_of(&model);
+    let x = random_input(13, 784, 6);
+    let tract = OnnxModel::from_bytes(&bytes).unwrap().split(&Cut::LastTrainable(2)).unwrap();
+    let ort = OnnxModel::from_bytes(&bytes).unwrap().with_engine(Engine::OnnxRuntime).split(&Cut::LastTrainable(2));
+    if !cfg!(feature = "onnxruntime") {
+        assert!(matches!(ort, Err(Error::Config(ref m)) if m.contains("onnxruntime")), "{ort:?}");
+        return;
+    }
+    assert!(
+        std::env::var_os("ORT_DYLIB_PATH").is_some(),
+        "ORT_DYLIB_PATH must name onnxruntime's library (scripts/test.sh sets it to .venv-onnx's)"
+    );
+    let ort = ort.unwrap();
+    assert_eq!(ort.prefix.as_ref().map(FrozenPrefix::engine), Some(Engine::OnnxRuntime));
+    assert_eq!(tract.prefix.as_ref().map(FrozenPrefix::engine), Some(Engine::Tract));
+    let want = tract.features(&x.view()).unwrap();
+    let before = edgelearn_core::threads::threads();
+    let run = |t: usize| {
+        edgelearn_core::threads::set_threads(t);
+        ort.features(&x.view()).unwrap()
+    };
+    let one = run(1);
+    assert!(
+        max_diff(&one.view(), &want.view()) <= 1e-5,
+        "onnxruntime vs tract: {}",
+        max_diff(&one.view(), &want.view())
+    );
+    for t in [2, 3] {
+        assert!(run(t).iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()), "{t} threads");
+    }
+    edgelearn_core::threads::set_threads(before);
+}
