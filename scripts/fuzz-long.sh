@@ -6,7 +6,7 @@
 #
 # 1. Builds TARGET exactly as scripts/fuzz.sh does (it sources `fuzz.sh --build`: the same flags, ASan, and the
 #    same memory limits per input: no allocation over 128 MiB, RSS at most the process's own footprint plus the
-#    Jetson Nano's 292 MiB learner RAM budget).
+#    Jetson Nano's learner RAM budget (324 MiB; 292 MiB before session 35)).
 # 2. Runs libFuzzer on one core (no -jobs/-workers) over the checked-in corpus fuzz/corpus/TARGET and a scratch
 #    corpus target/fuzz-long/TARGET/corpus that persists between runs, with -timeout=$FUZZ_TIMEOUT (default 20 s)
 #    per input. The first crash, timeout or out-of-memory stops the run; its input lands in

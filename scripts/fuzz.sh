@@ -13,10 +13,10 @@
 # fails the script.
 #
 # Memory: every input runs under the smallest Jetson board's budgets (boards/jetson-nano-4gb.toml): no single
-# allocation over its largest single budget (workspace = state_file = 128 MiB), and the process's RSS at most its
+# allocation over its largest single budget (workspace 160 MiB since session 35; state_file 128 MiB), and the process's RSS at most its
 # own footprint before any input (the instrumented binary, ASan's shadow, libFuzzer's tables: 100-135 MB,
 # measured by running the empty input once) plus the learner's RAM budget (params + bases + fisher + workspace +
-# replay = 292 MiB); over either is an out-of-memory crash. (boards/tiny.toml, a 2.5 MiB profile for budget tests
+# replay = 324 MiB; 292 MiB before session 35); over either is an out-of-memory crash. (boards/tiny.toml, a 2.5 MiB profile for budget tests
 # on which learning is refused, is not used: libFuzzer keeps its corpus in memory, megabytes over a long run.)
 # ASan's quarantine of freed memory counts in the RSS, so it is cut from 256 to 16 MiB.
 set -euo pipefail
