@@ -110,33 +110,56 @@ pub fn jitter(image: &[f32], shape: ImageShape, j: &Jitter, rng: &mut impl Rng) 
     if image.len() != shape.len() || shape.is_empty() {
         return Err(shape_err("augment: image", shape, image.len()));
     }
-    let phi = rng.random_range(-1.0..=1.0f32) * j.rotation_deg.to_radians();
-    let s = 1.0 + rng.random_range(-1.0..=1.0f32) * j.scale;
-    let (h, w) = (shape.height as f32, shape.width as f32);
-    let tx = rng.random_range(-1.0..=1.0f32) * j.shift * w;
-    let ty = rng.random_range(-1.0..=1.0f32) * j.shift * h;
-    let (cx, cy) = ((w - 1.0) / 2.0, (h - 1.0) / 2.0);
-    // A⁻¹ = R(−φ) / s.
-    let (sin, cos) = phi.sin_cos();
-    let (a, b, c, d) = (cos / s, sin / s, -sin / s, cos / s);
     let mut out = vec![0.0f32; image.len()];
-    for y in 0..shape.height {
-        for x in 0..shape.width {
-            let (dx, dy) = (x as f32 - cx - tx, y as f32 - cy - ty);
-            let sx = (a * dx + b * dy + cx).clamp(0.0, w - 1.0);
-            let sy = (c * dx + d * dy + cy).clamp(0.0, h - 1.0);
-            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
-            let (x1, y1) = ((x0 + 1).min(shape.width - 1), (y0 + 1).min(shape.height - 1));
-            let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
-            for ch in 0..shape.channels {
-                let at = |yy: usize, xx: usize| image[shape.index(ch, yy, xx)];
-                let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
-                let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
-                out[shape.index(ch, y, x)] = top * (1.0 - fy) + bottom * fy;
+    Warp::draw(shape, j, rng).apply(image, shape, &mut out);
+    Ok(out)
+}
+
+/// One copy's random warp (rotation φ, scale s, shift t), drawn from the rng in a fixed order, so that the warps
+/// of a batch can be drawn one after another and applied on any number of threads with the same result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Warp {
+    phi: f32,
+    s: f32,
+    tx: f32,
+    ty: f32,
+}
+
+impl Warp {
+    fn draw(shape: ImageShape, j: &Jitter, rng: &mut impl Rng) -> Self {
+        let phi = rng.random_range(-1.0..=1.0f32) * j.rotation_deg.to_radians();
+        let s = 1.0 + rng.random_range(-1.0..=1.0f32) * j.scale;
+        let (h, w) = (shape.height as f32, shape.width as f32);
+        let tx = rng.random_range(-1.0..=1.0f32) * j.shift * w;
+        let ty = rng.random_range(-1.0..=1.0f32) * j.shift * h;
+        Self { phi, s, tx, ty }
+    }
+
+    /// `out[p] = image[A⁻¹ (p − c − t) + c]`, bilinear, borders clamped (`image` and `out` of `shape.len()`).
+    fn apply(self, image: &[f32], shape: ImageShape, out: &mut [f32]) {
+        let Self { phi, s, tx, ty } = self;
+        let (h, w) = (shape.height as f32, shape.width as f32);
+        let (cx, cy) = ((w - 1.0) / 2.0, (h - 1.0) / 2.0);
+        // A⁻¹ = R(−φ) / s.
+        let (sin, cos) = phi.sin_cos();
+        let (a, b, c, d) = (cos / s, sin / s, -sin / s, cos / s);
+        for y in 0..shape.height {
+            for x in 0..shape.width {
+                let (dx, dy) = (x as f32 - cx - tx, y as f32 - cy - ty);
+                let sx = (a * dx + b * dy + cx).clamp(0.0, w - 1.0);
+                let sy = (c * dx + d * dy + cy).clamp(0.0, h - 1.0);
+                let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+                let (x1, y1) = ((x0 + 1).min(shape.width - 1), (y0 + 1).min(shape.height - 1));
+                let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+                for ch in 0..shape.channels {
+                    let at = |yy: usize, xx: usize| image[shape.index(ch, yy, xx)];
+                    let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
+                    let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
+                    out[shape.index(ch, y, x)] = top * (1.0 - fy) + bottom * fy;
+                }
             }
         }
     }
-    Ok(out)
 }
 
 /// A batch with its copies: the rows (each photo followed by its copies), their labels, and for each row the
@@ -199,36 +222,53 @@ pub fn expand_chunked(
     while cap > 0 && wanted(cap) > room {
         cap -= 1;
     }
+    if x.nrows() > 0 && shape.is_empty() {
+        return Err(shape_err("augment: image", shape, x.ncols()));
+    }
     let chunk = chunk.clamp(1, wanted(cap).max(1));
-    let mut buf: Vec<f32> = Vec::with_capacity(chunk * shape.len());
-    let (mut out_labels, mut source) = (Vec::with_capacity(chunk), Vec::with_capacity(chunk));
-    let mut flush = |buf: &mut Vec<f32>, out_labels: &mut Vec<u32>, source: &mut Vec<usize>| -> Result<()> {
-        let rows = out_labels.len();
-        let x = Array2::from_shape_vec((rows, shape.len()), std::mem::take(buf))
-            .map_err(|e| shape_err("augment: chunk", rows, e))?;
-        each(Expanded { x, labels: std::mem::take(out_labels), source: std::mem::take(source) })?;
-        buf.reserve(chunk * shape.len());
-        Ok(())
+    // Each row of a chunk: its photo and, for a copy, its warp (drawn in order); the chunk's images are then made
+    // on the compute threads, each row by one thread, so the rows do not depend on the thread count.
+    let mut rows: Vec<(usize, Option<Warp>)> = Vec::with_capacity(chunk);
+    let mut flush = |rows: &mut Vec<(usize, Option<Warp>)>| -> Result<()> {
+        let n = rows.len();
+        let mut buf = vec![0.0f32; n * shape.len()];
+        crate::threads::for_each_chunk(&mut buf, shape.len(), |r, out| {
+            let (i, warp) = rows[r];
+            let row = x.row(i);
+            let owned;
+            let photo = match row.as_slice() {
+                Some(p) => p,
+                None => {
+                    owned = row.to_vec();
+                    &owned
+                }
+            };
+            match warp {
+                None => out.copy_from_slice(photo),
+                Some(w) => w.apply(photo, shape, out),
+            }
+            Ok(())
+        })?;
+        let x = Array2::from_shape_vec((n, shape.len()), buf).map_err(|e| shape_err("augment: chunk", n, e))?;
+        let labels = rows.iter().map(|&(i, _)| labels[i]).collect();
+        let source = rows.iter().map(|&(i, _)| i).collect();
+        rows.clear();
+        each(Expanded { x, labels, source })
     };
-    for (i, (photo, &label)) in x.rows().into_iter().zip(labels).enumerate() {
-        let photo = photo.to_vec();
-        buf.extend_from_slice(&photo);
-        out_labels.push(label);
-        source.push(i);
-        if out_labels.len() == chunk {
-            flush(&mut buf, &mut out_labels, &mut source)?;
+    for (i, &label) in labels.iter().enumerate() {
+        rows.push((i, None));
+        if rows.len() == chunk {
+            flush(&mut rows)?;
         }
         for _ in 0..policy.variants(counts[&label]).min(cap) {
-            buf.extend(jitter(&photo, shape, jit, rng)?);
-            out_labels.push(label);
-            source.push(i);
-            if out_labels.len() == chunk {
-                flush(&mut buf, &mut out_labels, &mut source)?;
+            rows.push((i, Some(Warp::draw(shape, jit, rng))));
+            if rows.len() == chunk {
+                flush(&mut rows)?;
             }
         }
     }
-    if !out_labels.is_empty() {
-        flush(&mut buf, &mut out_labels, &mut source)?;
+    if !rows.is_empty() {
+        flush(&mut rows)?;
     }
     Ok(())
 }
@@ -346,5 +386,11 @@ mod tests {
         assert_eq!(whole.x.nrows(), 2 * 4 + 6 + 2 * 4, "3 copies for a class of 2 photos, 5 (capped) for one");
         assert!(whole.x.iter().zip(&rows).all(|(a, b)| a.to_bits() == b.to_bits()) && rows.len() == whole.x.len());
         assert_eq!((got_labels, got_source), (whole.labels, whole.source));
+        // The copies are made on the compute threads: the same bits on any thread count.
+        let before = crate::threads::threads();
+        crate::threads::set_threads(2);
+        let two = expand(x.view(), &labels, shape, &p, &Jitter::default(), 100, &mut seeded_rng(3)).unwrap();
+        crate::threads::set_threads(before);
+        assert!(two.x.iter().zip(whole.x.iter()).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
