@@ -114,9 +114,7 @@ pub fn run(b: &InboxBench, work: &Path, heap: &dyn HeapMeter) -> Result<InboxRes
     std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
     // The camera model: Lite0 cut at its features, a fresh MLP and a head over the two base categories.
     let lite0 = photos::lite0_path(&b.data_dir);
-    if !lite0.is_file() {
-        return Err(Error::Invalid(format!("{} is missing; run `bash scripts/fetch-data.sh`", lite0.display())));
-    }
+    crate::data::require_fetched(&lite0)?;
     let mut dm = OnnxModel::open(&lite0)?.split(&Cut::parse(photos::LITE0_FEATURES)?)?;
     dm.trainable = firmware::nn::zoo::mlp(1280, &[256], &[2], true, &mut firmware::seeded_rng(0))?;
     let model = work.join("camera.onnx");

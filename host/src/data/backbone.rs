@@ -197,9 +197,7 @@ fn compute(path: &Path, ds: &Dataset, norm: (f32, f32), sub: Subsample) -> Resul
     if ds.channels != 1 {
         return Err(Error::Invalid(format!("{}: the backbone adapter takes grey images", ds.name)));
     }
-    if !path.is_file() {
-        return Err(Error::Invalid(format!("{} is missing; run `bash scripts/fetch-data.sh`", path.display())));
-    }
+    crate::data::require_fetched(path)?;
     let prefix = OnnxModel::open(path)?.prefix(OPEN_NSFW_FEATURES)?;
     let t0 = std::time::Instant::now();
     let pick = |x: &Array2<f32>, y: &[usize], per_class: usize| -> Result<(Array2<f32>, Vec<usize>)> {

@@ -17,6 +17,16 @@ use ndarray::Array2;
 use crate::error::{Error, Result};
 use idx::{IdxArray, read_idx};
 
+/// `Ok` when `path` is a file, else the error that says the fetch script installs it (the backbones and their
+/// files are not in the repository).
+pub fn require_fetched(path: &Path) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("{} is missing; run `bash scripts/fetch-data.sh`", path.display())))
+    }
+}
+
 /// Per-pixel normalisation of MNIST: mean and standard deviation of the training pixels in `[0, 1]`.
 pub const MNIST_NORM: (f32, f32) = (0.1307, 0.3081);
 /// Per-pixel normalisation of Fashion-MNIST.

@@ -127,9 +127,7 @@ pub fn split_fixed(files: &[PhotoFile], test: usize) -> Result<(Vec<PhotoFile>, 
 /// The backbone at `model` cut at `cut`, and the preprocessing spec that travels with it (embedded in the file or
 /// beside it; an error without one: a photo needs one).
 pub fn open_backbone(model: &Path, cut: &str) -> Result<(FrozenPrefix, Preprocess)> {
-    if !model.is_file() {
-        return Err(Error::Invalid(format!("{} is missing; run `bash scripts/fetch-data.sh`", model.display())));
-    }
+    crate::data::require_fetched(model)?;
     let file = OnnxModel::open(model)?;
     let embedded = file.input_spec();
     let (pre, _) = Preprocess::discover(model, embedded.as_deref())?
@@ -253,9 +251,7 @@ fn grey_through_lite0(data_dir: &Path, ds: &Dataset, norm: (f32, f32)) -> Result
         _ => return Err(Error::Invalid(format!("{}: images of {}×{} pixels", ds.name, ds.rows, ds.cols))),
     };
     let model = lite0_path(data_dir);
-    if !model.is_file() {
-        return Err(Error::Invalid(format!("{} is missing; run `bash scripts/fetch-data.sh`", model.display())));
-    }
+    crate::data::require_fetched(&model)?;
     let model_bytes = std::fs::read(&model).map_err(|e| Error::io(&model, e))?;
     let backbone = std::sync::OnceLock::new();
     let features = |x: &Array2<f32>, part: &str| -> Result<Array2<f32>> {
